@@ -1,0 +1,157 @@
+//! Types shared by the XDP fast path (`failover-ebpf`) and the userspace controller.
+//!
+//! Everything here is `#[repr(C)]`, made of plain integers with explicit padding, so that the
+//! kernel side and the user side agree byte for byte and `bpftool map dump` prints typed fields.
+#![no_std]
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "failover_xdp";
+
+/// Map: the fast path's configuration (one entry). Written by userspace, read by XDP.
+pub const MAP_CONFIG: &str = "FO_CONFIG";
+/// Map: outstanding UDP heartbeat tokens. Written by userspace, read by XDP.
+pub const MAP_TOKENS: &str = "FO_TOKENS";
+/// Map: per-source reply records. Written by XDP, read by userspace.
+pub const MAP_PEERS: &str = "FO_PEERS";
+/// Map: per-sequence arrival stamps (a ring). Written by XDP, read by userspace.
+pub const MAP_ARRIVALS: &str = "FO_ARRIVALS";
+/// Map: per-CPU statistics. Written by XDP, read by userspace.
+pub const MAP_STATS: &str = "FO_STATS";
+
+/// Every map the program owns, in the order they are pinned.
+pub const MAP_NAMES: [&str; 5] = [MAP_CONFIG, MAP_TOKENS, MAP_PEERS, MAP_ARRIVALS, MAP_STATS];
+
+/// Number of slots in the arrival ring; a probe's slot is `seq % ARRIVAL_SLOTS`.
+///
+/// A power of two that divides 65536, so 16-bit ICMP sequences wrap onto the same slots.
+pub const ARRIVAL_SLOTS: u32 = 4096;
+/// Maximum number of outstanding UDP tokens.
+pub const MAX_TOKENS: u32 = 64;
+/// Maximum number of reply sources tracked.
+pub const MAX_PEERS: u32 = 256;
+
+/// `Config::flags`: count ICMP / ICMPv6 echo replies carrying `Config::icmp_id`.
+pub const FLAG_ICMP: u32 = 1 << 0;
+/// `Config::flags`: count UDP heartbeat replies from `Config::udp_port`.
+pub const FLAG_UDP: u32 = 1 << 1;
+/// `Config::flags`: pass counted replies to the stack instead of consuming them (`XDP_DROP`).
+pub const FLAG_PASS_COUNTED: u32 = 1 << 2;
+
+/// Configuration of the fast path. Key 0 of [`MAP_CONFIG`].
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `FLAG_*` bits. Zero means the program counts nothing and passes everything.
+    pub flags: u32,
+    /// ICMP echo identifier of our probes (host order).
+    pub icmp_id: u32,
+    /// UDP source port of heartbeat replies, i.e. the responder's port (host order).
+    pub udp_port: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+/// What the fast path knows about one source address. Value of [`MAP_PEERS`].
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// Replies counted from this source.
+    pub replies: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last counted reply.
+    pub last_ns: u64,
+    /// Sequence number carried by the last counted reply.
+    pub last_seq: u64,
+    /// `bpf_ktime_get_ns()` of the first counted reply.
+    pub first_ns: u64,
+}
+
+/// Arrival stamp of one reply. Value of [`MAP_ARRIVALS`] at index `seq % ARRIVAL_SLOTS`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Arrival {
+    /// Sequence number of the reply (16 bits for ICMP, 64 for UDP).
+    pub seq: u64,
+    /// `bpf_ktime_get_ns()` when the reply reached XDP; 0 for an empty slot.
+    pub ns: u64,
+}
+
+/// Per-CPU counters. Key 0 of [`MAP_STATS`].
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames the program ran on.
+    pub seen: u64,
+    /// Replies counted (identifier or token matched).
+    pub matched: u64,
+    /// Echo replies with an identifier other than ours.
+    pub rejected_id: u64,
+    /// Heartbeat replies from our port whose token is not outstanding.
+    pub rejected_token: u64,
+    /// Frames that ended inside a header we had to read.
+    pub truncated: u64,
+    /// Frames with impossible header fields (IPv4 IHL < 5, bad heartbeat magic or version).
+    pub malformed: u64,
+}
+
+impl Stats {
+    /// Adds another CPU's counters to these.
+    pub fn add(&mut self, o: &Stats) {
+        self.seen += o.seen;
+        self.matched += o.matched;
+        self.rejected_id += o.rejected_id;
+        self.rejected_token += o.rejected_token;
+        self.truncated += o.truncated;
+        self.malformed += o.malformed;
+    }
+}
+
+/// Key of [`MAP_PEERS`]: an IPv6 address, IPv4 as IPv4-mapped (`::ffff:a.b.c.d`).
+pub type PeerKey = [u8; 16];
+
+/// The UDP heartbeat and join message, 40 bytes, all fields big-endian on the wire.
+pub mod wire {
+    /// `b"FOHB"`.
+    pub const MAGIC: u32 = 0x464f_4842;
+    /// Current protocol version.
+    pub const VERSION: u8 = 1;
+    /// Size of a message on the wire.
+    pub const LEN: usize = 40;
+
+    /// Heartbeat request (first signal, monitor to primary).
+    pub const KIND_HEARTBEAT: u8 = 1;
+    /// Heartbeat reply (primary to monitor); the only kind the XDP program counts.
+    pub const KIND_HEARTBEAT_REPLY: u8 = 2;
+    /// Join probe (second signal, booted host to monitor address).
+    pub const KIND_JOIN: u8 = 3;
+    /// Join reply.
+    pub const KIND_JOIN_REPLY: u8 = 4;
+
+    /// Offsets of the fields inside the message.
+    pub const OFF_MAGIC: usize = 0;
+    /// Offset of the version byte.
+    pub const OFF_VERSION: usize = 4;
+    /// Offset of the kind byte.
+    pub const OFF_KIND: usize = 5;
+    /// Offset of the role byte.
+    pub const OFF_ROLE: usize = 6;
+    /// Offset of the flags byte.
+    pub const OFF_FLAGS: usize = 7;
+    /// Offset of the 64-bit token.
+    pub const OFF_TOKEN: usize = 8;
+    /// Offset of the 64-bit sequence.
+    pub const OFF_SEQ: usize = 16;
+    /// Offset of the 64-bit epoch.
+    pub const OFF_EPOCH: usize = 24;
+    /// Offset of the 32-bit node id.
+    pub const OFF_NODE: usize = 32;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are repr(C), made of integers, without implicit padding.
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for PeerRecord {}
+    unsafe impl aya::Pod for Arrival {}
+    unsafe impl aya::Pod for Stats {}
+}

@@ -1,0 +1,297 @@
+//! XDP heartbeat fast path.
+//!
+//! Runs on the monitor's interface. For every frame it decides, as cheaply as it can, whether the
+//! frame is a reply to one of our heartbeat signals; the common case (not ours) returns
+//! `XDP_PASS` after reading the Ethernet and IP headers once. A reply counts only when it carries
+//! the ICMP identifier or one of the UDP tokens that userspace wrote into the maps, so an off-path
+//! host cannot forge liveness. Counted replies get a kernel arrival stamp (`bpf_ktime_get_ns`,
+//! CLOCK_MONOTONIC) per sequence number and per source address; userspace judges deadlines from
+//! those stamps, so a stalled controller never turns an in-time reply into a late one.
+//!
+//! Counted replies are consumed (`XDP_DROP`): nobody else listens for them, and dropping them
+//! saves the stack a socket lookup and a wake-up per probe. `FLAG_PASS_COUNTED` passes them on
+//! instead (for `tcpdump` or a second consumer). Everything else - not ours, rejected, truncated,
+//! malformed - is always passed: a health monitor must never drop traffic it does not own.
+#![no_std]
+#![no_main]
+
+use core::{mem::size_of, ptr::read_unaligned};
+
+use aya_ebpf::{
+    bindings::{xdp_action, BPF_NOEXIST},
+    btf_maps::{Array, HashMap, PerCpuArray},
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use aya_log_ebpf::debug;
+use failover_common::{
+    wire, Arrival, Config, PeerKey, PeerRecord, Stats, ARRIVAL_SLOTS, FLAG_ICMP,
+    FLAG_PASS_COUNTED, FLAG_UDP, MAX_PEERS, MAX_TOKENS,
+};
+
+/// Configuration (key 0). Written by userspace before attaching; read here on every frame.
+#[btf_map]
+static FO_CONFIG: Array<Config, 1> = Array::new();
+
+/// Outstanding UDP heartbeat tokens (token -> userspace cookie). Written by userspace; read here.
+#[btf_map]
+static FO_TOKENS: HashMap<u64, u64, { MAX_TOKENS as usize }> = HashMap::new();
+
+/// Per-source records (IPv4-mapped IPv6 key). Written here; read by userspace and bpftool.
+#[btf_map]
+static FO_PEERS: HashMap<PeerKey, PeerRecord, { MAX_PEERS as usize }> = HashMap::new();
+
+/// Arrival ring indexed by `seq % ARRIVAL_SLOTS`. Written here; read by userspace per probe.
+#[btf_map]
+static FO_ARRIVALS: Array<Arrival, { ARRIVAL_SLOTS as usize }> = Array::new();
+
+/// Per-CPU counters (key 0). Written here; summed by userspace.
+#[btf_map]
+static FO_STATS: PerCpuArray<Stats, 1> = PerCpuArray::new();
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_HLEN: usize = 4;
+const IPV4_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+const ICMP_HLEN: usize = 8;
+const UDP_HLEN: usize = 8;
+/// IPv4 "more fragments" flag and fragment offset bits.
+const IP_MF_OFFSET: u16 = 0x3fff;
+
+/// What the program concluded about one frame.
+enum Verdict {
+    /// Not a reply to us; passed untouched.
+    NotOurs,
+    /// A reply to one of our probes, counted.
+    Counted,
+    /// An echo reply with another identifier.
+    RejectedId,
+    /// A heartbeat reply from our port with a token that is not outstanding.
+    RejectedToken,
+    /// The frame ended inside a header we needed.
+    Truncated,
+    /// A header with impossible fields.
+    Malformed,
+}
+
+/// Entry point: never fails, never drops what it did not count.
+#[xdp]
+pub fn failover_xdp(ctx: XdpContext) -> u32 {
+    let cfg = match FO_CONFIG.get(0) {
+        Some(c) => *c,
+        None => Config::default(),
+    };
+    let verdict = if cfg.flags & (FLAG_ICMP | FLAG_UDP) == 0 {
+        Verdict::NotOurs
+    } else {
+        classify(&ctx, &cfg)
+    };
+    if let Some(s) = FO_STATS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, this program is the only writer on this CPU.
+        let s = unsafe { &mut *s };
+        s.seen += 1;
+        match verdict {
+            Verdict::NotOurs => {}
+            Verdict::Counted => s.matched += 1,
+            Verdict::RejectedId => s.rejected_id += 1,
+            Verdict::RejectedToken => s.rejected_token += 1,
+            Verdict::Truncated => s.truncated += 1,
+            Verdict::Malformed => s.malformed += 1,
+        }
+    }
+    match verdict {
+        Verdict::Counted if cfg.flags & FLAG_PASS_COUNTED == 0 => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// Bounds-checked pointer to a `T` at `offset` bytes into the frame.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+/// Reads a `T` (unaligned) at `offset`, or `None` when the frame is too short.
+#[inline(always)]
+fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+    // SAFETY: ptr_at checked that the bytes lie inside the frame.
+    ptr_at::<T>(ctx, offset).map(|p| unsafe { read_unaligned(p) })
+}
+
+#[inline(always)]
+fn be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
+    read::<[u8; 2]>(ctx, offset).map(u16::from_be_bytes)
+}
+
+#[inline(always)]
+fn classify(ctx: &XdpContext, cfg: &Config) -> Verdict {
+    let Some(mut proto) = be16(ctx, 12) else {
+        return Verdict::Truncated;
+    };
+    let mut l3 = ETH_HLEN;
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let Some(inner) = be16(ctx, ETH_HLEN + 2) else {
+            return Verdict::Truncated;
+        };
+        proto = inner;
+        l3 += VLAN_HLEN;
+    }
+    let (l4_proto, l4, src) = match proto {
+        ETH_P_IP => {
+            let Some(h) = read::<[u8; IPV4_HLEN]>(ctx, l3) else {
+                return Verdict::Truncated;
+            };
+            if h[0] >> 4 != 4 || h[0] & 0x0f < 5 {
+                return Verdict::Malformed;
+            }
+            if u16::from_be_bytes([h[6], h[7]]) & IP_MF_OFFSET != 0 {
+                // A fragment: our replies are never fragmented, and only the first fragment
+                // would carry a header to match.
+                return Verdict::NotOurs;
+            }
+            let ihl = ((h[0] & 0x0f) as usize) * 4;
+            let mut key: PeerKey = [0; 16];
+            key[10] = 0xff;
+            key[11] = 0xff;
+            key[12] = h[12];
+            key[13] = h[13];
+            key[14] = h[14];
+            key[15] = h[15];
+            (h[9], l3 + ihl, key)
+        }
+        ETH_P_IPV6 => {
+            let Some(h) = read::<[u8; 8]>(ctx, l3) else {
+                return Verdict::Truncated;
+            };
+            let Some(src) = read::<PeerKey>(ctx, l3 + 8) else {
+                return Verdict::Truncated;
+            };
+            if ptr_at::<[u8; IPV6_HLEN]>(ctx, l3).is_none() {
+                return Verdict::Truncated;
+            }
+            if h[0] >> 4 != 6 {
+                return Verdict::Malformed;
+            }
+            // Extension headers (including fragments) are not ours: replies to our probes carry
+            // the upper-layer header directly.
+            (h[6], l3 + IPV6_HLEN, src)
+        }
+        _ => return Verdict::NotOurs,
+    };
+    match (proto, l4_proto) {
+        (ETH_P_IP, IPPROTO_ICMP) => echo_reply(ctx, cfg, l4, src, ICMP_ECHO_REPLY),
+        (ETH_P_IPV6, IPPROTO_ICMPV6) => echo_reply(ctx, cfg, l4, src, ICMPV6_ECHO_REPLY),
+        (_, IPPROTO_UDP) => heartbeat_reply(ctx, cfg, l4, src),
+        _ => Verdict::NotOurs,
+    }
+}
+
+#[inline(always)]
+fn echo_reply(ctx: &XdpContext, cfg: &Config, l4: usize, src: PeerKey, reply: u8) -> Verdict {
+    let Some(h) = read::<[u8; ICMP_HLEN]>(ctx, l4) else {
+        return Verdict::Truncated;
+    };
+    if h[0] != reply || h[1] != 0 || cfg.flags & FLAG_ICMP == 0 {
+        return Verdict::NotOurs;
+    }
+    let id = u16::from_be_bytes([h[4], h[5]]) as u32;
+    if id != cfg.icmp_id {
+        debug!(ctx, "echo reply with foreign identifier {}", id);
+        return Verdict::RejectedId;
+    }
+    record(src, u16::from_be_bytes([h[6], h[7]]) as u64);
+    Verdict::Counted
+}
+
+#[inline(always)]
+fn heartbeat_reply(ctx: &XdpContext, cfg: &Config, l4: usize, src: PeerKey) -> Verdict {
+    let Some(sport) = be16(ctx, l4) else {
+        return Verdict::Truncated;
+    };
+    if ptr_at::<[u8; UDP_HLEN]>(ctx, l4).is_none() {
+        return Verdict::Truncated;
+    }
+    if cfg.flags & FLAG_UDP == 0 || sport as u32 != cfg.udp_port {
+        return Verdict::NotOurs;
+    }
+    let Some(m) = read::<[u8; wire::LEN]>(ctx, l4 + UDP_HLEN) else {
+        return Verdict::Truncated;
+    };
+    let magic = u32::from_be_bytes([m[0], m[1], m[2], m[3]]);
+    if magic != wire::MAGIC || m[wire::OFF_VERSION] != wire::VERSION {
+        return Verdict::Malformed;
+    }
+    if m[wire::OFF_KIND] != wire::KIND_HEARTBEAT_REPLY {
+        return Verdict::NotOurs;
+    }
+    let token = u64::from_be_bytes([m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15]]);
+    if FO_TOKENS.get_ptr(token).is_none() {
+        debug!(ctx, "heartbeat reply with unknown token {:x}", token);
+        return Verdict::RejectedToken;
+    }
+    let seq = u64::from_be_bytes([m[16], m[17], m[18], m[19], m[20], m[21], m[22], m[23]]);
+    record(src, seq);
+    Verdict::Counted
+}
+
+/// Stamps a counted reply into the arrival ring and the per-source record.
+#[inline(always)]
+fn record(src: PeerKey, seq: u64) {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(a) = FO_ARRIVALS.get_ptr_mut((seq as u32) & (ARRIVAL_SLOTS - 1)) {
+        // The stamp goes first: a reader that sees the new sequence also sees its stamp, and a
+        // reader that sees the old sequence discards the slot.
+        // SAFETY: array slots are preallocated and stay valid for the program's run.
+        unsafe {
+            (*a).ns = now;
+            (*a).seq = seq;
+        }
+    }
+    match FO_PEERS.get_ptr_mut(src) {
+        // Plain increments: replies from one peer arrive on one RX queue in practice, and the
+        // per-probe judgement uses the arrival ring, not this counter.
+        // SAFETY: the entry was just looked up; only this program writes it.
+        Some(p) => unsafe {
+            (*p).replies += 1;
+            (*p).last_ns = now;
+            (*p).last_seq = seq;
+        },
+        None => {
+            let rec = PeerRecord {
+                replies: 1,
+                last_ns: now,
+                last_seq: seq,
+                first_ns: now,
+            };
+            // A full map (MAX_PEERS sources) only loses the per-source record, not the stamp.
+            let _ = FO_PEERS.insert(src, rec, BPF_NOEXIST as u64);
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any program with a reachable panic path.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,143 @@
+//! Small wrappers around the system calls the daemon needs before anything else.
+use std::{
+    ffi::CString,
+    io,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+};
+
+/// `statfs` magic of a BPF filesystem.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Errors from the system setup steps.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// The process lacks root.
+    #[error("{what} needs root (running as uid {uid}); run it with sudo or as root")]
+    NotRoot {
+        /// What needed it.
+        what: String,
+        /// Effective uid.
+        uid: u32,
+    },
+    /// No such interface.
+    #[error("interface {0:?} not found")]
+    NoInterface(String),
+    /// A path operation failed.
+    #[error("{what} {path}: {source}")]
+    Path {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Fails unless the effective uid is 0.
+pub fn require_root(what: &str) -> Result<(), SysError> {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid != 0 {
+        return Err(SysError::NotRoot {
+            what: what.to_string(),
+            uid,
+        });
+    }
+    Ok(())
+}
+
+/// Raises RLIMIT_MEMLOCK to infinity; kernels before 5.11 charge BPF maps to it.
+pub fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to an initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+/// The interface index of `name`.
+pub fn if_index(name: &str) -> Result<u32, SysError> {
+    let c = CString::new(name).map_err(|_| SysError::NoInterface(name.to_string()))?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(SysError::NoInterface(name.to_string()));
+    }
+    Ok(idx)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn path_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SysError + 'a {
+    move |source| SysError::Path {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Whether `path` lives on a BPF filesystem.
+pub fn is_bpffs(path: &Path) -> Result<bool, SysError> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| SysError::Path {
+        what: "statfs",
+        path: path.to_path_buf(),
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+    })?;
+    // SAFETY: zeroed statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(path_err("statfs", path)(io::Error::last_os_error()));
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Makes sure `dir` exists on a BPF filesystem, mounting one on its parent when needed.
+///
+/// With the default `/sys/fs/bpf/failover` this mounts bpffs on `/sys/fs/bpf` on systems that
+/// do not mount it at boot.
+pub fn ensure_bpffs_dir(dir: &Path) -> Result<(), SysError> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(path_err("create directory", parent))?;
+    if !is_bpffs(parent)? {
+        let src = CString::new("bpf").expect("static string");
+        let target = CString::new(parent.as_os_str().as_bytes()).map_err(|_| SysError::Path {
+            what: "mount bpffs on",
+            path: parent.to_path_buf(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+        // SAFETY: valid C strings; no mount data.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(path_err("mount bpffs on", parent)(io::Error::last_os_error()));
+        }
+        tracing::info!(path = %parent.display(), "mounted a bpffs");
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(path_err("create pin directory", dir)(e)),
+    }
+}

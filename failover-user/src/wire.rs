@@ -1,0 +1,204 @@
+//! The UDP heartbeat / join message (see `failover_common::wire` for the layout).
+use bytes::{Buf, BufMut, BytesMut};
+use failover_common::wire::{self, LEN, MAGIC, VERSION};
+
+/// What a message asks for or answers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// First signal: monitor to primary.
+    Heartbeat,
+    /// Answer to a heartbeat (the only kind the XDP program counts).
+    HeartbeatReply,
+    /// Second signal: booted host to monitor address.
+    Join,
+    /// Answer to a join probe.
+    JoinReply,
+}
+
+impl Kind {
+    fn to_u8(self) -> u8 {
+        match self {
+            Kind::Heartbeat => wire::KIND_HEARTBEAT,
+            Kind::HeartbeatReply => wire::KIND_HEARTBEAT_REPLY,
+            Kind::Join => wire::KIND_JOIN,
+            Kind::JoinReply => wire::KIND_JOIN_REPLY,
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            wire::KIND_HEARTBEAT => Kind::Heartbeat,
+            wire::KIND_HEARTBEAT_REPLY => Kind::HeartbeatReply,
+            wire::KIND_JOIN => Kind::Join,
+            wire::KIND_JOIN_REPLY => Kind::JoinReply,
+            _ => return None,
+        })
+    }
+
+    /// The reply kind for a request kind, `None` for replies.
+    pub fn reply(self) -> Option<Kind> {
+        match self {
+            Kind::Heartbeat => Some(Kind::HeartbeatReply),
+            Kind::Join => Some(Kind::JoinReply),
+            _ => None,
+        }
+    }
+}
+
+/// One decoded message.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Request or reply, heartbeat or join.
+    pub kind: Kind,
+    /// Sender's role code (0 unknown; the daemon defines the others).
+    pub role: u8,
+    /// Reserved flag bits.
+    pub flags: u8,
+    /// Random token chosen by the prober; echoed in the reply.
+    pub token: u64,
+    /// Prober's sequence number; echoed in the reply.
+    pub seq: u64,
+    /// Sender's persisted epoch.
+    pub epoch: u64,
+    /// Sender's node id.
+    pub node: u32,
+}
+
+/// Why a datagram is not a message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than a message.
+    #[error("datagram of {0} bytes, a heartbeat message has {LEN}")]
+    Short(usize),
+    /// Not our magic.
+    #[error("bad magic {0:#010x}")]
+    Magic(u32),
+    /// Another protocol version.
+    #[error("unsupported version {0} (this build speaks {VERSION})")]
+    Version(u8),
+    /// Unknown kind byte.
+    #[error("unknown message kind {0}")]
+    Kind(u8),
+}
+
+impl Message {
+    /// Encodes the message into its 40 wire bytes.
+    pub fn encode(&self) -> [u8; LEN] {
+        let mut b = BytesMut::with_capacity(LEN);
+        b.put_u32(MAGIC);
+        b.put_u8(VERSION);
+        b.put_u8(self.kind.to_u8());
+        b.put_u8(self.role);
+        b.put_u8(self.flags);
+        b.put_u64(self.token);
+        b.put_u64(self.seq);
+        b.put_u64(self.epoch);
+        b.put_u32(self.node);
+        b.put_u32(0);
+        let mut out = [0u8; LEN];
+        out.copy_from_slice(&b);
+        out
+    }
+
+    /// Decodes a datagram; trailing bytes are ignored (room for later versions).
+    pub fn decode(mut buf: &[u8]) -> Result<Message, DecodeError> {
+        if buf.len() < LEN {
+            return Err(DecodeError::Short(buf.len()));
+        }
+        let magic = buf.get_u32();
+        if magic != MAGIC {
+            return Err(DecodeError::Magic(magic));
+        }
+        let version = buf.get_u8();
+        if version != VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let kind = buf.get_u8();
+        let kind = Kind::from_u8(kind).ok_or(DecodeError::Kind(kind))?;
+        Ok(Message {
+            kind,
+            role: buf.get_u8(),
+            flags: buf.get_u8(),
+            token: buf.get_u64(),
+            seq: buf.get_u64(),
+            epoch: buf.get_u64(),
+            node: buf.get_u32(),
+        })
+    }
+
+    /// The reply to this request, carrying the responder's role, epoch and node id.
+    pub fn reply(&self, role: u8, epoch: u64, node: u32) -> Option<Message> {
+        Some(Message {
+            kind: self.kind.reply()?,
+            role,
+            flags: 0,
+            token: self.token,
+            seq: self.seq,
+            epoch,
+            node,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_offsets() {
+        let m = Message {
+            kind: Kind::HeartbeatReply,
+            role: 2,
+            flags: 0,
+            token: 0x0102_0304_0506_0708,
+            seq: 42,
+            epoch: 7,
+            node: 9,
+        };
+        let b = m.encode();
+        assert_eq!(Message::decode(&b), Ok(m));
+        // The XDP program reads these offsets directly.
+        assert_eq!(b[wire::OFF_KIND], wire::KIND_HEARTBEAT_REPLY);
+        assert_eq!(&b[wire::OFF_TOKEN..wire::OFF_TOKEN + 8], &m.token.to_be_bytes());
+        assert_eq!(&b[wire::OFF_SEQ..wire::OFF_SEQ + 8], &42u64.to_be_bytes());
+        assert_eq!(&b[wire::OFF_EPOCH..wire::OFF_EPOCH + 8], &7u64.to_be_bytes());
+        assert_eq!(&b[wire::OFF_NODE..wire::OFF_NODE + 4], &9u32.to_be_bytes());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(Message::decode(&[0; 10]), Err(DecodeError::Short(10)));
+        assert_eq!(Message::decode(&[0; LEN]), Err(DecodeError::Magic(0)));
+        let mut b = Message {
+            kind: Kind::Join,
+            role: 0,
+            flags: 0,
+            token: 1,
+            seq: 1,
+            epoch: 0,
+            node: 0,
+        }
+        .encode();
+        b[wire::OFF_VERSION] = 9;
+        assert_eq!(Message::decode(&b), Err(DecodeError::Version(9)));
+        b[wire::OFF_VERSION] = VERSION;
+        b[wire::OFF_KIND] = 77;
+        assert_eq!(Message::decode(&b), Err(DecodeError::Kind(77)));
+    }
+
+    #[test]
+    fn replies_only_to_requests() {
+        let req = Message {
+            kind: Kind::Heartbeat,
+            role: 0,
+            flags: 0,
+            token: 5,
+            seq: 6,
+            epoch: 0,
+            node: 1,
+        };
+        let rep = req.reply(1, 3, 2).expect("heartbeat has a reply");
+        assert_eq!((rep.kind, rep.token, rep.seq, rep.epoch, rep.node), (Kind::HeartbeatReply, 5, 6, 3, 2));
+        assert!(rep.reply(0, 0, 0).is_none());
+    }
+}
