@@ -26,8 +26,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use failover_common::{
-    wire, Arrival, Config, PeerKey, PeerRecord, Stats, ARRIVAL_SLOTS, FLAG_ICMP,
-    FLAG_PASS_COUNTED, FLAG_UDP, MAX_PEERS, MAX_TOKENS,
+    wire, Arrival, Config, PeerKey, PeerRecord, Stats, ARRIVAL_SLOTS, FLAG_ICMP, FLAG_PASS_COUNTED,
+    FLAG_UDP, MAX_PEERS, MAX_TOKENS,
 };
 
 /// Configuration (key 0). Written by userspace before attaching; read here on every frame.

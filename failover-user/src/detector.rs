@@ -71,7 +71,12 @@ pub fn matches(probe: &Probe, arrival: &Arrival, mask: u64) -> bool {
 }
 
 /// Judges one probe at time `now_ns`; `None` while it is still undecided.
-pub fn judge(d: &Deadlines, probe: &Probe, arrival: Option<&Arrival>, now_ns: u64) -> Option<Outcome> {
+pub fn judge(
+    d: &Deadlines,
+    probe: &Probe,
+    arrival: Option<&Arrival>,
+    now_ns: u64,
+) -> Option<Outcome> {
     if let Some(a) = arrival.filter(|a| matches(probe, a, d.wire_seq_mask)) {
         let rtt_ns = a.ns - probe.sent_ns;
         return Some(if rtt_ns <= d.timeout_ns {
@@ -220,13 +225,29 @@ mod tests {
         // (arrival, now, expected)
         let rows: &[(Option<Arrival>, u64, Option<Outcome>)] = &[
             // Reply 1 ms after send, looked at immediately.
-            (Some(arr(7, 1001 * MS)), 1001 * MS, Some(Outcome::InTime { rtt_ns: MS })),
+            (
+                Some(arr(7, 1001 * MS)),
+                1001 * MS,
+                Some(Outcome::InTime { rtt_ns: MS }),
+            ),
             // Same reply looked at 3 s later by a stalled controller: still in time.
-            (Some(arr(7, 1001 * MS)), 4000 * MS, Some(Outcome::InTime { rtt_ns: MS })),
+            (
+                Some(arr(7, 1001 * MS)),
+                4000 * MS,
+                Some(Outcome::InTime { rtt_ns: MS }),
+            ),
             // Exactly on the deadline counts as in time.
-            (Some(arr(7, 1005 * MS)), 1006 * MS, Some(Outcome::InTime { rtt_ns: 5 * MS })),
+            (
+                Some(arr(7, 1005 * MS)),
+                1006 * MS,
+                Some(Outcome::InTime { rtt_ns: 5 * MS }),
+            ),
             // One ns after the deadline is late.
-            (Some(arr(7, 1005 * MS + 1)), 1006 * MS, Some(Outcome::Late { rtt_ns: 5 * MS + 1 })),
+            (
+                Some(arr(7, 1005 * MS + 1)),
+                1006 * MS,
+                Some(Outcome::Late { rtt_ns: 5 * MS + 1 }),
+            ),
             // Nothing yet, before the horizon: undecided.
             (None, 1050 * MS, None),
             // Nothing at the horizon: lost.

@@ -20,8 +20,7 @@ use aya::{
 };
 use failover_common::{
     Arrival, Config, PeerKey, PeerRecord, Stats, ARRIVAL_SLOTS, FLAG_ICMP, FLAG_PASS_COUNTED,
-    FLAG_UDP, MAP_ARRIVALS, MAP_CONFIG, MAP_NAMES, MAP_PEERS, MAP_STATS, MAP_TOKENS,
-    PROGRAM_NAME,
+    FLAG_UDP, MAP_ARRIVALS, MAP_CONFIG, MAP_NAMES, MAP_PEERS, MAP_STATS, MAP_TOKENS, PROGRAM_NAME,
 };
 
 use crate::sys::{self, SysError};
@@ -39,18 +38,18 @@ pub enum FastPathError {
     #[error(transparent)]
     Sys(#[from] SysError),
     /// The object could not be loaded (maps created, BTF parsed).
-    #[error("loading the XDP object: {0}")]
-    Load(#[source] aya::EbpfError),
+    #[error("loading the XDP object")]
+    Load(#[source] Box<aya::EbpfError>),
     /// The program was refused or could not be found; includes the verifier log.
-    #[error("XDP program {PROGRAM_NAME}: {what}: {source}")]
+    #[error("XDP program {PROGRAM_NAME}: {what}")]
     Program {
         /// What was being done.
         what: &'static str,
         /// aya's error (with the verifier log for load failures).
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// A map operation failed.
-    #[error("map {map}: {what}: {source}")]
+    #[error("map {map}: {what}")]
     Map {
         /// Map name.
         map: &'static str,
@@ -63,7 +62,7 @@ pub enum FastPathError {
     #[error("map {0} missing from the XDP object")]
     MissingMap(&'static str),
     /// Pinning failed.
-    #[error("pin {path}: {source}")]
+    #[error("pin {}", path.display())]
     Pin {
         /// Where.
         path: PathBuf,
@@ -71,7 +70,7 @@ pub enum FastPathError {
         source: aya::pin::PinError,
     },
     /// Removing a stale pin failed.
-    #[error("remove stale pin {path}: {source}")]
+    #[error("remove stale pin {}", path.display())]
     Unpin {
         /// Where.
         path: PathBuf,
@@ -84,9 +83,9 @@ pub enum FastPathError {
         /// Interface.
         interface: String,
         /// Driver-mode error.
-        driver: ProgramError,
+        driver: Box<ProgramError>,
         /// Generic-mode error.
-        generic: ProgramError,
+        generic: Box<ProgramError>,
     },
 }
 
@@ -186,7 +185,7 @@ impl FastPathBuilder {
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &log_level, false)
             .load(OBJECT)
-            .map_err(FastPathError::Load)?;
+            .map_err(|e| FastPathError::Load(Box::new(e)))?;
         let logger = start_logger(&mut ebpf);
         let mut fp = FastPath {
             ebpf,
@@ -202,7 +201,7 @@ impl FastPathBuilder {
         let prog = fp.program_mut()?;
         prog.load().map_err(|source| FastPathError::Program {
             what: "load (verifier)",
-            source,
+            source: Box::new(source),
         })?;
         if let (Some(name), Some(idx)) = (&self.interface, if_index) {
             fp.mode = Some(attach(fp.program_mut()?, name, idx)?);
@@ -222,8 +221,8 @@ fn attach(prog: &mut Xdp, interface: &str, idx: u32) -> Result<AttachMode, FastP
             }
             Err(generic) => Err(FastPathError::Attach {
                 interface: interface.to_string(),
-                driver,
-                generic,
+                driver: Box::new(driver),
+                generic: Box::new(generic),
             }),
         },
     }
@@ -336,11 +335,11 @@ impl FastPath {
             .program_mut(PROGRAM_NAME)
             .ok_or(FastPathError::Program {
                 what: "find in object",
-                source: ProgramError::NotLoaded,
+                source: Box::new(ProgramError::NotLoaded),
             })?;
         prog.try_into().map_err(|source| FastPathError::Program {
             what: "not an XDP program",
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -349,7 +348,9 @@ impl FastPath {
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, FastPathError> {
-        self.ebpf.map_mut(name).ok_or(FastPathError::MissingMap(name))
+        self.ebpf
+            .map_mut(name)
+            .ok_or(FastPathError::MissingMap(name))
     }
 
     /// Replaces any pins left by an earlier process with this one's maps.
@@ -448,7 +449,7 @@ impl FastPath {
             })
             .map_err(|source| FastPathError::Program {
                 what: "BPF_PROG_TEST_RUN",
-                source,
+                source: Box::new(source),
             })?;
         Ok(r.return_value)
     }

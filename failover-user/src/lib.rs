@@ -11,3 +11,36 @@ pub mod probe;
 pub mod responder;
 pub mod sys;
 pub mod wire;
+
+/// Formats an error and its sources as one line, "outer: inner: root cause", skipping a source
+/// whose text the previous message already contains (some libraries print their source too).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !last.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        last = msg;
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chain_skips_repeated_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] Mid);
+        #[derive(Debug, thiserror::Error)]
+        #[error("mid: io broke")]
+        struct Mid(#[source] std::io::Error);
+        let e = Outer(Mid(std::io::Error::other("io broke")));
+        assert_eq!(super::error_chain(&e), "outer: mid: io broke");
+    }
+}

@@ -14,8 +14,10 @@ pub enum LogFormat {
 /// `LogTracer` that bridges `log` records in). `level` is a tracing filter ("info", "failover=debug").
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     let filter = EnvFilter::try_new(level).map_err(|e| format!("--log-level {level:?}: {e}"))?;
+    use std::io::IsTerminal as _;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let r = match format {
         LogFormat::Text => b.try_init(),

@@ -122,7 +122,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("failover: {e:#}");
+            eprintln!("failover: {}", failover::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

@@ -24,7 +24,7 @@ pub enum ProbeError {
     #[error(transparent)]
     FastPath(#[from] FastPathError),
     /// A socket could not be set up.
-    #[error("{what} for probes to {target} on {interface}: {source}")]
+    #[error("{what} for probes to {target} on {interface}")]
     Socket {
         /// What was being done.
         what: &'static str,
@@ -114,7 +114,8 @@ impl Prober {
             (Signal::Udp { .. }, _) => Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)),
         }
         .map_err(err("open socket"))?;
-        sock.set_nonblocking(true).map_err(err("set non-blocking"))?;
+        sock.set_nonblocking(true)
+            .map_err(err("set non-blocking"))?;
         sock.bind_device(Some(interface.as_bytes()))
             .map_err(err("bind to device"))?;
         match signal {
@@ -174,8 +175,12 @@ impl Prober {
         let seq = self.next_seq;
         self.next_seq += 1;
         let pkt: Vec<u8> = match (self.signal, self.dest) {
-            (Signal::Icmp, SocketAddr::V4(_)) => echo_request(8, self.icmp_id, seq as u16, self.token, true),
-            (Signal::Icmp, SocketAddr::V6(_)) => echo_request(128, self.icmp_id, seq as u16, self.token, false),
+            (Signal::Icmp, SocketAddr::V4(_)) => {
+                echo_request(8, self.icmp_id, seq as u16, self.token, true)
+            }
+            (Signal::Icmp, SocketAddr::V6(_)) => {
+                echo_request(128, self.icmp_id, seq as u16, self.token, false)
+            }
             (Signal::Udp { .. }, _) => Message {
                 kind: Kind::Heartbeat,
                 role: 0,
@@ -210,9 +215,7 @@ fn block_all_icmp(sock: &Socket, target: IpAddr) -> io::Result<()> {
         IpAddr::V4(_) => {
             let mask: u32 = !0;
             // SAFETY: valid fd and a u32 option value, as ICMP_FILTER expects.
-            unsafe {
-                libc::setsockopt(fd, SOL_RAW, ICMP_FILTER, (&mask as *const u32).cast(), 4)
-            }
+            unsafe { libc::setsockopt(fd, SOL_RAW, ICMP_FILTER, (&mask as *const u32).cast(), 4) }
         }
         IpAddr::V6(_) => {
             let mask = [!0u32; 8];
@@ -342,6 +345,7 @@ pub async fn run(
     mut each: impl FnMut(&Probe, &Outcome),
 ) -> Result<ProbeReport, ProbeError> {
     let deadlines = opts.validate()?;
+    sys::require_root("failover probe").map_err(FastPathError::from)?;
     let mut prober = Prober::new(&opts.interface, opts.target, opts.signal)?;
     let mut b = FastPath::builder(&opts.interface)
         .pin_dir(opts.pin_dir.clone())
@@ -404,7 +408,11 @@ mod tests {
     fn checksum_of_known_packet() {
         // Echo request id 0x1234 seq 1, no payload: checksum computed by hand.
         let p = echo_request(8, 0x1234, 1, 0, true);
-        assert_eq!(inet_checksum(&p), 0, "a packet with its checksum sums to zero");
+        assert_eq!(
+            inet_checksum(&p),
+            0,
+            "a packet with its checksum sums to zero"
+        );
         assert_eq!(&p[4..8], &[0x12, 0x34, 0, 1]);
     }
 
@@ -423,9 +431,17 @@ mod tests {
         };
         assert!(o.validate().is_ok());
         o.interval = Duration::ZERO;
-        assert!(o.validate().unwrap_err().to_string().starts_with("--interval"));
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--interval"));
         o.interval = Duration::from_micros(100);
-        assert!(o.validate().unwrap_err().to_string().starts_with("--late-window"));
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--late-window"));
         o.interval = Duration::from_millis(10);
         o.count = Some(0);
         assert!(o.validate().unwrap_err().to_string().starts_with("--count"));

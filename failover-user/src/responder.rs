@@ -17,7 +17,7 @@ use crate::wire::{Kind, Message};
 #[derive(Debug, thiserror::Error)]
 pub enum ResponderError {
     /// Could not bind.
-    #[error("bind heartbeat responder to {addr}: {source}")]
+    #[error("bind heartbeat responder to {addr}")]
     Bind {
         /// Address.
         addr: SocketAddr,
@@ -25,7 +25,7 @@ pub enum ResponderError {
         source: io::Error,
     },
     /// The socket failed while serving.
-    #[error("heartbeat responder on {addr}: {source}")]
+    #[error("heartbeat responder on {addr}")]
     Io {
         /// Address.
         addr: SocketAddr,
@@ -109,14 +109,14 @@ impl Responder {
     pub async fn serve(self) -> Result<(), ResponderError> {
         let mut buf = [0u8; 512];
         loop {
-            let (n, from) = self
-                .sock
-                .recv_from(&mut buf)
-                .await
-                .map_err(|source| ResponderError::Io {
-                    addr: self.addr,
-                    source,
-                })?;
+            let (n, from) =
+                self.sock
+                    .recv_from(&mut buf)
+                    .await
+                    .map_err(|source| ResponderError::Io {
+                        addr: self.addr,
+                        source,
+                    })?;
             let reply = Message::decode(&buf[..n])
                 .ok()
                 .filter(|m| self.kinds.contains(&m.kind))

@@ -24,7 +24,7 @@ pub enum SysError {
     #[error("interface {0:?} not found")]
     NoInterface(String),
     /// A path operation failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {}", path.display())]
     Path {
         /// What was being done.
         what: &'static str,
@@ -131,7 +131,9 @@ pub fn ensure_bpffs_dir(dir: &Path) -> Result<(), SysError> {
             )
         };
         if rc != 0 {
-            return Err(path_err("mount bpffs on", parent)(io::Error::last_os_error()));
+            return Err(path_err("mount bpffs on", parent)(
+                io::Error::last_os_error(),
+            ));
         }
         tracing::info!(path = %parent.display(), "mounted a bpffs");
     }

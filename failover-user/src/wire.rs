@@ -159,9 +159,15 @@ mod tests {
         assert_eq!(Message::decode(&b), Ok(m));
         // The XDP program reads these offsets directly.
         assert_eq!(b[wire::OFF_KIND], wire::KIND_HEARTBEAT_REPLY);
-        assert_eq!(&b[wire::OFF_TOKEN..wire::OFF_TOKEN + 8], &m.token.to_be_bytes());
+        assert_eq!(
+            &b[wire::OFF_TOKEN..wire::OFF_TOKEN + 8],
+            &m.token.to_be_bytes()
+        );
         assert_eq!(&b[wire::OFF_SEQ..wire::OFF_SEQ + 8], &42u64.to_be_bytes());
-        assert_eq!(&b[wire::OFF_EPOCH..wire::OFF_EPOCH + 8], &7u64.to_be_bytes());
+        assert_eq!(
+            &b[wire::OFF_EPOCH..wire::OFF_EPOCH + 8],
+            &7u64.to_be_bytes()
+        );
         assert_eq!(&b[wire::OFF_NODE..wire::OFF_NODE + 4], &9u32.to_be_bytes());
     }
 
@@ -198,7 +204,10 @@ mod tests {
             node: 1,
         };
         let rep = req.reply(1, 3, 2).expect("heartbeat has a reply");
-        assert_eq!((rep.kind, rep.token, rep.seq, rep.epoch, rep.node), (Kind::HeartbeatReply, 5, 6, 3, 2));
+        assert_eq!(
+            (rep.kind, rep.token, rep.seq, rep.epoch, rep.node),
+            (Kind::HeartbeatReply, 5, 6, 3, 2)
+        );
         assert!(rep.reply(0, 0, 0).is_none());
     }
 }

@@ -1,1 +1,185 @@
-fn main(){}
+//! `cargo xtask`: setup, build, run, demo, test. See README.md.
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "failover project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what build and tests need (apt packages, rust-src for nightly, bpf-linker).
+    /// Idempotent: a quick no-op when everything is present.
+    Setup,
+    /// Build the failover binary (with the XDP object embedded).
+    Build {
+        /// Release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run `failover ARGS` as root.
+    Run {
+        /// Release profile.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for failover.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The main job: set up, build, and run the demo between two network namespaces.
+    Demo {
+        /// Print the summary as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything CI runs: setup, fmt, clippy (userspace and eBPF), unit and privileged tests.
+    Test,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::Build { release } => build(release).map(|_| ()),
+        Cmd::Run { release, args } => {
+            let bin = build(release)?;
+            let mut c = as_root(&bin);
+            c.args(&args);
+            let st = c
+                .status()
+                .with_context(|| format!("run {}", bin.display()))?;
+            std::process::exit(st.code().unwrap_or(1));
+        }
+        Cmd::Demo { json } => {
+            setup::run()?;
+            let bin = build(false)?;
+            demo::run(&bin, json)
+        }
+        Cmd::Test => test(),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs `c`, failing with `what` when it does not succeed.
+fn status(mut c: Command, what: &str) -> Result<()> {
+    eprintln!("xtask: {what}");
+    let st = c.status().with_context(|| format!("{what}: spawn {c:?}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
+
+fn build(release: bool) -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "-p", "failover-user", "--bin", "failover"]);
+    if release {
+        c.arg("--release");
+    }
+    status(c, "build failover")?;
+    Ok(root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("failover"))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A command for `program`, through sudo when not root.
+fn as_root(program: &Path) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(program);
+        c
+    }
+}
+
+fn test() -> Result<()> {
+    if !is_root() {
+        bail!("cargo xtask test runs privileged tests (namespaces, XDP): run it as root");
+    }
+    setup::run()?;
+    let mut c = cargo();
+    c.args(["fmt", "--all", "--", "--check"]);
+    status(c, "cargo fmt --check")?;
+    let mut c = cargo();
+    c.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
+    status(c, "clippy (userspace crates)")?;
+    // Through rustup: $CARGO is the stable cargo binary itself, which has no `+toolchain`.
+    let mut c = Command::new("rustup");
+    c.current_dir(root().join("failover-ebpf"));
+    c.args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "-p",
+        "failover-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--bins",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    // Keep the eBPF check's artifacts apart so host builds are not invalidated.
+    c.env(
+        "CARGO_TARGET_DIR",
+        root().join("target").join("ebpf-clippy"),
+    );
+    status(c, "clippy (eBPF crate)")?;
+    let bin = build(false)?;
+    let mut c = cargo();
+    c.args([
+        "test",
+        "-p",
+        "failover-common",
+        "-p",
+        "failover-user",
+        "-p",
+        "xtask",
+    ]);
+    status(c, "unit tests")?;
+    let mut c = cargo();
+    c.args(["test", "-p", "failover-tests", "--", "--test-threads=1"]);
+    c.env("FAILOVER_BIN", &bin);
+    status(c, "privileged integration tests")?;
+    eprintln!("xtask: all checks passed");
+    Ok(())
+}

@@ -1,0 +1,410 @@
+//! Frame-level tests of the XDP program through BPF_PROG_TEST_RUN (aya's `TestRun`).
+//!
+//! Each row feeds one frame and checks the action and which counter moved. Needs root.
+use failover::fastpath::FastPath;
+use failover_common::{wire, Stats};
+use failover_tests::{
+    frames::{echo, frame, heartbeat, udp, L3},
+    require_root,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const ID: u16 = 0x1234;
+const PORT: u16 = 7788;
+const TOKEN: u64 = 0xdead_beef_0bad_f00d;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Counter {
+    None,
+    Matched,
+    RejectedId,
+    RejectedToken,
+    Truncated,
+    Malformed,
+}
+
+fn delta(before: &Stats, after: &Stats) -> Vec<Counter> {
+    let mut v = Vec::new();
+    for (c, b, a) in [
+        (Counter::Matched, before.matched, after.matched),
+        (Counter::RejectedId, before.rejected_id, after.rejected_id),
+        (
+            Counter::RejectedToken,
+            before.rejected_token,
+            after.rejected_token,
+        ),
+        (Counter::Truncated, before.truncated, after.truncated),
+        (Counter::Malformed, before.malformed, after.malformed),
+    ] {
+        for _ in b..a {
+            v.push(c);
+        }
+    }
+    assert_eq!(after.seen, before.seen + 1, "every frame is seen once");
+    v
+}
+
+fn fast_path() -> FastPath {
+    require_root("xdp_frames");
+    let mut fp = FastPath::detached()
+        .icmp_id(ID)
+        .udp_port(PORT)
+        .build()
+        .expect("load the XDP program");
+    fp.add_token(TOKEN).expect("write the token map");
+    fp
+}
+
+fn icmp_reply(l3: &L3, vlan: Option<u16>, id: u16, seq: u16) -> Vec<u8> {
+    match l3 {
+        L3::V4 { .. } => frame(l3, vlan, 1, &echo(0, id, seq)),
+        L3::V6 => frame(l3, vlan, 58, &echo(129, id, seq)),
+    }
+}
+
+fn hb_reply(l3: &L3, sport: u16, token: u64, seq: u64) -> Vec<u8> {
+    frame(
+        l3,
+        None,
+        17,
+        &udp(sport, &heartbeat(wire::KIND_HEARTBEAT_REPLY, token, seq)),
+    )
+}
+
+/// (name, frame, expected action, expected counter, expected counted seq)
+type Row = (&'static str, Vec<u8>, u32, Counter, Option<u64>);
+
+fn rows() -> Vec<Row> {
+    let v4 = L3::v4();
+    let v6 = L3::V6;
+    let opts = L3::V4 {
+        options: vec![1, 1, 1, 0], // NOP NOP NOP EOL
+        frag: 0,
+    };
+    let mf = L3::V4 {
+        options: Vec::new(),
+        frag: 0x2000,
+    };
+    let later_frag = L3::V4 {
+        options: Vec::new(),
+        frag: 0x0010,
+    };
+    let mut bad_magic = heartbeat(wire::KIND_HEARTBEAT_REPLY, TOKEN, 9);
+    bad_magic[0] = b'X';
+    vec![
+        (
+            "icmp reply",
+            icmp_reply(&v4, None, ID, 101),
+            XDP_DROP,
+            Counter::Matched,
+            Some(101),
+        ),
+        (
+            "icmpv6 reply",
+            icmp_reply(&v6, None, ID, 102),
+            XDP_DROP,
+            Counter::Matched,
+            Some(102),
+        ),
+        (
+            "udp heartbeat reply",
+            hb_reply(&v4, PORT, TOKEN, 103),
+            XDP_DROP,
+            Counter::Matched,
+            Some(103),
+        ),
+        (
+            "udp heartbeat reply v6",
+            hb_reply(&v6, PORT, TOKEN, 104),
+            XDP_DROP,
+            Counter::Matched,
+            Some(104),
+        ),
+        (
+            "icmp reply, ipv4 options",
+            icmp_reply(&opts, None, ID, 105),
+            XDP_DROP,
+            Counter::Matched,
+            Some(105),
+        ),
+        (
+            "icmp reply, vlan tag",
+            icmp_reply(&v4, Some(42), ID, 106),
+            XDP_DROP,
+            Counter::Matched,
+            Some(106),
+        ),
+        (
+            "icmpv6 reply, vlan tag",
+            icmp_reply(&v6, Some(42), ID, 107),
+            XDP_DROP,
+            Counter::Matched,
+            Some(107),
+        ),
+        (
+            "icmp reply, wrong id",
+            icmp_reply(&v4, None, ID + 1, 1),
+            XDP_PASS,
+            Counter::RejectedId,
+            None,
+        ),
+        (
+            "icmpv6 reply, wrong id",
+            icmp_reply(&v6, None, ID + 1, 1),
+            XDP_PASS,
+            Counter::RejectedId,
+            None,
+        ),
+        (
+            "udp reply, wrong token",
+            hb_reply(&v4, PORT, TOKEN + 1, 1),
+            XDP_PASS,
+            Counter::RejectedToken,
+            None,
+        ),
+        (
+            "udp reply, wrong port",
+            hb_reply(&v4, PORT + 1, TOKEN, 1),
+            XDP_PASS,
+            Counter::None,
+            None,
+        ),
+        (
+            "udp heartbeat request",
+            frame(
+                &v4,
+                None,
+                17,
+                &udp(PORT, &heartbeat(wire::KIND_HEARTBEAT, TOKEN, 1)),
+            ),
+            XDP_PASS,
+            Counter::None,
+            None,
+        ),
+        (
+            "udp bad magic",
+            frame(&v4, None, 17, &udp(PORT, &bad_magic)),
+            XDP_PASS,
+            Counter::Malformed,
+            None,
+        ),
+        (
+            "icmp echo request",
+            frame(&v4, None, 1, &echo(8, ID, 1)),
+            XDP_PASS,
+            Counter::None,
+            None,
+        ),
+        (
+            "icmpv6 echo request",
+            frame(&v6, None, 58, &echo(128, ID, 1)),
+            XDP_PASS,
+            Counter::None,
+            None,
+        ),
+        (
+            "ipv4 first fragment (MF)",
+            icmp_reply(&mf, None, ID, 1),
+            XDP_PASS,
+            Counter::None,
+            None,
+        ),
+        (
+            "ipv4 later fragment",
+            icmp_reply(&later_frag, None, ID, 1),
+            XDP_PASS,
+            Counter::None,
+            None,
+        ),
+        (
+            "ipv6 fragment header",
+            frame(&v6, None, 44, &[58, 0, 0, 0, 0, 0, 0, 1]),
+            XDP_PASS,
+            Counter::None,
+            None,
+        ),
+        (
+            "tcp",
+            frame(&v4, None, 6, &[0; 20]),
+            XDP_PASS,
+            Counter::None,
+            None,
+        ),
+        (
+            "arp",
+            {
+                let mut f = failover_tests::frames::eth(0x0806, None);
+                f.extend_from_slice(&[0; 28]);
+                f
+            },
+            XDP_PASS,
+            Counter::None,
+            None,
+        ),
+        (
+            "ipv4 ihl < 5",
+            {
+                let mut f = icmp_reply(&v4, None, ID, 1);
+                f[14] = 0x44;
+                f
+            },
+            XDP_PASS,
+            Counter::Malformed,
+            None,
+        ),
+        (
+            "ipv4 header says v6",
+            {
+                let mut f = icmp_reply(&v4, None, ID, 1);
+                f[14] = 0x65;
+                f
+            },
+            XDP_PASS,
+            Counter::Malformed,
+            None,
+        ),
+        (
+            "double vlan tag",
+            {
+                let mut f = failover_tests::frames::eth(0x8100, Some(7));
+                f.extend_from_slice(&icmp_reply(&v4, None, ID, 1)[12..]);
+                f
+            },
+            XDP_PASS,
+            Counter::None,
+            None,
+        ),
+    ]
+}
+
+#[test]
+fn frames_are_classified_and_never_dropped_unless_counted() {
+    let mut fp = fast_path();
+    for (name, f, want_action, want_counter, want_seq) in rows() {
+        let before = fp.stats().expect("read stats");
+        let action = fp
+            .test_run(&f)
+            .unwrap_or_else(|e| panic!("{name}: test run: {e}"));
+        let after = fp.stats().expect("read stats");
+        assert_eq!(action, want_action, "{name}: action");
+        let moved = delta(&before, &after);
+        let want: Vec<Counter> = match want_counter {
+            Counter::None => vec![],
+            c => vec![c],
+        };
+        assert_eq!(moved, want, "{name}: counters");
+        if let Some(seq) = want_seq {
+            let a = fp.arrival(seq).expect("read arrival");
+            assert_eq!(
+                a.seq, seq,
+                "{name}: arrival slot holds the reply's sequence"
+            );
+            assert_ne!(a.ns, 0, "{name}: arrival stamped");
+        }
+    }
+}
+
+#[test]
+fn truncation_at_every_header_boundary_passes() {
+    let mut fp = fast_path();
+    // (name, frame, bytes the program must read: all headers plus the heartbeat message; the
+    // 8-byte echo payload after the ICMP header is not read)
+    let full: Vec<(&str, Vec<u8>, usize)> = vec![
+        ("icmp", icmp_reply(&L3::v4(), None, ID, 5), 14 + 20 + 8),
+        (
+            "icmp vlan",
+            icmp_reply(&L3::v4(), Some(3), ID, 5),
+            18 + 20 + 8,
+        ),
+        ("icmpv6", icmp_reply(&L3::V6, None, ID, 5), 14 + 40 + 8),
+        (
+            "udp",
+            hb_reply(&L3::v4(), PORT, TOKEN, 5),
+            14 + 20 + 8 + wire::LEN,
+        ),
+        (
+            "udp v6",
+            hb_reply(&L3::V6, PORT, TOKEN, 5),
+            14 + 40 + 8 + wire::LEN,
+        ),
+    ];
+    for (name, f, needed) in full {
+        // BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header, so cuts start
+        // there; every length short of what the program must read is tried.
+        for len in 14..needed {
+            let cut = &f[..len];
+            let before = fp.stats().expect("stats");
+            let action = fp.test_run(cut).expect("test run");
+            let after = fp.stats().expect("stats");
+            assert_eq!(action, XDP_PASS, "{name} cut at {len}: passed");
+            assert_eq!(
+                after.matched, before.matched,
+                "{name} cut at {len}: not counted"
+            );
+            assert_eq!(
+                after.truncated,
+                before.truncated + 1,
+                "{name} cut at {len}: counted as truncated"
+            );
+        }
+        // The shortest complete frame counts, so the cuts were really the only difference.
+        assert_eq!(
+            fp.test_run(&f[..needed]).expect("test run"),
+            XDP_DROP,
+            "{name} whole"
+        );
+    }
+}
+
+#[test]
+fn unconfigured_program_passes_everything() {
+    require_root("xdp_frames");
+    let mut fp = FastPath::detached().build().expect("load");
+    let f = icmp_reply(&L3::v4(), None, ID, 1);
+    assert_eq!(fp.test_run(&f).expect("run"), XDP_PASS);
+    let s = fp.stats().expect("stats");
+    assert_eq!((s.seen, s.matched), (1, 0));
+}
+
+#[test]
+fn pass_counted_flag_passes_counted_replies() {
+    require_root("xdp_frames");
+    let mut fp = FastPath::detached()
+        .icmp_id(ID)
+        .pass_counted(true)
+        .build()
+        .expect("load");
+    let f = icmp_reply(&L3::v4(), None, ID, 77);
+    assert_eq!(fp.test_run(&f).expect("run"), XDP_PASS);
+    assert_eq!(fp.stats().expect("stats").matched, 1);
+    assert_eq!(fp.arrival(77).expect("arrival").seq, 77);
+}
+
+#[test]
+fn withdrawn_token_is_rejected() {
+    let mut fp = fast_path();
+    let f = hb_reply(&L3::v4(), PORT, TOKEN, 3);
+    assert_eq!(fp.test_run(&f).expect("run"), XDP_DROP);
+    fp.remove_token(TOKEN).expect("remove token");
+    assert_eq!(fp.test_run(&f).expect("run"), XDP_PASS);
+    assert_eq!(fp.stats().expect("stats").rejected_token, 1);
+}
+
+#[test]
+fn per_source_record_counts_replies() {
+    let mut fp = fast_path();
+    for seq in 1..=3 {
+        fp.test_run(&icmp_reply(&L3::v4(), None, ID, seq))
+            .expect("run");
+    }
+    let src = std::net::Ipv4Addr::from(failover_tests::frames::SRC4);
+    let rec = fp
+        .peer(src.into())
+        .expect("read peers")
+        .expect("peer recorded");
+    assert_eq!((rec.replies, rec.last_seq), (3, 3));
+    assert!(rec.first_ns <= rec.last_ns);
+    let src6 = std::net::Ipv6Addr::from(failover_tests::frames::SRC6);
+    assert!(fp.peer(src6.into()).expect("read peers").is_none());
+}
