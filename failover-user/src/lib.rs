@@ -4,6 +4,7 @@
 //! See `docs/` for the protocol and the operations guide.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod detector;
 pub mod fastpath;
 pub mod logging;

@@ -78,6 +78,14 @@ enum Command {
         #[arg(long)]
         keep_pins: bool,
     },
+    /// Validate a daemon configuration file without touching the system.
+    ///
+    /// Unknown fields are errors, durations are human strings ("10ms"), and every error names
+    /// the file, the field and what is expected. Exit status 0 when valid, 1 when not.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
     /// Answer UDP heartbeats (what the daemon embeds), until interrupted.
     Respond {
         /// UDP port to listen on.
@@ -155,6 +163,33 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             };
             probe_cmd(&opts, json).await
         }
+        Command::CheckConfig { file } => match failover::config::Config::load(&file) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok (node {} id {}, P {}, M {}, {:?} heartbeat, detection about {:?}, boot {:?}, takeover {})",
+                    file.display(),
+                    cfg.node.name,
+                    cfg.node.id,
+                    cfg.addresses.primary,
+                    cfg.addresses.monitor,
+                    cfg.heartbeat.kind,
+                    cfg.detection_time(),
+                    cfg.boot.method,
+                    cfg.takeover,
+                );
+                if cfg.boot.allow_unfenced_takeover {
+                    println!(
+                        "warning: boot.allow_unfenced_takeover = true: this host may take the \
+                         primary address without confirming the old primary is off"
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("failover: {}", failover::error_chain(&e));
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Respond {
             port,
             bind,
