@@ -93,6 +93,125 @@ pub fn judge(
     }
 }
 
+/// The verdict at a probe's deadline, for failure detection: a late reply is a miss.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Stamped before the deadline.
+    InTime {
+        /// Arrival stamp minus send time.
+        rtt_ns: u64,
+    },
+    /// No in-time reply by the deadline (or the send failed).
+    Missed,
+}
+
+/// Judges one probe for failure detection at `now_ns`; `None` while its deadline is ahead and
+/// no reply has been stamped.
+pub fn judge_at_deadline(
+    d: &Deadlines,
+    probe: &Probe,
+    arrival: Option<&Arrival>,
+    now_ns: u64,
+) -> Option<Verdict> {
+    if let Some(a) = arrival.filter(|a| matches(probe, a, d.wire_seq_mask)) {
+        let rtt_ns = a.ns - probe.sent_ns;
+        return Some(if rtt_ns <= d.timeout_ns {
+            Verdict::InTime { rtt_ns }
+        } else {
+            Verdict::Missed
+        });
+    }
+    if probe.send_failed || now_ns > probe.sent_ns + d.timeout_ns {
+        Some(Verdict::Missed)
+    } else {
+        None
+    }
+}
+
+/// What the liveness tracker concluded from one verdict.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LivenessEvent {
+    /// The first in-time reply: failure detection is armed from now on.
+    Armed,
+    /// A miss while armed, with the count of consecutive misses.
+    Missed {
+        /// Consecutive misses so far.
+        consecutive: u32,
+    },
+    /// An in-time reply after misses that did not reach the limit.
+    Recovered {
+        /// How many misses preceded it.
+        after: u32,
+    },
+    /// `misses` consecutive misses: the primary failed. Reported once.
+    Failed {
+        /// Consecutive misses.
+        consecutive: u32,
+    },
+}
+
+/// Counts consecutive misses. Never reports a failure of a primary it has not seen answer.
+#[derive(Clone, Debug)]
+pub struct Liveness {
+    limit: u32,
+    consecutive: u32,
+    armed: bool,
+    failed: bool,
+}
+
+impl Liveness {
+    /// A disarmed tracker that fails after `misses` consecutive misses.
+    pub fn new(misses: u32) -> Liveness {
+        Liveness {
+            limit: misses.max(1),
+            consecutive: 0,
+            armed: false,
+            failed: false,
+        }
+    }
+
+    /// Whether an in-time reply has been seen.
+    pub fn armed(&self) -> bool {
+        self.armed
+    }
+
+    /// Consecutive misses so far.
+    pub fn consecutive(&self) -> u32 {
+        self.consecutive
+    }
+
+    /// Feeds one verdict (in send order).
+    pub fn observe(&mut self, v: &Verdict) -> Option<LivenessEvent> {
+        match v {
+            Verdict::InTime { .. } => {
+                let after = std::mem::take(&mut self.consecutive);
+                if !self.armed {
+                    self.armed = true;
+                    Some(LivenessEvent::Armed)
+                } else if after > 0 && !self.failed {
+                    Some(LivenessEvent::Recovered { after })
+                } else {
+                    None
+                }
+            }
+            Verdict::Missed if !self.armed || self.failed => None,
+            Verdict::Missed => {
+                self.consecutive += 1;
+                if self.consecutive >= self.limit {
+                    self.failed = true;
+                    Some(LivenessEvent::Failed {
+                        consecutive: self.consecutive,
+                    })
+                } else {
+                    Some(LivenessEvent::Missed {
+                        consecutive: self.consecutive,
+                    })
+                }
+            }
+        }
+    }
+}
+
 /// Outstanding probes, judged in send order.
 #[derive(Debug)]
 pub struct ProbeBook {
@@ -133,12 +252,31 @@ impl ProbeBook {
     pub fn poll<E>(
         &mut self,
         now_ns: u64,
-        mut lookup: impl FnMut(u64) -> Result<Option<Arrival>, E>,
+        lookup: impl FnMut(u64) -> Result<Option<Arrival>, E>,
     ) -> Result<Vec<(Probe, Outcome)>, E> {
+        self.poll_with(now_ns, lookup, judge)
+    }
+
+    /// Like [`ProbeBook::poll`], but decides at each deadline (late replies are misses): the
+    /// daemon's failure detection.
+    pub fn poll_deadlines<E>(
+        &mut self,
+        now_ns: u64,
+        lookup: impl FnMut(u64) -> Result<Option<Arrival>, E>,
+    ) -> Result<Vec<(Probe, Verdict)>, E> {
+        self.poll_with(now_ns, lookup, judge_at_deadline)
+    }
+
+    fn poll_with<T, E>(
+        &mut self,
+        now_ns: u64,
+        mut lookup: impl FnMut(u64) -> Result<Option<Arrival>, E>,
+        judge_fn: fn(&Deadlines, &Probe, Option<&Arrival>, u64) -> Option<T>,
+    ) -> Result<Vec<(Probe, T)>, E> {
         let mut out = Vec::new();
         while let Some(p) = self.pending.front().copied() {
             let arrival = if p.send_failed { None } else { lookup(p.seq)? };
-            match judge(&self.deadlines, &p, arrival.as_ref(), now_ns) {
+            match judge_fn(&self.deadlines, &p, arrival.as_ref(), now_ns) {
                 Some(o) => {
                     self.pending.pop_front();
                     out.push((p, o));
@@ -307,6 +445,77 @@ mod tests {
         let names: Vec<_> = got.iter().map(|(p, o)| (p.seq, o.name())).collect();
         assert_eq!(names, vec![(1, "lost"), (2, "in_time"), (3, "late")]);
         assert_eq!(book.outstanding(), 0);
+    }
+
+    #[test]
+    fn deadline_verdicts() {
+        let p = probe(7, 1000 * MS);
+        let rows: &[(Option<Arrival>, u64, Option<Verdict>)] = &[
+            (
+                Some(arr(7, 1001 * MS)),
+                1001 * MS,
+                Some(Verdict::InTime { rtt_ns: MS }),
+            ),
+            // Read long after by a stalled controller: still in time (kernel stamp decides).
+            (
+                Some(arr(7, 1001 * MS)),
+                9000 * MS,
+                Some(Verdict::InTime { rtt_ns: MS }),
+            ),
+            (None, 1004 * MS, None),
+            (None, 1005 * MS, None),
+            (None, 1005 * MS + 1, Some(Verdict::Missed)),
+            // A late reply is a miss at once.
+            (Some(arr(7, 1006 * MS)), 1006 * MS, Some(Verdict::Missed)),
+        ];
+        for (i, (a, now, want)) in rows.iter().enumerate() {
+            assert_eq!(
+                judge_at_deadline(&D, &p, a.as_ref(), *now),
+                *want,
+                "row {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn liveness_table() {
+        use LivenessEvent::*;
+        let ok = Verdict::InTime { rtt_ns: 1 };
+        let miss = Verdict::Missed;
+        // (verdicts, expected events) with a limit of 3 misses
+        let rows: Vec<(Vec<Verdict>, Vec<Option<LivenessEvent>>)> = vec![
+            // Never seen: misses are not counted, no failure ever (never fence an unseen primary).
+            (vec![miss; 10], vec![None; 10]),
+            (
+                vec![ok, miss, miss, miss, miss, ok],
+                vec![
+                    Some(Armed),
+                    Some(Missed { consecutive: 1 }),
+                    Some(Missed { consecutive: 2 }),
+                    Some(Failed { consecutive: 3 }),
+                    None,
+                    None,
+                ],
+            ),
+            (
+                vec![ok, miss, miss, ok, miss, miss, ok],
+                vec![
+                    Some(Armed),
+                    Some(Missed { consecutive: 1 }),
+                    Some(Missed { consecutive: 2 }),
+                    Some(Recovered { after: 2 }),
+                    Some(Missed { consecutive: 1 }),
+                    Some(Missed { consecutive: 2 }),
+                    Some(Recovered { after: 2 }),
+                ],
+            ),
+            (vec![miss, ok, ok], vec![None, Some(Armed), None]),
+        ];
+        for (i, (input, want)) in rows.into_iter().enumerate() {
+            let mut l = Liveness::new(3);
+            let got: Vec<_> = input.iter().map(|v| l.observe(v)).collect();
+            assert_eq!(got, want, "row {i}");
+        }
     }
 
     #[test]

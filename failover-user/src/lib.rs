@@ -10,6 +10,7 @@ pub mod fastpath;
 pub mod logging;
 pub mod probe;
 pub mod responder;
+pub mod role;
 pub mod sys;
 pub mod wire;
 
