@@ -501,7 +501,7 @@ impl Config {
         if hb.kind == HeartbeatKind::Udp && hb.port == 0 {
             return bad("heartbeat.port", "must be a UDP port (1-65535)".into());
         }
-        let in_flight = hb.timeout.0.as_nanos() / hb.interval.0.as_nanos() + 1;
+        let in_flight = crate::detector::probes_in_flight(hb.timeout.0, hb.interval.0);
         if in_flight >= failover_common::ARRIVAL_SLOTS as u128 / 2 {
             return bad(
                 "heartbeat.timeout",

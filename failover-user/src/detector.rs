@@ -65,6 +65,12 @@ pub struct Deadlines {
     pub wire_seq_mask: u64,
 }
 
+/// How many probes sent every `interval` are outstanding at once when each stays open for
+/// `open` (its timeout, plus any late window). Must stay below the arrival ring's size.
+pub fn probes_in_flight(open: std::time::Duration, interval: std::time::Duration) -> u128 {
+    open.as_nanos() / interval.as_nanos().max(1) + 1
+}
+
 /// Whether `arrival` is the reply to `probe`.
 pub fn matches(probe: &Probe, arrival: &Arrival, mask: u64) -> bool {
     arrival.ns != 0 && arrival.seq == probe.seq & mask && arrival.ns >= probe.sent_ns

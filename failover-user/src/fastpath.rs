@@ -295,15 +295,12 @@ fn map_err(map: &'static str, what: &'static str) -> impl FnOnce(MapError) -> Fa
 }
 
 impl FastPath {
-    /// A builder for the fast path on `interface`.
+    /// A builder for the fast path on `interface`, pinned under [`DEFAULT_PIN_DIR`].
     pub fn builder(interface: &str) -> FastPathBuilder {
         FastPathBuilder {
             interface: Some(interface.to_string()),
             pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
-            icmp_id: None,
-            udp_port: None,
-            pass_counted: false,
-            keep_pins: false,
+            ..Self::detached()
         }
     }
 

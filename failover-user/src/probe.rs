@@ -306,7 +306,7 @@ impl ProbeOptions {
             return invalid("--count", "must be at least 1".into());
         }
         let window = self.timeout + self.late_window;
-        let in_flight = window.as_nanos() / self.interval.as_nanos() + 1;
+        let in_flight = crate::detector::probes_in_flight(window, self.interval);
         if in_flight >= ARRIVAL_SLOTS as u128 {
             return invalid(
                 "--late-window",

@@ -106,16 +106,7 @@ fn build(release: bool) -> Result<PathBuf> {
         .join("failover"))
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
+use failover_tests::is_root;
 
 /// A command for `program`, through sudo when not root.
 fn as_root(program: &Path) -> Command {

@@ -48,7 +48,7 @@ fn apt() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    if !crate::is_root() {
+    if !failover_tests::is_root() {
         bail!(
             "missing Debian packages {}: run `cargo xtask setup` as root (it uses apt-get)",
             missing.join(" ")
