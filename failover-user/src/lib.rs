@@ -11,6 +11,7 @@ pub mod logging;
 pub mod probe;
 pub mod responder;
 pub mod role;
+pub mod state;
 pub mod sys;
 pub mod wire;
 

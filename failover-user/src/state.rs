@@ -1,0 +1,122 @@
+//! Persisted state: the epoch, bumped on every promotion (DESIGN rule 4).
+//!
+//! Written atomically (temporary file, fsync, rename, fsync of the directory), so a crash leaves
+//! either the old or the new epoch, never a torn file.
+use std::{
+    fs::{self, File},
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing failed.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Which file.
+        path: PathBuf,
+        /// OS error.
+        source: io::Error,
+    },
+    /// The file exists but does not hold an epoch.
+    #[error("{}: {content:?} is not an epoch (expected a decimal integer); fix or remove the file", path.display())]
+    Corrupt {
+        /// Which file.
+        path: PathBuf,
+        /// What it holds (trimmed).
+        content: String,
+    },
+}
+
+/// The epoch file in a state directory.
+#[derive(Debug, Clone)]
+pub struct EpochStore {
+    dir: PathBuf,
+}
+
+impl EpochStore {
+    /// The store in `dir` (created on the first write).
+    pub fn new(dir: &Path) -> EpochStore {
+        EpochStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("epoch")
+    }
+
+    /// The persisted epoch; 0 when none was ever written.
+    pub fn load(&self) -> Result<u64, StateError> {
+        let path = self.path();
+        match fs::read_to_string(&path) {
+            Ok(s) => s.trim().parse().map_err(|_| StateError::Corrupt {
+                content: s.trim().chars().take(40).collect(),
+                path,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(source) => Err(StateError::Io {
+                what: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Persists `epoch` atomically and durably.
+    pub fn store(&self, epoch: u64) -> Result<(), StateError> {
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { what, path, source }
+        };
+        fs::create_dir_all(&self.dir).map_err(io("create state directory", &self.dir))?;
+        let path = self.path();
+        let tmp = self.dir.join("epoch.tmp");
+        let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+        writeln!(f, "{epoch}").map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync state directory", &self.dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fo-state-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn missing_is_zero_then_round_trips() {
+        let d = tempdir("rt");
+        let s = EpochStore::new(&d.join("nested"));
+        assert_eq!(s.load().expect("load"), 0);
+        s.store(41).expect("store");
+        s.store(42).expect("store");
+        assert_eq!(s.load().expect("load"), 42);
+        assert!(
+            !d.join("nested/epoch.tmp").exists(),
+            "no temporary file left"
+        );
+        fs::remove_dir_all(&d).expect("cleanup");
+    }
+
+    #[test]
+    fn corrupt_file_is_a_clear_error() {
+        let d = tempdir("corrupt");
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(d.join("epoch"), "seven\n").expect("write");
+        let err = EpochStore::new(&d).load().expect_err("corrupt").to_string();
+        assert!(err.contains("epoch: \"seven\" is not an epoch"), "{err}");
+        fs::remove_dir_all(&d).expect("cleanup");
+    }
+}
