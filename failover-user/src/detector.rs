@@ -76,6 +76,13 @@ pub fn matches(probe: &Probe, arrival: &Arrival, mask: u64) -> bool {
     arrival.ns != 0 && arrival.seq == probe.seq & mask && arrival.ns >= probe.sent_ns
 }
 
+/// The round-trip time of `probe` when `arrival` is its reply.
+fn reply_rtt(d: &Deadlines, probe: &Probe, arrival: Option<&Arrival>) -> Option<u64> {
+    arrival
+        .filter(|a| matches(probe, a, d.wire_seq_mask))
+        .map(|a| a.ns - probe.sent_ns)
+}
+
 /// Judges one probe at time `now_ns`; `None` while it is still undecided.
 pub fn judge(
     d: &Deadlines,
@@ -83,8 +90,7 @@ pub fn judge(
     arrival: Option<&Arrival>,
     now_ns: u64,
 ) -> Option<Outcome> {
-    if let Some(a) = arrival.filter(|a| matches(probe, a, d.wire_seq_mask)) {
-        let rtt_ns = a.ns - probe.sent_ns;
+    if let Some(rtt_ns) = reply_rtt(d, probe, arrival) {
         return Some(if rtt_ns <= d.timeout_ns {
             Outcome::InTime { rtt_ns }
         } else {
@@ -119,8 +125,7 @@ pub fn judge_at_deadline(
     arrival: Option<&Arrival>,
     now_ns: u64,
 ) -> Option<Verdict> {
-    if let Some(a) = arrival.filter(|a| matches(probe, a, d.wire_seq_mask)) {
-        let rtt_ns = a.ns - probe.sent_ns;
+    if let Some(rtt_ns) = reply_rtt(d, probe, arrival) {
         return Some(if rtt_ns <= d.timeout_ns {
             Verdict::InTime { rtt_ns }
         } else {
