@@ -279,6 +279,20 @@ pub struct Garp {
     /// Repeat a single announcement this often while holding P; "0s" disables. Default "0s".
     #[serde(default = "default_garp_refresh")]
     pub refresh: HumanDuration,
+    /// Duplicate-address probes (ARP probe / DAD neighbour solicitation) before claiming an
+    /// address; 0 disables them. Default 2.
+    #[serde(default = "default_dad_probes")]
+    pub dad_probes: u32,
+    /// How long to listen for an answer after each probe. Default 3ms.
+    #[serde(default = "default_dad_wait")]
+    pub dad_wait: HumanDuration,
+}
+
+fn default_dad_probes() -> u32 {
+    2
+}
+fn default_dad_wait() -> HumanDuration {
+    HumanDuration(Duration::from_millis(3))
 }
 
 fn default_garp_count() -> u32 {
@@ -297,6 +311,8 @@ impl Default for Garp {
             count: default_garp_count(),
             spacing: default_garp_spacing(),
             refresh: default_garp_refresh(),
+            dad_probes: default_dad_probes(),
+            dad_wait: default_dad_wait(),
         }
     }
 }
@@ -533,6 +549,14 @@ impl Config {
                         .into(),
                 );
             }
+            BootMethod::None if !self.takeover => {
+                return bad(
+                    "boot.method",
+                    "\"none\" cannot reboot the primary, which is all that takeover = false does; \
+                     use \"command\" or \"redfish\""
+                        .into(),
+                );
+            }
             BootMethod::Redfish => {
                 return bad(
                     "boot.method",
@@ -554,6 +578,12 @@ impl Config {
             return bad(
                 "garp.spacing",
                 "must be greater than zero when garp.count > 1".into(),
+            );
+        }
+        if self.garp.dad_probes > 0 && self.garp.dad_wait.0.is_zero() {
+            return bad(
+                "garp.dad_wait",
+                "must be greater than zero when garp.dad_probes > 0".into(),
             );
         }
         Ok(())

@@ -4,9 +4,14 @@
 //! See `docs/` for the protocol and the operations guide.
 #![warn(missing_docs)]
 
+pub mod address;
+pub mod boot;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod detector;
 pub mod fastpath;
+pub mod hooks;
 pub mod logging;
 pub mod probe;
 pub mod responder;

@@ -86,6 +86,38 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Run the daemon: join, then act as primary or monitor, until SIGTERM or SIGINT.
+    ///
+    /// The host starts in the joining role holding no floating address (addresses left on the
+    /// interface by a previous run are removed first). It signals the monitor address and
+    /// waits join_timeout: an answer makes it primary (claim 11), silence makes it the monitor
+    /// (claim 12). A monitor probes the primary address through the XDP fast path and, after
+    /// heartbeat.misses probes without an in-time reply, fences the peer through [boot] and
+    /// takes the primary address over - never before the fence is confirmed.
+    ///
+    /// Every decision is an event (JSON lines with --log-format json). On SIGTERM or SIGINT
+    /// the daemon releases its addresses and exits 0; exit status 2 on a fatal error.
+    Run {
+        /// The configuration file (see `failover check-config` and docs/configuration.md).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+    /// Ask a running daemon for its role, epoch, peer state, addresses and last boot action.
+    Status {
+        /// The daemon's control socket.
+        #[arg(
+            long,
+            default_value = "/run/failover/control.sock",
+            conflicts_with = "config"
+        )]
+        socket: PathBuf,
+        /// Read the control socket path from this configuration file instead.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Print the status as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Answer UDP heartbeats (what the daemon embeds), until interrupted.
     Respond {
         /// UDP port to listen on.
@@ -190,6 +222,30 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
+        Command::Run { config } => {
+            let cfg = failover::config::Config::load(&config)?;
+            failover::daemon::run(cfg, shutdown_signal())
+                .await
+                .with_context(|| format!("failover run --config {}", config.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            socket,
+            config,
+            json,
+        } => {
+            let socket = match config {
+                Some(c) => failover::config::Config::load(&c)?.control.socket,
+                None => socket,
+            };
+            let st = failover::control::query_status(&socket).await?;
+            if json {
+                println!("{}", serde_json::to_string(&st)?);
+            } else {
+                print_status(&st);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Respond {
             port,
             bind,
@@ -289,6 +345,33 @@ async fn probe_cmd(opts: &ProbeOptions, json: bool) -> anyhow::Result<ExitCode> 
     } else {
         ExitCode::from(1)
     })
+}
+
+fn print_status(st: &failover::control::Status) {
+    println!("node:      {}", st.node);
+    println!("role:      {}", st.role);
+    println!("epoch:     {}", st.epoch);
+    let p = &st.peer;
+    let age = p
+        .last_reply_age_ms
+        .map_or("never".to_string(), |a| format!("{a} ms ago"));
+    println!(
+        "peer:      {} ({}): {}, last reply {age}, {} consecutive misses",
+        p.name, p.address, p.state, p.consecutive_misses
+    );
+    println!(
+        "holds:     {}",
+        if st.addresses_held.is_empty() {
+            "nothing".to_string()
+        } else {
+            st.addresses_held.join(", ")
+        }
+    );
+    match &st.last_boot {
+        Some(b) => println!("last boot: {} {} ({} ms ago)", b.action, b.result, b.age_ms),
+        None => println!("last boot: none"),
+    }
+    println!("uptime:    {} s", st.uptime_s);
 }
 
 /// Resolves on SIGINT or SIGTERM.

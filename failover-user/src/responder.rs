@@ -52,6 +52,8 @@ pub struct ResponderCounters {
     pub answered: AtomicU64,
     /// Datagrams that were not requests.
     pub ignored: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the last request answered (0: none yet).
+    pub last_request_ns: AtomicU64,
 }
 
 /// A bound responder.
@@ -135,6 +137,9 @@ impl Responder {
             match self.sock.send_to(&reply.encode(), from).await {
                 Ok(_) => {
                     self.counters.answered.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .last_request_ns
+                        .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
                 }
                 // A peer that vanished must not stop the responder.
                 Err(e) => tracing::debug!(%from, error = %e, "reply failed"),
