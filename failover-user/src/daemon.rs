@@ -68,6 +68,72 @@ struct Monitor {
     liveness: Liveness,
     last_in_time_ns: Option<u64>,
     next_tick: Instant,
+    /// Asks P for its epoch once a second (a join probe), so a takeover goes above it.
+    epoch_probe: Option<EpochProbe>,
+}
+
+/// The monitor's periodic join probe to P: learns the primary's epoch whatever the heartbeat
+/// kind (XDP consumes the heartbeat replies that carry it too).
+struct EpochProbe {
+    sock: std::net::UdpSocket,
+    to: SocketAddr,
+    token: u64,
+    node: u32,
+    next: Instant,
+}
+
+const EPOCH_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+impl EpochProbe {
+    /// Sends when due; returns the highest epoch answered since the last call.
+    fn poll(&mut self, now: Instant) -> Option<u64> {
+        if now >= self.next {
+            self.next = now + EPOCH_PROBE_EVERY;
+            let _ = self
+                .sock
+                .send_to(&join_message(self.token, 0, self.node), self.to);
+        }
+        let mut best = None;
+        let mut buf = [0u8; 256];
+        while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+            if from.ip() != self.to.ip() {
+                continue;
+            }
+            if let Ok(r) = Message::decode(&buf[..n]) {
+                if r.kind == Kind::JoinReply && r.token == self.token {
+                    best = best.max(Some(r.epoch));
+                }
+            }
+        }
+        best
+    }
+}
+
+fn join_message(token: u64, seq: u64, node: u32) -> [u8; failover_common::wire::LEN] {
+    Message {
+        kind: Kind::Join,
+        role: Role::Joining.code(),
+        flags: 0,
+        token,
+        seq,
+        epoch: 0,
+        node,
+    }
+    .encode()
+}
+
+/// A UDP socket for join probes, bound to the node address on the interface.
+fn join_socket(interface: &str, local: IpAddr) -> std::io::Result<std::net::UdpSocket> {
+    let domain = if local.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_nonblocking(true)?;
+    s.bind_device(Some(interface.as_bytes()))?;
+    s.bind(&SocketAddr::new(local, 0).into())?;
+    Ok(s.into())
 }
 
 /// Background tasks whose handles are kept so that a newer request replaces an older one.
@@ -634,6 +700,19 @@ impl Daemon {
             liveness: Liveness::new(cfg.heartbeat.misses),
             last_in_time_ns: None,
             next_tick: Instant::now(),
+            epoch_probe: match join_socket(&cfg.node.interface, cfg.node.address.addr) {
+                Ok(sock) => Some(EpochProbe {
+                    sock,
+                    to: SocketAddr::new(cfg.addresses.primary.addr, cfg.heartbeat.port),
+                    token: rand::random(),
+                    node: cfg.node.id,
+                    next: Instant::now(),
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "epoch probe socket; the takeover epoch may not exceed the primary's");
+                    None
+                }
+            },
         });
         self.grace = Some(Instant::now() + cfg.startup_grace.0);
         Ok(())
@@ -757,10 +836,14 @@ impl Daemon {
             counter.fetch_add(1, Ordering::Relaxed);
             late_lost.extend(event.filter(|_| report));
         }
+        let seen_epoch = m.epoch_probe.as_mut().and_then(|e| e.poll(now_i));
         let probe = m.prober.send();
         m.detect.sent(probe);
         m.report.sent(probe);
         self.metrics.probes_sent.fetch_add(1, Ordering::Relaxed);
+        if let Some(e) = seen_epoch {
+            self.machine.observe_epoch(e);
+        }
         for (name, detail) in late_lost {
             self.emit(name, &detail);
         }
@@ -838,16 +921,7 @@ impl JoinJob {
         while Instant::now() < deadline {
             if Instant::now() >= next_send {
                 seq += 1;
-                let msg = Message {
-                    kind: Kind::Join,
-                    role: Role::Joining.code(),
-                    flags: 0,
-                    token,
-                    seq,
-                    epoch: 0,
-                    node: self.node,
-                }
-                .encode();
+                let msg = join_message(token, seq, self.node);
                 for (target, got) in [
                     (self.monitor, monitor.is_some()),
                     (self.primary, primary.is_some()),

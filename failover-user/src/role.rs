@@ -239,6 +239,13 @@ impl Machine {
         self.armed
     }
 
+    /// Raises the epoch to one the peer reported (join replies, the monitor's epoch probes),
+    /// so that the next promotion anywhere goes above every epoch seen so far and a stale
+    /// primary is recognisable by its lower epoch.
+    pub fn observe_epoch(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
+    }
+
     fn set_role(&mut self, to: Role, out: &mut Vec<Action>) {
         if to != self.role {
             out.push(emit(
@@ -350,6 +357,9 @@ impl Machine {
                 self.join(&mut out)
             }
             (Role::Joining | Role::Conflict, Input::JoinDone { monitor, primary }) => {
+                for a in [monitor, primary].iter().flatten() {
+                    self.observe_epoch(a.epoch);
+                }
                 match (monitor, primary) {
                     (Some(m), None) => {
                         // Claim 11: a live monitor answered and P is silent: become primary.
@@ -539,9 +549,11 @@ mod tests {
         retry_max: Duration::from_secs(8),
     };
 
+    // Epoch 0, so that the epoch a test checks is this host's own count; epochs observed
+    // from the peer have their own test.
     const PEER: Answer = Answer {
         role: 2,
-        epoch: 3,
+        epoch: 0,
         node: 2,
     };
 
@@ -1006,5 +1018,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn promotion_goes_above_every_epoch_seen() {
+        // Claim 11 after hearing a monitor at epoch 7: the new primary takes epoch 8.
+        let seen = Answer { epoch: 7, ..PEER };
+        let (m, _, _) = run(
+            S,
+            &[
+                Start,
+                JoinDone {
+                    monitor: Some(seen),
+                    primary: None,
+                },
+                Claimed {
+                    addr: Addr::Primary,
+                    ok: true,
+                },
+            ],
+        );
+        assert_eq!(m.epoch(), 8);
+        // A monitor that observed the primary at epoch 5 takes over at 6; a lower report
+        // never lowers it.
+        let (mut m, _, _) = run(S, &monitor_armed());
+        m.observe_epoch(5);
+        m.observe_epoch(2);
+        m.step(failed());
+        m.step(BootDone {
+            action: BootAction::Off,
+            ok: true,
+        });
+        m.step(Claimed {
+            addr: Addr::Primary,
+            ok: true,
+        });
+        assert_eq!(m.epoch(), 6);
     }
 }

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod frames;
+pub mod pair;
 
 use std::{
     ffi::OsStr,

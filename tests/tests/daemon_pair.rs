@@ -1,0 +1,329 @@
+//! Two `failover run` daemons on a bridge with a client: cold start, a cut link fenced and
+//! taken over, the fenced host rejoining as monitor (claim 12), a failing fence, kill -9 and
+//! restart, bad configurations. A watcher samples both hosts' addresses throughout and every
+//! test asserts that P was never held twice.
+//!
+//! Times are printed (for the closing notes and docs), never asserted.
+use failover_tests::pair::{Family, Host, Options, Pair};
+
+fn mono_ns() -> u64 {
+    let mut ts = std::mem::MaybeUninit::<[i64; 2]>::uninit();
+    // The event stamps are CLOCK_MONOTONIC, shared by all namespaces.
+    let rc = unsafe { clock_gettime(1, ts.as_mut_ptr().cast()) };
+    assert_eq!(rc, 0);
+    let [s, ns] = unsafe { ts.assume_init() };
+    s as u64 * 1_000_000_000 + ns as u64
+}
+
+extern "C" {
+    fn clock_gettime(clk: i32, ts: *mut core::ffi::c_void) -> i32;
+}
+
+fn ts(v: &serde_json::Value) -> u64 {
+    v["ts_ns"].as_u64().expect("ts_ns")
+}
+
+fn assert_no_split_brain(pair: &mut Pair) {
+    let (samples, both) = pair.stop_watch();
+    eprintln!("watcher: {samples} samples, {both} with P on both hosts");
+    assert!(samples > 0, "the watcher sampled");
+    assert_eq!(
+        both, 0,
+        "P was held by both hosts in {both} of {samples} samples"
+    );
+}
+
+fn assert_roles(pair: &Pair, primary: Host, monitor: Host) {
+    let (p, m) = (&pair.p, &pair.m);
+    assert!(pair.holds(primary, p), "{} holds P", primary.name());
+    assert!(
+        !pair.holds(primary, m),
+        "{} does not hold M",
+        primary.name()
+    );
+    assert!(pair.holds(monitor, m), "{} holds M", monitor.name());
+    assert!(
+        !pair.holds(monitor, p),
+        "{} does not hold P",
+        monitor.name()
+    );
+}
+
+#[test]
+fn cut_link_is_fenced_taken_over_and_the_fenced_host_rejoins_as_monitor() {
+    takeover_and_rejoin(Family::V4);
+}
+
+#[test]
+fn ipv6_cut_link_is_fenced_taken_over_and_the_fenced_host_rejoins_as_monitor() {
+    takeover_and_rejoin(Family::V6);
+}
+
+fn takeover_and_rejoin(family: Family) {
+    let mut pair = Pair::new(Options {
+        family,
+        ..Options::default()
+    });
+    let (p, m) = (pair.p.clone(), pair.m.clone());
+    let (primary, monitor) = pair.cold_start();
+    assert_roles(&pair, primary, monitor);
+    // The monitor arms only after seeing P answer.
+    let since = 0;
+    pair.wait_event(monitor, since, "role_changed", |v| v["role"] == "monitor");
+    let st = pair.status(monitor);
+    assert_eq!(st["role"], "monitor", "{st}");
+    assert_eq!(
+        st["addresses_held"],
+        serde_json::json!([format!("{m}/{}", family.prefix())]),
+        "{st}"
+    );
+    let st = pair.status(primary);
+    assert_eq!(st["role"], "primary", "{st}");
+    assert!(
+        st["epoch"].as_u64().unwrap() >= 1,
+        "promotion bumped the epoch: {st}"
+    );
+    let epoch_before = st["epoch"].as_u64().unwrap();
+
+    // The client reaches P and learns the primary's MAC.
+    assert!(pair.client_ping(&p), "client reaches P before the fault");
+    let old_mac = pair.mac(primary);
+    assert_eq!(
+        pair.client_neighbour(&p).map(|n| n.0),
+        Some(old_mac.clone())
+    );
+
+    // Cut the primary's switch port.
+    let mark = pair.mark(monitor);
+    let cut = mono_ns();
+    pair.port(primary, false);
+    let failed = pair.wait_event(monitor, mark, "primary_failed", |_| true);
+    let fenced = pair.wait_event(monitor, mark, "fence_confirmed", |_| true);
+    let claimed = pair.wait_event(monitor, mark, "address_claimed", |v| {
+        v["detail"].as_str().unwrap_or("").contains("primary")
+    });
+    pair.wait_event(monitor, mark, "garp_sent", |v| {
+        v["detail"].as_str().unwrap_or("").contains(p.as_str())
+    });
+    eprintln!(
+        "TIMES fault->primary_failed {:.1} ms, ->fence_confirmed {:.1} ms, ->address_claimed {:.1} ms",
+        (ts(&failed) - cut) as f64 / 1e6,
+        (ts(&fenced) - cut) as f64 / 1e6,
+        (ts(&claimed) - cut) as f64 / 1e6
+    );
+    assert!(
+        ts(&fenced) <= ts(&claimed),
+        "fence confirmed before P was claimed"
+    );
+    let log = pair.fence_log(monitor);
+    assert_eq!(
+        &log[..2],
+        ["off", "status"],
+        "fenced through the command: {log:?}"
+    );
+    assert!(pair.holds(monitor, &p), "the monitor holds P now");
+    assert!(!pair.holds(monitor, &m), "and released M");
+    assert_eq!(
+        claimed["epoch"].as_u64(),
+        Some(epoch_before + 1),
+        "epoch bumped: {claimed}"
+    );
+
+    // GARP moved the client's neighbour entry to the new holder.
+    let new_mac = pair.mac(monitor);
+    assert_ne!(new_mac, old_mac);
+    assert_eq!(
+        pair.client_neighbour(&p).map(|n| n.0),
+        Some(new_mac.clone()),
+        "client neighbour entry for P points at the new holder"
+    );
+    assert!(pair.client_ping(&p), "client reaches P after the takeover");
+
+    // The fenced host is powered on again; repair its link and boot it: it joins, hears no
+    // monitor at M (the new primary released it) and becomes the monitor (claim 12).
+    let new_primary = monitor;
+    let rebooted = primary;
+    pair.wait_event(new_primary, mark, "boot_result", |v| {
+        v["detail"].as_str().unwrap_or("").starts_with("on done")
+    });
+    pair.port(rebooted, true);
+    let mark_r = pair.mark(rebooted);
+    pair.start(rebooted);
+    pair.wait_event(rebooted, mark_r, "join_silent", |_| true);
+    pair.wait_role(rebooted, mark_r, "monitor");
+    assert_roles(&pair, new_primary, rebooted);
+    let hooks = pair.hook_log(new_primary);
+    assert!(
+        hooks.iter().any(|l| l.starts_with("on_primary primary ")),
+        "on_primary ran with ROLE/EPOCH/PEER: {hooks:?}"
+    );
+    pair.wait_event(new_primary, mark, "hook_ran", |v| {
+        v["detail"].as_str().unwrap_or("").starts_with("on_primary")
+    });
+    assert_no_split_brain(&mut pair);
+
+    // Clean shutdown releases everything.
+    for h in [Host::A, Host::B] {
+        let st = pair.terminate(h).expect("running");
+        assert!(st.success(), "{} exits 0 on SIGTERM: {st:?}", h.name());
+        assert!(
+            !pair.holds(h, &p) && !pair.holds(h, &m),
+            "{} released",
+            h.name()
+        );
+    }
+}
+
+#[test]
+fn a_failing_fence_never_lets_the_monitor_claim_p() {
+    let mut pair = Pair::new(Options {
+        fence_fails: true,
+        ..Options::default()
+    });
+    let (primary, monitor) = pair.cold_start();
+    let (p, m) = (pair.p.clone(), pair.m.clone());
+    let mark = pair.mark(monitor);
+    pair.port(primary, false);
+    pair.wait_event(monitor, mark, "primary_failed", |_| true);
+    // Several attempts, each failed and retried with backoff.
+    let first = pair.wait_event(monitor, mark, "fence_failed", |_| true);
+    let third = pair.wait_event(monitor, mark, "boot_requested", |v| {
+        ts(v) > ts(&first) && v["detail"] == "off"
+    });
+    pair.wait_event(monitor, mark, "fence_failed", |v| ts(v) > ts(&third));
+    pair.wait_event(monitor, mark, "hook_failed", |v| {
+        v["detail"].as_str().unwrap_or("").starts_with("on_fault")
+    });
+    let st = pair.status(monitor);
+    assert_eq!(st["role"], "booting", "{st}");
+    assert!(
+        st["last_boot"]["result"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("failed")
+            || st["last_boot"]["result"] == "running",
+        "{st}"
+    );
+    assert!(!pair.holds(monitor, &p), "no fence, no takeover");
+    assert!(pair.holds(monitor, &m), "the monitor keeps M");
+    let events = pair.events(monitor);
+    assert!(
+        !events
+            .iter()
+            .skip(mark)
+            .any(|v| v["event"] == "address_claimed"),
+        "nothing was claimed after the failure"
+    );
+    assert!(pair.fence_log(monitor).iter().all(|l| l == "off"));
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains("password"), "no secrets in events");
+    assert_no_split_brain(&mut pair);
+}
+
+#[test]
+fn kill_9_and_restart_never_makes_a_second_holder() {
+    let mut pair = Pair::new(Options::default());
+    let (primary, monitor) = pair.cold_start();
+    let p = pair.p.clone();
+    let mark_m = pair.mark(monitor);
+    let mark_p = pair.mark(primary);
+    pair.kill9(primary);
+    assert!(pair.holds(primary, &p), "a crashed daemon leaves P behind");
+    pair.start(primary);
+    // The restarted daemon must not keep the address it did not claim in this run, and the
+    // monitor - seeing UDP heartbeats stop - fences the host and takes over.
+    pair.wait_event(monitor, mark_m, "address_claimed", |v| {
+        v["detail"].as_str().unwrap_or("").contains("primary")
+    });
+    assert!(pair.holds(monitor, &p));
+    assert!(!pair.holds(primary, &p), "the fenced host holds nothing");
+    let _ = mark_p;
+    pair.wait_event(monitor, mark_m, "boot_result", |v| {
+        v["detail"].as_str().unwrap_or("").starts_with("on done")
+    });
+    let mark_r = pair.mark(primary);
+    pair.start(primary);
+    pair.wait_role(primary, mark_r, "monitor");
+    assert_roles(&pair, monitor, primary);
+    assert_no_split_brain(&mut pair);
+}
+
+#[test]
+fn leftover_addresses_are_removed_before_joining() {
+    let pair = Pair::new(Options::default());
+    let (p, m) = (pair.p.clone(), pair.m.clone());
+    // The watcher sees two holders when there are two: P on B as well as on A.
+    pair.ns(Host::B)
+        .ip(["addr", "add", &format!("{p}/24"), "dev", "eth0"]);
+    pair.ns(Host::A)
+        .ip(["addr", "add", &format!("{p}/24"), "dev", "eth0"]);
+    while pair.both_held_p.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        std::thread::yield_now();
+    }
+    pair.ns(Host::B)
+        .ip(["addr", "del", &format!("{p}/24"), "dev", "eth0"]);
+    pair.ns(Host::A)
+        .ip(["addr", "del", &format!("{p}/24"), "dev", "eth0"]);
+    // A crashed daemon's leftovers: both floating addresses on A, nobody else running.
+    pair.ns(Host::A)
+        .ip(["addr", "add", &format!("{p}/24"), "dev", "eth0"]);
+    pair.ns(Host::A)
+        .ip(["addr", "add", &format!("{m}/24"), "dev", "eth0"]);
+    pair.start(Host::A);
+    let ev = pair.wait_event(Host::A, 0, "address_released", |v| {
+        v["detail"].as_str().unwrap_or("").contains("previous run")
+    });
+    assert_eq!(ev["role"], "joining", "{ev}");
+    // Alone, it hears nobody and becomes monitor: P is not held by anyone.
+    pair.wait_role(Host::A, 0, "monitor");
+    assert!(!pair.holds(Host::A, &p), "P left by the crash was removed");
+    assert!(pair.holds(Host::A, &m));
+}
+
+#[test]
+fn bad_configs_are_refused_with_the_field_named() {
+    let pair = Pair::new(Options::default());
+    let (p, m) = (pair.p.clone(), pair.m.clone());
+    let good = std::fs::read_to_string(pair.config(Host::A)).unwrap();
+    for (edit, field) in [
+        (
+            good.replace("kind = \"udp\"", "kind = \"tcp\""),
+            "heartbeat.kind",
+        ),
+        (
+            good.replace("join_timeout = \"200ms\"", "join_timeout = \"soon\""),
+            "join_timeout",
+        ),
+        (
+            good.replace("method = \"command\"", "method = \"none\""),
+            "boot.method",
+        ),
+        (
+            good.replace("[hooks]", "[hooks]\non_boot = \"/bin/true\""),
+            "on_boot",
+        ),
+        (
+            good.replace(
+                &format!("monitor = \"{m}/24\""),
+                &format!("monitor = \"{p}/24\""),
+            ),
+            "addresses.monitor",
+        ),
+    ] {
+        let path = pair.dir.join("bad.toml");
+        std::fs::write(&path, edit).unwrap();
+        let out = pair
+            .ns(Host::A)
+            .command(failover_tests::failover_bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{field}: {err}");
+        assert!(err.contains(field), "error names {field}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!pair.dir.join("a.sock").exists(), "nothing was set up");
+        assert!(!pair.holds(Host::A, &p) && !pair.holds(Host::A, &m));
+    }
+}
