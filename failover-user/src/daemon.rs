@@ -188,6 +188,16 @@ pub struct Daemon {
     primary_counters: Arc<ResponderCounters>,
     tasks: Tasks,
     started: Instant,
+    _socket_file: SocketFile,
+}
+
+/// Removes the control socket file on drop.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn signal_of(cfg: &Config) -> Signal {
@@ -246,8 +256,11 @@ impl Daemon {
             ..Default::default()
         }));
 
-        // The control socket first: it refuses a second daemon with the same socket.
+        let addrs = Addresses::open(&cfg.node.interface).await?;
+        // The control socket before anything is changed: it refuses a second daemon with the
+        // same socket. Removed when the daemon ends, also when the start fails below.
         let control = control::bind_control(&cfg.control.socket).await?;
+        let socket_file = SocketFile(cfg.control.socket.clone());
         tokio::spawn(control::serve_control(control, status.clone()));
         if let Some(addr) = cfg.control.metrics {
             let l = control::bind_metrics(addr).await?;
@@ -258,7 +271,6 @@ impl Daemon {
             ));
         }
 
-        let addrs = Addresses::open(&cfg.node.interface).await?;
         let booter = match cfg.boot.method {
             BootMethod::Command => Booter::Command {
                 command: cfg.boot.command.clone().unwrap_or_default(),
@@ -341,6 +353,7 @@ impl Daemon {
             primary_counters,
             tasks: Tasks::default(),
             started: Instant::now(),
+            _socket_file: socket_file,
             cfg,
         };
         if d.cfg.boot.allow_unfenced_takeover {
@@ -854,7 +867,8 @@ impl Daemon {
         Ok(())
     }
 
-    /// Clean shutdown: release what is held, stop probing, remove the control socket.
+    /// Clean shutdown: release what is held, stop probing (the control socket goes with the
+    /// daemon).
     async fn stop(&mut self) {
         let _ = self.feed(Input::Shutdown).await;
         // Belt and braces: whatever the role, nothing stays on the interface.
@@ -869,7 +883,6 @@ impl Daemon {
             }
         }
         self.monitor = None;
-        let _ = std::fs::remove_file(&self.cfg.control.socket);
         self.emit("daemon_stopped", "released all floating addresses");
     }
 }

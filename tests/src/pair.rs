@@ -172,7 +172,11 @@ case "$1" in
     ip -n "$NS" addr add $ADDR dev eth0
     ip -n "$NS" link set eth0 up
     echo on > "$STATE" ;;
-  reboot) exit 0 ;;
+  reboot)
+    [ "$FAIL" = 1 ] && exit 1
+    ip netns pids "$NS" | xargs -r kill -9
+    ip -n "$NS" addr flush dev eth0 scope global
+    ip -n "$NS" addr add $ADDR dev eth0 ;;
   status) cat "$STATE" ;;
   *) exit 1 ;;
 esac
@@ -461,6 +465,26 @@ state_dir = "{dir}/state-{n}"
             e["lladdr"].as_str()?.to_string(),
             e["state"][0].as_str().unwrap_or("").to_string(),
         ))
+    }
+
+    /// `h`'s Prometheus text, fetched inside its namespace.
+    pub fn metrics(&self, h: Host) -> String {
+        let out = self
+            .ns(h)
+            .command("python3")
+            .args([
+                "-c",
+                "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9477/metrics',timeout=5).read().decode())",
+            ])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "metrics of {}: {}",
+            h.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Pings `addr` from the client once; whether it answered (1 s limit).

@@ -138,6 +138,23 @@ fn takeover_and_rejoin(family: Family) {
         "client neighbour entry for P points at the new holder"
     );
     assert!(pair.client_ping(&p), "client reaches P after the takeover");
+    let text = pair.metrics(monitor);
+    for line in [
+        "failover_failovers_total{node=",
+        "failover_role{node=",
+        "failover_detection_seconds_count{node=",
+    ] {
+        let v = text
+            .lines()
+            .find(|l| l.starts_with(line))
+            .unwrap_or_else(|| panic!("{line} in {text}"));
+        let want = if line.starts_with("failover_role") {
+            " 2"
+        } else {
+            " 1"
+        };
+        assert!(v.ends_with(want), "{v}");
+    }
 
     // The fenced host is powered on again; repair its link and boot it: it joins, hears no
     // monitor at M (the new primary released it) and becomes the monitor (claim 12).
@@ -171,6 +188,53 @@ fn takeover_and_rejoin(family: Family) {
             "{} released",
             h.name()
         );
+    }
+}
+
+#[test]
+fn recovery_only_reboots_the_primary_and_it_rejoins_as_primary() {
+    let mut pair = Pair::new(Options::default());
+    for h in [Host::A, Host::B] {
+        let path = pair.config(h);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("takeover = false\n{text}")).unwrap();
+    }
+    let (primary, monitor) = pair.cold_start();
+    let p = pair.p.clone();
+    let mark = pair.mark(monitor);
+    pair.port(primary, false);
+    pair.wait_event(monitor, mark, "boot_result", |v| {
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("reboot done")
+    });
+    assert_eq!(
+        pair.fence_log(monitor),
+        ["reboot"],
+        "recovery only: a restart, no fence"
+    );
+    pair.wait_role(monitor, mark, "monitor");
+    assert!(!pair.holds(monitor, &p), "recovery-only never takes P");
+    // The rebooted host comes back, hears the monitor at M and is primary again (claim 11).
+    pair.port(primary, true);
+    let mark_r = pair.mark(primary);
+    pair.start(primary);
+    pair.wait_event(primary, mark_r, "join_answered", |_| true);
+    pair.wait_role(primary, mark_r, "primary");
+    assert_roles(&pair, primary, monitor);
+    assert_no_split_brain(&mut pair);
+}
+
+#[test]
+fn preferred_primary_wins_a_cold_start() {
+    for preferred in [Host::A, Host::B] {
+        let pair = Pair::new(Options::default());
+        let path = pair.config(preferred);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("preferred_primary = true\n{text}")).unwrap();
+        let (primary, _) = pair.cold_start();
+        assert_eq!(primary, preferred);
     }
 }
 
