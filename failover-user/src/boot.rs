@@ -1,5 +1,5 @@
 //! Booting and fencing the peer. `method = "command"` runs an operator program in the
-//! fence-agents style; `method = "redfish"` talks to the peer's BMC (next issue).
+//! fence-agents style; `method = "redfish"` talks to the peer's BMC (see `redfish`).
 //!
 //! The command is called as `COMMAND ACTION` with ACTION one of `off`, `on`, `reboot`,
 //! `status`, and the peer in the environment (`FAILOVER_PEER`, `FAILOVER_PEER_ADDRESS`,
@@ -9,7 +9,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use tokio::process::Command;
 
-use crate::role::BootAction;
+use crate::{redfish, role::BootAction};
 
 /// Why a boot action did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,9 @@ pub enum BootError {
     /// The method has no implementation.
     #[error("boot method {0} is not available")]
     Unavailable(&'static str),
+    /// The BMC refused, failed or did not confirm.
+    #[error(transparent)]
+    Redfish(#[from] redfish::RedfishError),
 }
 
 /// How to reach the peer's power control.
@@ -59,8 +62,109 @@ pub enum Booter {
         /// Limit of one action including its confirmation.
         timeout: Duration,
     },
+    /// The peer's BMC over Redfish.
+    Redfish(Box<RedfishBoot>),
     /// No fencing.
     None,
+}
+
+/// Redfish boot settings: the connection and the strategy.
+#[derive(Clone, Debug)]
+pub struct RedfishBoot {
+    /// Connection and authentication.
+    pub settings: redfish::Settings,
+    /// Reset types for the fence, in order.
+    pub off_types: Vec<String>,
+    /// Reset types to power on.
+    pub on_types: Vec<String>,
+    /// Reset types for a restart.
+    pub restart_types: Vec<String>,
+    /// Limit for PowerState Off after the off request.
+    pub fence_timeout: Duration,
+    /// Limit for PowerState On after the on request.
+    pub on_timeout: Duration,
+    /// PowerState polling interval.
+    pub poll: Duration,
+}
+
+impl RedfishBoot {
+    /// From the `[boot]` section (loads the password now, so a missing one fails at start).
+    pub fn from_config(b: &crate::config::Boot) -> Result<RedfishBoot, redfish::RedfishError> {
+        let source = match (&b.password_file, &b.password_env) {
+            (Some(f), _) => redfish::PasswordSource::File(f.clone()),
+            (None, Some(v)) => redfish::PasswordSource::Env(v.clone()),
+            (None, None) => {
+                return Err(redfish::RedfishError::Setup(
+                    "boot.password_file or boot.password_env is required".into(),
+                ))
+            }
+        };
+        let url = b.url.as_deref().unwrap_or_default();
+        let list = |l: &Option<Vec<String>>, d: &[&str]| {
+            l.clone()
+                .unwrap_or_else(|| d.iter().map(|s| s.to_string()).collect())
+        };
+        Ok(RedfishBoot {
+            settings: redfish::Settings {
+                url: url
+                    .parse()
+                    .map_err(|e| redfish::RedfishError::Setup(format!("boot.url {url:?}: {e}")))?,
+                system: b.system.clone(),
+                username: b.username.clone().unwrap_or_default(),
+                password: source.load()?,
+                ca_file: b.ca_file.clone(),
+                insecure: b.insecure,
+                connect_timeout: b.connect_timeout.0,
+                request_timeout: b.request_timeout.0,
+                retries: b.retries,
+            },
+            off_types: list(&b.off_types, redfish::OFF_TYPES),
+            on_types: list(&b.on_types, redfish::ON_TYPES),
+            restart_types: list(&b.restart_types, redfish::RESTART_TYPES),
+            fence_timeout: b.fence_timeout.0,
+            on_timeout: b.timeout.0,
+            poll: b.power_poll.0,
+        })
+    }
+
+    /// Runs one boot action: `Off` is the `off-on` strategy's first half (ForceOff, then
+    /// PowerState Off confirmed), `On` its second (On, then PowerState On), `Reboot` the
+    /// `restart` strategy (the first accepted of the restart types).
+    pub async fn run(&self, action: BootAction) -> Result<(), redfish::RedfishError> {
+        let c = redfish::Client::connect(self.settings.clone()).await?;
+        let r = self.act(&c, action).await;
+        c.close().await;
+        r
+    }
+
+    async fn act(
+        &self,
+        c: &redfish::Client,
+        action: BootAction,
+    ) -> Result<(), redfish::RedfishError> {
+        let sys = c.system().await?;
+        match action {
+            BootAction::Off => {
+                // Already off counts: the confirmation is the power state, not our request.
+                if sys.power_state != "Off" {
+                    let t = redfish::reset_first_allowed(c, &sys, &self.off_types).await?;
+                    tracing::info!(target: "failover::boot", reset_type = %t, system = %sys.path, "off requested");
+                }
+                redfish::wait_power(c, &sys, "Off", self.poll, self.fence_timeout).await
+            }
+            BootAction::On => {
+                if sys.power_state != "On" {
+                    redfish::reset_first_allowed(c, &sys, &self.on_types).await?;
+                }
+                redfish::wait_power(c, &sys, "On", self.poll, self.on_timeout).await
+            }
+            BootAction::Reboot => {
+                let t = redfish::reset_first_allowed(c, &sys, &self.restart_types).await?;
+                tracing::info!(target: "failover::boot", reset_type = %t, system = %sys.path, "restart requested");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Result of one `status` query.
@@ -79,6 +183,7 @@ impl Booter {
     pub async fn run(&self, action: BootAction) -> Result<(), BootError> {
         match self {
             Booter::None => Err(BootError::Unavailable("none")),
+            Booter::Redfish(r) => Ok(r.run(action).await?),
             Booter::Command { timeout, .. } => {
                 let work = async {
                     self.command(action.name()).await?;

@@ -224,6 +224,61 @@ pub struct Boot {
     /// Take P without a confirmed fence. Required for `method = "none"`. Default false.
     #[serde(default)]
     pub allow_unfenced_takeover: bool,
+    /// Redfish: the BMC's base URL (`https://bmc-b`).
+    pub url: Option<String>,
+    /// Redfish: the system, as an `@odata.id` path, Id, Name or UUID. Default: the only one.
+    pub system: Option<String>,
+    /// Redfish: user name.
+    pub username: Option<String>,
+    /// Redfish: file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// Redfish: environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Redfish: CA certificate(s) (PEM) to verify the BMC with instead of the system store.
+    pub ca_file: Option<PathBuf>,
+    /// Redfish: do not verify the BMC's certificate. Default false; warned about at start.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Redfish: TCP + TLS connect timeout. Default 5s.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Redfish: timeout of one request. Default 30s.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// Redfish: extra attempts after a transport failure. Default 2.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Redfish: how long to wait for PowerState Off after the off request (the fence
+    /// confirmation). Default 60s.
+    #[serde(default = "default_fence_timeout")]
+    pub fence_timeout: HumanDuration,
+    /// Redfish: PowerState polling interval. Default 500ms.
+    #[serde(default = "default_power_poll")]
+    pub power_poll: HumanDuration,
+    /// Redfish: reset types to try for the fence, in order. Default ForceOff,
+    /// GracefulShutdown, PushPowerButton.
+    pub off_types: Option<Vec<String>>,
+    /// Redfish: reset types to power on. Default On, ForceOn, PushPowerButton.
+    pub on_types: Option<Vec<String>>,
+    /// Redfish: reset types for a restart (takeover = false). Default ForceRestart,
+    /// GracefulRestart, PowerCycle.
+    pub restart_types: Option<Vec<String>>,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_fence_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_power_poll() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
 }
 
 fn default_boot_timeout() -> HumanDuration {
@@ -557,12 +612,7 @@ impl Config {
                         .into(),
                 );
             }
-            BootMethod::Redfish => {
-                return bad(
-                    "boot.method",
-                    "\"redfish\" is not available in this build yet; use \"command\"".into(),
-                );
-            }
+            BootMethod::Redfish => self.validate_redfish(path)?,
             _ => {}
         }
         if self.boot.timeout.0.is_zero() {
@@ -585,6 +635,70 @@ impl Config {
                 "garp.dad_wait",
                 "must be greater than zero when garp.dad_probes > 0".into(),
             );
+        }
+        Ok(())
+    }
+
+    fn validate_redfish(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: format!("boot.{field}"),
+                message: message.to_string(),
+            })
+        };
+        let b = &self.boot;
+        let Some(url) = &b.url else {
+            return bad(
+                "url",
+                "required with method = \"redfish\": the BMC's base URL, e.g. \"https://bmc-b\"",
+            );
+        };
+        match url::Url::parse(url) {
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "http" && b.insecure => {}
+            Ok(u) if u.scheme() == "http" => {
+                return bad("url", "http:// sends the BMC password in clear text; use https://, or set boot.insecure = true to accept that")
+            }
+            Ok(_) => return bad("url", "expected an https:// URL"),
+            Err(e) => return bad("url", &format!("{url:?} is not a URL ({e})")),
+        }
+        if b.username.as_deref().unwrap_or("").is_empty() {
+            return bad("username", "required with method = \"redfish\"");
+        }
+        match (&b.password_file, &b.password_env) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return bad(
+                    "password_file",
+                    "set exactly one of boot.password_file and boot.password_env (the password itself never goes into the config)",
+                )
+            }
+        }
+        if b.ca_file.is_some() && b.insecure {
+            return bad(
+                "insecure",
+                "boot.ca_file and boot.insecure = true exclude each other",
+            );
+        }
+        for (field, d) in [
+            ("connect_timeout", b.connect_timeout),
+            ("request_timeout", b.request_timeout),
+            ("fence_timeout", b.fence_timeout),
+            ("power_poll", b.power_poll),
+        ] {
+            if d.0.is_zero() {
+                return bad(field, "must be greater than zero");
+            }
+        }
+        for (field, list) in [
+            ("off_types", &b.off_types),
+            ("on_types", &b.on_types),
+            ("restart_types", &b.restart_types),
+        ] {
+            if list.as_ref().is_some_and(|l| l.is_empty()) {
+                return bad(field, "must list at least one reset type");
+            }
         }
         Ok(())
     }
@@ -722,5 +836,45 @@ command = "/usr/local/sbin/fence-peer"
         );
         let c = parse(&text).expect("opted in");
         assert_eq!(c.boot.method, BootMethod::None);
+    }
+
+    #[test]
+    fn redfish_settings_are_checked_field_by_field() {
+        let redfish = |extra: &str| {
+            GOOD.replacen(
+                "method = \"command\"\ncommand = \"/usr/local/sbin/fence-peer\"",
+                &format!("method = \"redfish\"\n{extra}"),
+                1,
+            )
+        };
+        let ok = "url = \"https://bmc-b\"\nusername = \"admin\"\npassword_file = \"/etc/failover/bmc.pw\"";
+        let c = parse(&redfish(ok)).expect("valid redfish");
+        assert_eq!(c.boot.fence_timeout.0, Duration::from_secs(60));
+        for (extra, want) in [
+            ("username = \"admin\"\npassword_env = \"PW\"", "boot.url: required"),
+            ("url = \"bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"", "boot.url"),
+            ("url = \"http://bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"", "clear text"),
+            ("url = \"https://bmc-b\"\npassword_env = \"PW\"", "boot.username"),
+            ("url = \"https://bmc-b\"\nusername = \"a\"", "boot.password_file: set exactly one"),
+            (
+                "url = \"https://bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"\npassword_file = \"/x\"",
+                "set exactly one",
+            ),
+            (
+                "url = \"https://bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"\nca_file = \"/ca\"\ninsecure = true",
+                "boot.insecure",
+            ),
+            (
+                "url = \"https://bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"\noff_types = []",
+                "boot.off_types",
+            ),
+            (
+                "url = \"https://bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"\npassword = \"x\"",
+                "unknown field `password`",
+            ),
+        ] {
+            let err = parse(&redfish(extra)).expect_err(want);
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        }
     }
 }

@@ -86,7 +86,8 @@ impl Events {
         match name {
             "probe_late" | "probe_lost" => ev!(info, "failover::event::probe"),
             "fence_failed" | "boot_failed" | "hook_failed" | "address_conflict"
-            | "primary_failed" | "unfenced_takeover" | "fence_skipped" | "daemon_error" => {
+            | "primary_failed" | "unfenced_takeover" | "fence_skipped" | "daemon_error"
+            | "tls_unverified" => {
                 ev!(warn, "failover::event")
             }
             _ => ev!(info, "failover::event"),

@@ -55,6 +55,9 @@ pub enum DaemonError {
     /// The prober.
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    /// Redfish settings (the password source, the URL).
+    #[error(transparent)]
+    Redfish(#[from] crate::redfish::RedfishError),
 }
 
 /// The monitor's probing state; exists only while this host signals P.
@@ -281,7 +284,10 @@ impl Daemon {
                 ],
                 timeout: cfg.boot.timeout.0,
             },
-            BootMethod::None | BootMethod::Redfish => Booter::None,
+            BootMethod::Redfish => {
+                Booter::Redfish(Box::new(crate::boot::RedfishBoot::from_config(&cfg.boot)?))
+            }
+            BootMethod::None => Booter::None,
         };
         let identity = Arc::new(Identity {
             node: cfg.node.id,
@@ -361,6 +367,12 @@ impl Daemon {
                 "unfenced_takeover",
                 "configured: boot.allow_unfenced_takeover = true; this host may take the primary \
                  address without a confirmed fence",
+            );
+        }
+        if d.cfg.boot.method == BootMethod::Redfish && d.cfg.boot.insecure {
+            d.emit(
+                "tls_unverified",
+                "configured: boot.insecure = true; the BMC's TLS certificate is not verified",
             );
         }
         d.clear_leftovers().await?;

@@ -14,6 +14,7 @@ pub mod fastpath;
 pub mod hooks;
 pub mod logging;
 pub mod probe;
+pub mod redfish;
 pub mod responder;
 pub mod role;
 pub mod state;

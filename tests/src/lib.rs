@@ -5,6 +5,7 @@
 //! Shelling out to `ip` is fine here: this is the test bench, not the daemon.
 #![warn(missing_docs)]
 
+pub mod bmc;
 pub mod frames;
 pub mod pair;
 

@@ -327,6 +327,16 @@ state_dir = "{dir}/state-{n}"
         &self.hosts[&h]
     }
 
+    /// Replaces the `[boot]` section of `h`'s config with `section` (starting with `[boot]`).
+    pub fn replace_boot(&self, h: Host, section: &str) {
+        let path = self.config(h);
+        let text = std::fs::read_to_string(&path).expect("config");
+        let start = text.find("[boot]").expect("[boot] in config");
+        let end = text.find("[hooks]").expect("[hooks] in config");
+        let new = format!("{}{}\n{}", &text[..start], section.trim_end(), &text[end..]);
+        std::fs::write(&path, new).expect("write config");
+    }
+
     /// Path of `h`'s config.
     pub fn config(&self, h: Host) -> PathBuf {
         self.dir.join(format!("{}.toml", h.name()))

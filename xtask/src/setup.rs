@@ -18,14 +18,19 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "python3-venv",
     "util-linux",
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The Redfish peer of the tests: sushy-tools from PyPI, pinned, in a venv under target/.
+const SUSHY: &str = "sushy-tools==2.2.0";
 
 pub fn run() -> Result<()> {
     apt()?;
     rust_src()?;
     bpf_linker()?;
+    sushy()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -115,4 +120,30 @@ fn bpf_linker() -> Result<()> {
         &format!("cargo install bpf-linker@{BPF_LINKER_VERSION} (LLVM 22)"),
     )
     .context("building bpf-linker; it needs llvm-22-dev")
+}
+
+/// The venv holding sushy-emulator (`target/sushy-venv`); the tests find it there.
+pub fn sushy_venv() -> std::path::PathBuf {
+    crate::root().join("target").join("sushy-venv")
+}
+
+fn sushy() -> Result<()> {
+    let venv = sushy_venv();
+    let pip = venv.join("bin").join("pip");
+    let have = Command::new(&pip)
+        .args(["show", "sushy-tools"])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("Version: 2.2.0"))
+        .unwrap_or(false);
+    if have && venv.join("bin").join("sushy-emulator").exists() {
+        return Ok(());
+    }
+    // /usr/bin/python3, not a pyenv shim: each emulator start pays the interpreter's start-up.
+    let mut c = Command::new("/usr/bin/python3");
+    c.args(["-m", "venv"]).arg(&venv);
+    status(c, "python3 -m venv target/sushy-venv")?;
+    let mut c = Command::new(&pip);
+    c.args(["install", "--quiet", SUSHY, "bcrypt"]);
+    status(c, &format!("pip install {SUSHY} bcrypt"))
 }
