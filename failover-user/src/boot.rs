@@ -81,7 +81,7 @@ pub struct RedfishBoot {
     pub restart_types: Vec<String>,
     /// Limit for PowerState Off after the off request.
     pub fence_timeout: Duration,
-    /// Limit for PowerState On after the on request.
+    /// Limit of one action (`boot.timeout`); for the fence, `fence_timeout` is added.
     pub on_timeout: Duration,
     /// PowerState polling interval.
     pub poll: Duration,
@@ -132,7 +132,21 @@ impl RedfishBoot {
     /// `restart` strategy (the first accepted of the restart types).
     pub async fn run(&self, action: BootAction) -> Result<(), redfish::RedfishError> {
         let c = redfish::Client::connect(self.settings.clone()).await?;
-        let r = self.act(&c, action).await;
+        // A bound on the whole action, task monitors included, that still lets the session be
+        // deleted afterwards. The fence has its own confirmation limit on top.
+        let limit = match action {
+            BootAction::Off => self.on_timeout + self.fence_timeout,
+            _ => self.on_timeout,
+        };
+        let r = tokio::time::timeout(limit, self.act(&c, action))
+            .await
+            .unwrap_or_else(|_| {
+                Err(redfish::RedfishError::Timeout(format!(
+                    "{} {}: not done within {limit:?}",
+                    action.name(),
+                    self.settings.url
+                )))
+            });
         c.close().await;
         r
     }

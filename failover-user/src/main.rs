@@ -178,7 +178,8 @@ enum BmcCmd {
         /// GracefulShutdown, On for the others).
         #[arg(long)]
         wait: bool,
-        /// Limit of --wait.
+        /// Limit of the whole reset (task monitor and --wait included), and of each step of
+        /// --strategy.
         #[arg(long, default_value = "120s", value_parser = parse_duration)]
         wait_timeout: Duration,
         /// Print one JSON object.
@@ -333,7 +334,7 @@ async fn bmc_cmd(cmd: BmcCmd) -> anyhow::Result<ExitCode> {
         } => {
             let reset_type = reset_type.unwrap_or_default();
             let c = Client::connect(conn.settings()?).await?;
-            let r = async {
+            let work = async {
                 let sys = c.system().await?;
                 if !sys.reset_types.is_empty() && !sys.reset_types.contains(&reset_type) {
                     anyhow::bail!(
@@ -355,8 +356,15 @@ async fn bmc_cmd(cmd: BmcCmd) -> anyhow::Result<ExitCode> {
                     state = Some(w);
                 }
                 Ok((sys, accepted_ms, state))
-            }
-            .await;
+            };
+            // Bounds task monitors too; the session is still deleted after a timeout.
+            let r = tokio::time::timeout(wait_timeout, work)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "not done within --wait-timeout {wait_timeout:?}"
+                    ))
+                });
             c.close().await;
             let (sys, accepted_ms, state) = r?;
             let ms = started.elapsed().as_secs_f64() * 1e3;
