@@ -412,3 +412,57 @@ fn primary_octet(h: failover_tests::pair::Host) -> u8 {
         failover_tests::pair::Host::B => 2,
     }
 }
+
+/// A BMC that refuses the fence (here: a wrong password, 401) means no takeover: fence_failed,
+/// retries, P never claimed, and the password never shows.
+#[test]
+fn daemon_never_takes_p_when_the_bmc_refuses() {
+    use failover_tests::pair::{Host, Options, Pair};
+    let mut pair = Pair::new(Options::default());
+    pair.sw.ip(["addr", "add", "10.91.0.250/24", "dev", "br0"]);
+    let b = Bmc::sushy(&pair.sw, "10.91.0.250", &[A, B]);
+    let wrong = b.dir.join("wrong");
+    std::fs::write(&wrong, "wrong-password\n").unwrap();
+    for h in [Host::A, Host::B] {
+        pair.replace_boot(
+            h,
+            &format!(
+                "[boot]\nmethod = \"redfish\"\nurl = \"{}\"\nsystem = \"host-{}\"\n\
+                 username = \"{USER}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n\
+                 retry = \"200ms\"\nretry_max = \"400ms\"\n",
+                b.url,
+                h.other().name(),
+                wrong.display(),
+                b.certs.as_ref().unwrap().ca.display()
+            ),
+        );
+    }
+    let (primary, monitor) = pair.cold_start();
+    let p = pair.p.clone();
+    let mark = pair.mark(monitor);
+    pair.port(primary, false);
+    let first = pair.wait_event(monitor, mark, "fence_failed", |_| true);
+    pair.wait_event(monitor, mark, "fence_failed", |v| {
+        v["ts_ns"].as_u64() > first["ts_ns"].as_u64()
+    });
+    let result = pair.wait_event(monitor, mark, "boot_result", |_| true);
+    assert!(
+        result["detail"].as_str().unwrap().contains("401"),
+        "{result}"
+    );
+    let st = pair.status(monitor);
+    assert_eq!(st["role"], "booting", "{st}");
+    assert!(!pair.holds(monitor, &p), "no confirmed fence, no takeover");
+    assert!(
+        !pair
+            .events(monitor)
+            .iter()
+            .skip(mark)
+            .any(|v| v["event"] == "address_claimed"),
+        "nothing claimed"
+    );
+    let text = serde_json::to_string(&pair.events(monitor)).unwrap() + &st.to_string();
+    assert!(!text.contains("wrong-password") && !text.contains(SUSHY_PASSWORD));
+    let (_, both) = pair.stop_watch();
+    assert_eq!(both, 0, "P never on both hosts");
+}
