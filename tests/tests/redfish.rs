@@ -308,21 +308,13 @@ fn daemon_fences_through_sushy_and_claims_p_only_after_power_off() {
     pair.sw.ip(["addr", "add", "10.91.0.250/24", "dev", "br0"]);
     let b = Bmc::sushy(&pair.sw, "10.91.0.250", &[A, B]);
     let ca = b.certs.as_ref().unwrap().ca.clone();
-    for h in [failover_tests::pair::Host::A, failover_tests::pair::Host::B] {
-        pair.replace_boot(
-            h,
-            &format!(
-                "[boot]\nmethod = \"redfish\"\nurl = \"{}\"\nsystem = \"host-{}\"\n\
-                 username = \"{USER}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n\
-                 power_poll = \"50ms\"\nfence_timeout = \"30s\"\ntimeout = \"30s\"\n\
-                 retry = \"200ms\"\nretry_max = \"1s\"\n",
-                b.url,
-                h.other().name(),
-                b.password_file.display(),
-                ca.display()
-            ),
-        );
-    }
+    fence_through(
+        &pair,
+        &b,
+        &b.password_file,
+        "power_poll = \"50ms\"\nfence_timeout = \"30s\"\ntimeout = \"30s\"\n\
+         retry = \"200ms\"\nretry_max = \"1s\"\n",
+    );
     let (primary, monitor) = pair.cold_start();
     let (samples, both) = pair.stop_watch();
     assert!(samples > 0);
@@ -417,26 +409,18 @@ fn primary_octet(h: failover_tests::pair::Host) -> u8 {
 /// retries, P never claimed, and the password never shows.
 #[test]
 fn daemon_never_takes_p_when_the_bmc_refuses() {
-    use failover_tests::pair::{Host, Options, Pair};
+    use failover_tests::pair::{Options, Pair};
     let mut pair = Pair::new(Options::default());
     pair.sw.ip(["addr", "add", "10.91.0.250/24", "dev", "br0"]);
     let b = Bmc::sushy(&pair.sw, "10.91.0.250", &[A, B]);
     let wrong = b.dir.join("wrong");
     std::fs::write(&wrong, "wrong-password\n").unwrap();
-    for h in [Host::A, Host::B] {
-        pair.replace_boot(
-            h,
-            &format!(
-                "[boot]\nmethod = \"redfish\"\nurl = \"{}\"\nsystem = \"host-{}\"\n\
-                 username = \"{USER}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n\
-                 retry = \"200ms\"\nretry_max = \"400ms\"\n",
-                b.url,
-                h.other().name(),
-                wrong.display(),
-                b.certs.as_ref().unwrap().ca.display()
-            ),
-        );
-    }
+    fence_through(
+        &pair,
+        &b,
+        &wrong,
+        "retry = \"200ms\"\nretry_max = \"400ms\"\n",
+    );
     let (primary, monitor) = pair.cold_start();
     let p = pair.p.clone();
     let mark = pair.mark(monitor);
@@ -465,4 +449,27 @@ fn daemon_never_takes_p_when_the_bmc_refuses() {
     assert!(!text.contains("wrong-password") && !text.contains(SUSHY_PASSWORD));
     let (_, both) = pair.stop_watch();
     assert_eq!(both, 0, "P never on both hosts");
+}
+
+/// Points both daemons' `[boot]` at sushy (system `host-<peer>`), with `password_file` and
+/// `extra` settings.
+fn fence_through(
+    pair: &failover_tests::pair::Pair,
+    b: &Bmc,
+    password_file: &std::path::Path,
+    extra: &str,
+) {
+    for h in [failover_tests::pair::Host::A, failover_tests::pair::Host::B] {
+        pair.replace_boot(
+            h,
+            &format!(
+                "[boot]\nmethod = \"redfish\"\nurl = \"{}\"\nsystem = \"host-{}\"\n\
+                 username = \"{USER}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n{extra}",
+                b.url,
+                h.other().name(),
+                password_file.display(),
+                b.certs.as_ref().unwrap().ca.display()
+            ),
+        );
+    }
 }
