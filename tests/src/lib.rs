@@ -7,6 +7,7 @@
 
 pub mod bmc;
 pub mod frames;
+pub mod lab;
 pub mod pair;
 
 use std::{
@@ -79,6 +80,13 @@ impl NetNs {
         let ns = NetNs { name };
         ns.ip(["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// Takes charge of the existing namespace `name` (deleted on drop).
+    pub fn adopt(name: &str) -> NetNs {
+        NetNs {
+            name: name.to_string(),
+        }
     }
 
     /// The namespace's name.

@@ -1,118 +1,107 @@
-//! `cargo xtask demo`: `failover probe` between two namespaces that the demo creates, first with
-//! the link up (every probe in time), then with the peer's link down (every probe lost).
+//! `cargo xtask demo`: the failover lab (docs/lab.md) on one machine.
 //!
-//! The full failover lab replaces this once the daemon exists; the namespaces are cleaned up on
-//! every exit path, Ctrl-C included (the probe finishes its summary and the demo tears down).
-use std::{path::Path, process::Command};
+//! Runs the real daemons in network namespaces with lab BMCs, injects a fault on the primary
+//! (A) and prints a timeline with millisecond offsets from the fault, first with takeover (B
+//! fences A, takes P over, A rejoins as monitor: claim 12), then recovery only (B reboots A and
+//! stays monitor, A comes back as primary: claim 11). Everything is torn down on every exit
+//! path, Ctrl-C included.
+use std::{path::Path, time::Duration};
 
-use anyhow::{bail, Context as _, Result};
-use failover_tests::{last_json_line, veth, BpffsDir, NetNs};
+use anyhow::{bail, Result};
+use failover_tests::lab::{self, LabOptions};
 use serde_json::{json, Value};
 
-const PREFIX: &str = "fo-demo-";
-
-fn leftover_namespaces() -> Result<Vec<String>> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .context("run ip netns list")?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(PREFIX))
-        .map(str::to_string)
-        .collect())
+extern "C" fn on_sigint(_: i32) {
+    lab::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
-fn probe(ns: &NetNs, bin: &Path, iface: &str, pins: &Path, extra: &[&str]) -> Result<Value> {
-    let mut c = ns.command(bin);
-    c.args([
-        "probe",
-        "--json",
-        "-i",
-        iface,
-        "-t",
-        "10.99.0.2",
-        "--bpffs-dir",
-    ])
-    .arg(pins)
-    .args(extra);
-    let out = c.output().context("run failover probe")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    for l in text.lines() {
-        if let Ok(v) = serde_json::from_str::<Value>(l) {
-            if let (Some(seq), Some(o)) = (v["seq"].as_u64(), v["outcome"].as_str()) {
-                match v["rtt_us"].as_f64() {
-                    Some(r) => eprintln!("  probe {seq:>3}: {o:<7} rtt {r:>8.1} us"),
-                    None => eprintln!("  probe {seq:>3}: {o}"),
-                }
-            }
+fn print_timeline(title: &str, report: &Value) {
+    eprintln!("\n{title}");
+    for row in report["timeline"].as_array().into_iter().flatten() {
+        let label = row[0].as_str().unwrap_or("");
+        match row[1].as_f64() {
+            Some(ms) => eprintln!("  {ms:>+10.1} ms  {label}"),
+            None => eprintln!("  {:>13}  {label}", "-"),
         }
     }
-    if out.status.code() == Some(2) {
-        bail!(
-            "failover probe failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(last_json_line(&out.stdout))
+    let s = &report["summary"];
+    eprintln!(
+        "  summary: detect {} ms, fence {} ms, takeover {} ms, client outage {} ms, split brain {}, final roles {}",
+        s["detect_ms"], s["fence_ms"], s["takeover_ms"], s["outage_ms"], s["split_brain"], s["final_roles"]
+    );
 }
 
-pub fn run(bin: &Path, json_out: bool) -> Result<()> {
-    let left = leftover_namespaces()?;
+pub fn run(
+    bin: &Path,
+    lab_bin: &Path,
+    fault: &str,
+    json_out: bool,
+    show_config: bool,
+) -> Result<()> {
+    if !lab::FAULTS.contains(&fault) {
+        bail!(
+            "--fault {fault}: expected one of {}",
+            lab::FAULTS.join(", ")
+        );
+    }
+    let left = lab::leftovers();
     if !left.is_empty() {
         bail!(
-            "a previous demo is still up (namespaces {}); remove them with `ip netns del NAME`",
+            "a previous lab is still up (namespaces {}); remove them with `ip netns del NAME`",
             left.join(", ")
         );
     }
-    // Ctrl-C reaches the probe, which prints its summary and exits; the demo itself keeps
-    // going so that it can tear down. (The probe installs its own handler after exec.)
-    // SAFETY: setting a signal disposition has no memory-safety preconditions.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-
-    let a = NetNs::new(&format!("{PREFIX}a"));
-    let b = NetNs::new(&format!("{PREFIX}b"));
-    veth(&a, "demo-a", "10.99.0.1/24", &b, "demo-b", "10.99.0.2/24");
-    let pins = BpffsDir::new();
-    let args = ["--interval", "10ms", "--timeout", "5ms", "-c", "50"];
-
-    eprintln!(
-        "demo: host A ({}) probes host B ({}) at 10.99.0.2 over a veth pair, XDP on A",
-        a.name(),
-        b.name()
+    // Ctrl-C: finish tearing down instead of dying with namespaces left behind. The lab's Drop
+    // runs when the scenario unwinds; the handler only records the request.
+    // SAFETY: installing a signal handler that only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as usize) };
+    let mut opts = LabOptions {
+        takeover: true,
+        boot_delay: Duration::from_millis(300),
+        failover: bin.to_path_buf(),
+        lab_bin: lab_bin.to_path_buf(),
+        show_config,
+    };
+    let harmless_for = Duration::from_secs(5);
+    eprintln!("demo: 1/2 takeover (fault {fault} on primary a)");
+    let takeover = std::panic::catch_unwind(|| lab::scenario(&opts, fault, harmless_for));
+    let takeover = match takeover {
+        Ok(r) => r,
+        Err(_) => {
+            bail!("the takeover scenario failed (see the message above); the lab was torn down")
+        }
+    };
+    print_timeline(
+        "takeover: B fences A and takes P over; A rejoins as monitor (claim 12)",
+        &takeover,
     );
-    eprintln!("demo: 1) link up: 50 ICMP probes, 10 ms apart, 5 ms deadline");
-    let up = probe(&a, bin, "demo-a", &pins.pins(), &args)?;
-    eprintln!("demo: 2) B's link down: 20 probes");
-    b.ip(["link", "set", "demo-b", "down"]);
-    let down = probe(
-        &a,
-        bin,
-        "demo-a",
-        &pins.pins(),
-        &[
-            "--interval",
-            "10ms",
-            "--timeout",
-            "5ms",
-            "--late-window",
-            "200ms",
-            "-c",
-            "20",
-        ],
-    )?;
-    let summary = json!({"link_up": up, "link_down": down});
-    eprintln!(
-        "demo: link up: {}/{} in time, rtt min/median/max {}/{}/{} us; link down: {}/{} lost",
-        up["in_time"],
-        up["sent"],
-        up["rtt_us"]["min"],
-        up["rtt_us"]["p50"],
-        up["rtt_us"]["max"],
-        down["lost"],
-        down["sent"]
+    if lab::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    opts.takeover = false;
+    eprintln!("\ndemo: 2/2 recovery only (takeover = false, fault {fault} on primary a)");
+    let recovery = match std::panic::catch_unwind(|| lab::scenario(&opts, fault, harmless_for)) {
+        Ok(r) => r,
+        Err(_) => bail!(
+            "the recovery-only scenario failed (see the message above); the lab was torn down"
+        ),
+    };
+    print_timeline(
+        "recovery only: B reboots A and stays monitor; A is primary again (claim 11)",
+        &recovery,
     );
+
+    let t = &takeover["summary"];
+    let r = &recovery["summary"];
+    let split = t["split_brain"].as_u64().unwrap_or(0) + r["split_brain"].as_u64().unwrap_or(0);
+    let summary = json!({
+        "fault": fault,
+        "detect_ms": t["detect_ms"], "fence_ms": t["fence_ms"], "takeover_ms": t["takeover_ms"],
+        "outage_ms": t["outage_ms"], "split_brain": split, "final_roles": t["final_roles"],
+        "claim11": r["claim11"], "claim12": t["claim12"],
+        "recovery_only": r, "takeover": t,
+        "timelines": {"takeover": takeover["timeline"], "recovery_only": recovery["timeline"]},
+    });
     if json_out {
         println!("{summary}");
     }

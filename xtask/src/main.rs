@@ -37,11 +37,21 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// The main job: set up, build, and run the demo between two network namespaces.
+    /// The main job: the failover lab. Two hosts with lab BMCs and a client in network
+    /// namespaces; a fault on the primary; detection, fence, takeover, rejoin (claim 12); then
+    /// the recovery-only variant (claim 11). Prints both timelines. See docs/lab.md.
     Demo {
-        /// Print the summary as one JSON object on the last line.
+        /// The fault injected on the primary: link, oneway, freeze, kill9, bmc-down, bmc-slow,
+        /// loss, cpu.
+        #[arg(long, default_value = "link")]
+        fault: String,
+        /// Print the summary as one JSON object on the last line of stdout.
         #[arg(long)]
         json: bool,
+        /// Print the lab directory and the generated configs (kept on disk with
+        /// FAILOVER_LAB_KEEP=1).
+        #[arg(long)]
+        show_config: bool,
     },
     /// Everything CI runs: setup, fmt, clippy (userspace and eBPF), unit and privileged tests.
     Test,
@@ -60,10 +70,15 @@ fn main() -> Result<()> {
                 .with_context(|| format!("run {}", bin.display()))?;
             std::process::exit(st.code().unwrap_or(1));
         }
-        Cmd::Demo { json } => {
+        Cmd::Demo {
+            fault,
+            json,
+            show_config,
+        } => {
             setup::run()?;
             let bin = build(false)?;
-            demo::run(&bin, json)
+            let lab_bin = bin.with_file_name("failover-lab");
+            demo::run(&bin, &lab_bin, &fault, json, show_config)
         }
         Cmd::Test => test(),
     }
@@ -96,10 +111,11 @@ fn status(mut c: Command, what: &str) -> Result<()> {
 fn build(release: bool) -> Result<PathBuf> {
     let mut c = cargo();
     c.args(["build", "-p", "failover-user", "--bin", "failover"]);
+    c.args(["-p", "failover-tests", "--bin", "failover-lab"]);
     if release {
         c.arg("--release");
     }
-    status(c, "build failover")?;
+    status(c, "build failover and failover-lab")?;
     Ok(root()
         .join("target")
         .join(if release { "release" } else { "debug" })
