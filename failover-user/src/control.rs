@@ -93,6 +93,18 @@ impl Events {
             _ => ev!(info, "failover::event"),
         }
     }
+
+    /// The `last_reply` event, emitted just before `primary_failed`: `at_ns` is the XDP stamp
+    /// of the last in-time reply (CLOCK_MONOTONIC), so detection can be read off the events.
+    pub fn last_reply(&self, role: &str, epoch: u64, at_ns: u64) {
+        let ts_ns = monotonic_ns();
+        let detail = format!(
+            "last in-time reply {:.1} ms before the failure decision",
+            ts_ns.saturating_sub(at_ns) as f64 / 1e6
+        );
+        tracing::info!(target: "failover::event", event = "last_reply", ts_ns, at_ns,
+            node = %self.node, role, epoch, peer = %self.peer, detail = %detail, "last_reply: {detail}");
+    }
 }
 
 /// What `failover status` reports.

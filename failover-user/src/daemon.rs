@@ -834,6 +834,11 @@ impl Daemon {
                 if let LivenessEvent::Failed { .. } = ev {
                     if let Some(last) = m.last_in_time_ns {
                         self.metrics.observe_detection(now.saturating_sub(last));
+                        self.events.last_reply(
+                            self.machine.role().name(),
+                            self.machine.epoch(),
+                            last,
+                        );
                     }
                 }
                 inputs.push(Input::Liveness(ev));

@@ -21,7 +21,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use crate::{run, BpffsDir, NetNs};
+use crate::{mono_ns, run, signal_namespace, BpffsDir, NetNs};
 
 /// Namespace prefix of every lab namespace (a leftover lab is found by it).
 pub const PREFIX: &str = "fo-lab-";
@@ -51,16 +51,6 @@ pub fn leftovers() -> Vec<String> {
             .collect()
     })
     .unwrap_or_default()
-}
-
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn named_ns(name: &str) -> NetNs {
@@ -110,7 +100,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         for ns in [&self.a, &self.b, &self.client, &self.mgmt, &self.sw] {
             // SIGKILL also ends frozen (SIGSTOPped) processes.
-            kill_all_in(ns.name());
+            signal_namespace(ns.name(), libc::SIGKILL);
         }
         for c in &mut self.children {
             let _ = c.kill();
@@ -118,19 +108,6 @@ impl Drop for Lab {
         }
         if std::env::var_os("FAILOVER_LAB_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn kill_all_in(ns: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(p) = pid.parse::<i32>() {
-                // SAFETY: plain kill(2) of a process in a lab namespace.
-                unsafe {
-                    libc::kill(p, libc::SIGKILL);
-                }
-            }
         }
     }
 }
@@ -460,11 +437,13 @@ state_dir = "{dir}/state-{n}"
         let ns = self.ns(h).name().to_string();
         self.fault_ns = Some(mono_ns());
         match fault {
-            "link" => self.sw.ip(["link", "set", "dev", &port, "down"]).status_ok(),
+            "link" => {
+                self.sw.ip(["link", "set", "dev", &port, "down"]);
+            }
             "oneway" => nft(&self.sw, &format!(
                 "table bridge fo_lab {{\n chain faults {{\n  type filter hook forward priority 0;\n  iifname \"{port}\" drop\n }}\n}}\n"
             )),
-            "freeze" => signal_all(&ns, libc::SIGSTOP),
+            "freeze" => signal_namespace(&ns, libc::SIGSTOP),
             "kill9" => {
                 // Only the daemon: the host, its kernel and its service keep running. Found
                 // among the host's processes by its arguments (the BMC's own command line
@@ -485,15 +464,15 @@ state_dir = "{dir}/state-{n}"
                 }
             }
             "bmc-down" => {
-                self.sw.ip(["link", "set", "dev", &port, "down"]).status_ok();
+                self.sw.ip(["link", "set", "dev", &port, "down"]);
                 self.mgmt
                     .ip(["addr", "del", &format!("10.92.1.1{}/24", h.octet()), "dev", "brm"])
-                    .status_ok();
+                    ;
             }
             "bmc-slow" => {
                 std::fs::write(self.dir.join(format!("control-{}/slow_ms", h.name())), "1000")
                     .unwrap();
-                self.sw.ip(["link", "set", "dev", &port, "down"]).status_ok();
+                self.sw.ip(["link", "set", "dev", &port, "down"]);
             }
             "loss" => nft(&self.sw, &format!(
                 "table bridge fo_lab {{\n chain faults {{\n  type filter hook forward priority 0;\n  iifname \"{port}\" numgen random mod 100 < 5 drop\n  oifname \"{port}\" numgen random mod 100 < 5 drop\n }}\n}}\n"
@@ -518,9 +497,11 @@ state_dir = "{dir}/state-{n}"
     pub fn repair(&mut self, h: Which, fault: &str) {
         let port = format!("p{}", h.name());
         match fault {
-            "link" | "bmc-slow" => self.sw.ip(["link", "set", "dev", &port, "up"]).status_ok(),
+            "link" | "bmc-slow" => {
+                self.sw.ip(["link", "set", "dev", &port, "up"]);
+            }
             "bmc-down" => {
-                self.sw.ip(["link", "set", "dev", &port, "up"]).status_ok();
+                self.sw.ip(["link", "set", "dev", &port, "up"]);
                 self.repair_bmc(h);
             }
             "oneway" | "loss" => {
@@ -575,14 +556,6 @@ state_dir = "{dir}/state-{n}"
     }
 }
 
-trait StatusOk {
-    fn status_ok(self);
-}
-
-impl StatusOk for std::process::Output {
-    fn status_ok(self) {}
-}
-
 fn nft(sw: &NetNs, rules: &str) {
     let mut c = sw
         .command("nft")
@@ -593,19 +566,6 @@ fn nft(sw: &NetNs, rules: &str) {
     use std::io::Write as _;
     c.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
     assert!(c.wait().unwrap().success(), "nft {rules}");
-}
-
-fn signal_all(ns: &str, sig: i32) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(p) = pid.parse::<i32>() {
-                // SAFETY: plain kill(2) of a lab process.
-                unsafe {
-                    libc::kill(p, sig);
-                }
-            }
-        }
-    }
 }
 
 fn ts(v: &Value) -> u64 {
@@ -781,6 +741,10 @@ pub fn scenario(opts: &LabOptions, fault: &str, harmless_for: Duration) -> Value
             .map(ts)
     };
     let failed = find("primary_failed", &|_| true);
+    let last_reply = eb
+        .iter()
+        .find(|v| v["event"] == "last_reply" && ts(v) > t0)
+        .and_then(|v| v["at_ns"].as_u64());
     let fenced = find("fence_confirmed", &|_| true);
     let garp = find("garp_sent", &|v| {
         v["detail"].as_str().unwrap_or("").contains(P)
@@ -803,6 +767,10 @@ pub fn scenario(opts: &LabOptions, fault: &str, harmless_for: Duration) -> Value
         .map(ts)
         .min();
     timeline.push(("last client answer from a".into(), last_a));
+    timeline.push((
+        "last heartbeat answered in time (XDP stamp on b)".into(),
+        last_reply,
+    ));
     timeline.push(("primary_failed (b)".into(), failed));
     if opts.takeover {
         timeline.push(("ForceOff sent (b)".into(), off_sent));
@@ -841,7 +809,7 @@ pub fn scenario(opts: &LabOptions, fault: &str, harmless_for: Duration) -> Value
 }
 
 /// Split-brain violations seen by the client after `t0`: answers from A after the first answer
-/// from B (interleaving), and answers from a host after its BMC reported it powering off.
+/// from B (interleaving), and answers from a host after its BMC reported it Off.
 pub fn split_brain(lab: &Lab, t0: u64) -> u64 {
     let answers = lab.answers();
     let first_b = answers
@@ -852,9 +820,11 @@ pub fn split_brain(lab: &Lab, t0: u64) -> u64 {
     let mut n = 0;
     for (host, which) in [("a", Which::A), ("b", Which::B)] {
         let log = lab.bmc_log(which);
+        // "Off" is logged once every process of the host is dead: an answer after that came
+        // from a host that was powered off. (While PoweringOff, the host still runs.)
         let offs: Vec<u64> = log
             .iter()
-            .filter(|v| v["power_state"] == "PoweringOff")
+            .filter(|v| v["power_state"] == "Off")
             .map(ts)
             .collect();
         let ons: Vec<u64> = log
@@ -864,7 +834,7 @@ pub fn split_brain(lab: &Lab, t0: u64) -> u64 {
             .collect();
         for v in answers.iter().filter(|v| v["host"] == host && ts(v) > t0) {
             let t = ts(v);
-            // Powered off at t: the last PoweringOff before t with no PoweringOn between.
+            // Powered off at t: the last Off before t with no PoweringOn between.
             let down = offs
                 .iter()
                 .filter(|o| **o < t)

@@ -46,6 +46,33 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}x{n}", std::process::id() % 10000)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the daemon's events and the XDP stamps, shared
+/// by every namespace.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sends `sig` to every process in network namespace `ns` (SIGKILL: a power cut).
+pub fn signal_namespace(ns: &str, sig: i32) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if let Ok(p) = pid.parse::<i32>() {
+            // SAFETY: plain kill(2) of a process in a test namespace.
+            unsafe {
+                libc::kill(p, sig);
+            }
+        }
+    }
+}
+
 /// Runs a command to completion; panics with its stderr when it fails.
 pub fn run<I, S>(program: &str, args: I) -> Output
 where

@@ -4,20 +4,10 @@
 //! test asserts that P was never held twice.
 //!
 //! Times are printed (for the closing notes and docs), never asserted.
-use failover_tests::pair::{Family, Host, Options, Pair};
-
-fn mono_ns() -> u64 {
-    let mut ts = std::mem::MaybeUninit::<[i64; 2]>::uninit();
-    // The event stamps are CLOCK_MONOTONIC, shared by all namespaces.
-    let rc = unsafe { clock_gettime(1, ts.as_mut_ptr().cast()) };
-    assert_eq!(rc, 0);
-    let [s, ns] = unsafe { ts.assume_init() };
-    s as u64 * 1_000_000_000 + ns as u64
-}
-
-extern "C" {
-    fn clock_gettime(clk: i32, ts: *mut core::ffi::c_void) -> i32;
-}
+use failover_tests::{
+    mono_ns,
+    pair::{Family, Host, Options, Pair},
+};
 
 fn ts(v: &serde_json::Value) -> u64 {
     v["ts_ns"].as_u64().expect("ts_ns")

@@ -102,3 +102,23 @@ fn cpu_saturation_causes_no_failover() {
     assert_eq!(s["false_takeovers"], 0, "{s}");
     assert_settled(&s, "a", "b");
 }
+
+#[test]
+fn a_second_lab_refuses_to_start_while_one_is_up() {
+    let o = opts(true);
+    let leftover = failover_tests::NetNs::adopt("fo-lab-sw");
+    failover_tests::run("ip", ["netns", "add", "fo-lab-sw"]);
+    let Err(err) = std::panic::catch_unwind(|| lab::Lab::start(o)) else {
+        panic!("a lab started although fo-lab-sw existed");
+    };
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("previous lab is still up") && msg.contains("fo-lab-sw"),
+        "{msg}"
+    );
+    drop(leftover);
+    assert!(
+        lab::leftovers().is_empty(),
+        "the leftover namespace was removed"
+    );
+}

@@ -25,15 +25,7 @@ use tokio::{
     net::TcpListener,
 };
 
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+use failover_tests::{mono_ns, signal_namespace};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -80,19 +72,9 @@ fn ip(args: &[&str]) {
 impl Host {
     fn power_off(&self) {
         // Every process of the host dies, as on a power cut.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.ns])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(p) = pid.parse::<i32>() {
-                    // SAFETY: plain kill(2).
-                    unsafe { libc::kill(p, libc::SIGKILL) };
-                }
-            }
-        }
+        signal_namespace(&self.ns, libc::SIGKILL);
         for l in &self.links {
-            ip(&["-n", &self.ns, "link", "set", l, "down"]);
+            ip(&["-n", &self.ns, "link", "set", "dev", l, "down"]);
             ip(&["-n", &self.ns, "addr", "flush", "dev", l]);
         }
     }
@@ -102,7 +84,7 @@ impl Host {
             ip(&["-n", &self.ns, "addr", "add", a, "dev", l]);
         }
         for l in &self.links {
-            ip(&["-n", &self.ns, "link", "set", l, "up"]);
+            ip(&["-n", &self.ns, "link", "set", "dev", l, "up"]);
         }
     }
 
