@@ -107,3 +107,101 @@ pub fn run(
     }
     Ok(())
 }
+
+/// `cargo xtask bench`: the lab scenario `runs` times (release build), then median, p95 and
+/// max of each figure, with the machine noted. Figures, not pass/fail.
+pub fn bench(bin: &Path, lab_bin: &Path, fault: &str, runs: usize) -> Result<()> {
+    if !lab::FAULTS.contains(&fault) || lab::harmless(fault) {
+        bail!("--fault {fault}: expected a fault that causes a takeover");
+    }
+    let left = lab::leftovers();
+    if !left.is_empty() {
+        bail!(
+            "a previous lab is still up (namespaces {})",
+            left.join(", ")
+        );
+    }
+    // SAFETY: installing a signal handler that only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as usize) };
+    let opts = LabOptions {
+        takeover: true,
+        boot_delay: Duration::from_millis(300),
+        failover: bin.to_path_buf(),
+        lab_bin: lab_bin.to_path_buf(),
+        show_config: false,
+    };
+    let keys = ["detect_ms", "fence_ms", "takeover_ms", "outage_ms"];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); keys.len()];
+    let mut split = 0;
+    for i in 0..runs {
+        let r = match std::panic::catch_unwind(|| lab::scenario(&opts, fault, Duration::ZERO)) {
+            Ok(r) => r,
+            Err(_) => bail!("run {} failed (see above)", i + 1),
+        };
+        let s = &r["summary"];
+        split += s["split_brain"].as_u64().unwrap_or(0);
+        for (k, v) in keys.iter().zip(samples.iter_mut()) {
+            if let Some(x) = s[*k].as_f64() {
+                v.push(x);
+            }
+        }
+        eprintln!(
+            "run {:>2}: detect {} ms, fence {} ms, takeover {} ms, outage {} ms, split brain {}",
+            i + 1,
+            s["detect_ms"],
+            s["fence_ms"],
+            s["takeover_ms"],
+            s["outage_ms"],
+            s["split_brain"]
+        );
+        if lab::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "failover lab bench: fault {fault}, {runs} runs, {cores} cores, {cpu}, kernel {}",
+        kernel.trim()
+    );
+    println!(
+        "{:<12} {:>8} {:>8} {:>8} {:>8}",
+        "ms", "min", "median", "p95", "max"
+    );
+    let mut out = serde_json::Map::new();
+    for (k, mut v) in keys.iter().zip(samples) {
+        v.sort_by(|a, b| a.total_cmp(b));
+        if v.is_empty() {
+            continue;
+        }
+        let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "{:<12} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            k.trim_end_matches("_ms"),
+            v[0],
+            q(0.5),
+            q(0.95),
+            v[v.len() - 1]
+        );
+        out.insert(
+            k.to_string(),
+            json!({"min": v[0], "median": q(0.5), "p95": q(0.95), "max": v[v.len() - 1]}),
+        );
+    }
+    println!("split brain violations seen by the client: {split}");
+    println!(
+        "{}",
+        json!({"fault": fault, "runs": runs, "cores": cores, "cpu": cpu, "kernel": kernel.trim(),
+            "split_brain": split, "figures": out})
+    );
+    Ok(())
+}

@@ -55,6 +55,16 @@ enum Cmd {
     },
     /// Everything CI runs: setup, fmt, clippy (userspace and eBPF), unit and privileged tests.
     Test,
+    /// Benchmark: the lab's takeover scenario N times with the release build; prints min,
+    /// median, p95 and max of detection, fence, takeover and client outage, machine noted.
+    Bench {
+        /// Fault that causes the takeover.
+        #[arg(long, default_value = "link")]
+        fault: String,
+        /// Number of runs.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -81,6 +91,12 @@ fn main() -> Result<()> {
             demo::run(&bin, &lab_bin, &fault, json, show_config)
         }
         Cmd::Test => test(),
+        Cmd::Bench { fault, runs } => {
+            setup::run()?;
+            let bin = build(true)?;
+            let lab_bin = bin.with_file_name("failover-lab");
+            demo::bench(&bin, &lab_bin, &fault, runs)
+        }
     }
 }
 
