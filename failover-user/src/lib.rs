@@ -18,6 +18,7 @@ pub mod redfish;
 pub mod responder;
 pub mod role;
 pub mod state;
+pub mod sync;
 pub mod sys;
 pub mod wire;
 
