@@ -424,6 +424,48 @@ impl Default for Paths {
     }
 }
 
+/// `[sync]`: copy the primary's data directory to the monitor every N heartbeats (claims 14,
+/// 21). Absent: no copy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sync {
+    /// The service's data directory. On the monitor it becomes a symlink to the last complete
+    /// copy (`DIR.gen-N`); on the primary it is read.
+    pub dir: PathBuf,
+    /// Copy after this many heartbeats. Default 500 (1 s at a 2 ms interval).
+    #[serde(default = "default_every")]
+    pub every: u32,
+    /// TCP port of the sync channel on the node address. Default 7789.
+    #[serde(default = "default_sync_port")]
+    pub port: u16,
+    /// File with the key shared by both hosts: 64 hex digits, mode 0600.
+    pub key_file: PathBuf,
+    /// Shell command run in `dir` on the primary before each copy (a consistent snapshot).
+    pub snapshot_command: Option<String>,
+    /// Limit of the snapshot command. Default 30s.
+    #[serde(default = "default_snapshot_timeout")]
+    pub snapshot_timeout: HumanDuration,
+    /// Sending rate cap in Mbit/s; 0 = none. Default 0.
+    #[serde(default)]
+    pub bandwidth_mbit: u32,
+    /// Connect timeout of the monitor's pull. Default 2s.
+    #[serde(default = "default_sync_connect")]
+    pub connect_timeout: HumanDuration,
+}
+
+fn default_every() -> u32 {
+    500
+}
+fn default_sync_port() -> u16 {
+    7789
+}
+fn default_snapshot_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_sync_connect() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -461,6 +503,8 @@ pub struct Config {
     /// State locations.
     #[serde(default)]
     pub paths: Paths,
+    /// Data copy from primary to monitor.
+    pub sync: Option<Sync>,
 }
 
 fn default_join_timeout() -> HumanDuration {
@@ -629,6 +673,31 @@ impl Config {
                 "garp.spacing",
                 "must be greater than zero when garp.count > 1".into(),
             );
+        }
+        if let Some(sy) = &self.sync {
+            if sy.every == 0 {
+                return bad("sync.every", "must be at least 1 heartbeat".into());
+            }
+            if sy.port == 0 || sy.port == self.heartbeat.port {
+                return bad(
+                    "sync.port",
+                    "must be a TCP port (1-65535) other than heartbeat.port".into(),
+                );
+            }
+            if !sy.dir.is_absolute() || sy.dir.parent().is_none_or(|p| p == Path::new("/")) {
+                return bad(
+                    "sync.dir",
+                    "must be an absolute path below a parent directory (copies are staged beside it)"
+                        .into(),
+                );
+            }
+            if sy
+                .snapshot_command
+                .as_deref()
+                .is_some_and(|c| c.trim().is_empty())
+            {
+                return bad("sync.snapshot_command", "must not be empty".into());
+            }
         }
         if self.garp.dad_probes > 0 && self.garp.dad_wait.0.is_zero() {
             return bad(

@@ -87,7 +87,7 @@ impl Events {
             "probe_late" | "probe_lost" => ev!(info, "failover::event::probe"),
             "fence_failed" | "boot_failed" | "hook_failed" | "address_conflict"
             | "primary_failed" | "unfenced_takeover" | "fence_skipped" | "daemon_error"
-            | "tls_unverified" => {
+            | "tls_unverified" | "sync_failed" => {
                 ev!(warn, "failover::event")
             }
             _ => ev!(info, "failover::event"),
@@ -124,6 +124,25 @@ pub struct Status {
     pub last_boot: Option<BootStatus>,
     /// Seconds since the daemon started.
     pub uptime_s: u64,
+    /// The data copy, when `[sync]` is configured.
+    pub sync: Option<SyncStatus>,
+}
+
+/// The last complete copy of the primary's data held here (the recovery point).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncStatus {
+    /// Generation of the current copy (0: none yet).
+    pub generation: u64,
+    /// Milliseconds since that copy was completed.
+    pub age_ms: Option<u64>,
+    /// Unix ms when it was completed.
+    pub completed_unix_ms: u64,
+    /// Copies completed by this daemon.
+    pub copies: u64,
+    /// Copies that failed.
+    pub failures: u64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
 }
 
 /// The peer's state.
@@ -181,6 +200,16 @@ pub struct Metrics {
     pub role: AtomicU64,
     /// Epoch.
     pub epoch: AtomicU64,
+    /// Data copies completed.
+    pub sync_copies: AtomicU64,
+    /// File bytes copied.
+    pub sync_bytes: AtomicU64,
+    /// Data copies that failed.
+    pub sync_failures: AtomicU64,
+    /// Duration of the last copy, ms.
+    pub sync_last_ms: AtomicU64,
+    /// Unix ms of the last complete copy (0: none).
+    pub sync_completed_unix_ms: AtomicU64,
     detection_buckets: [AtomicU64; DETECTION_BUCKETS_MS.len()],
     detection_count: AtomicU64,
     detection_sum_ns: AtomicU64,
@@ -264,6 +293,14 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{l}}} {v}"
             );
         }
+        let done = g(&self.sync_completed_unix_ms);
+        if done > 0 {
+            let age = crate::sync::unix_ms().saturating_sub(done) as f64 / 1000.0;
+            let _ = writeln!(
+                s,
+                "# HELP failover_sync_age_seconds Age of the last complete data copy held here.\n# TYPE failover_sync_age_seconds gauge\nfailover_sync_age_seconds{{{l}}} {age}"
+            );
+        }
         let h = "failover_detection_seconds";
         let _ = writeln!(
             s,
@@ -328,6 +365,10 @@ pub async fn serve_control(listener: UnixListener, status: SharedStatus) {
             let mut s = s.clone();
             if let Some(b) = s.last_boot.as_mut() {
                 b.age_ms = monotonic_ns().saturating_sub(b.at_ns) / 1_000_000;
+            }
+            if let Some(sy) = s.sync.as_mut() {
+                sy.age_ms = (sy.completed_unix_ms > 0)
+                    .then(|| crate::sync::unix_ms().saturating_sub(sy.completed_unix_ms));
             }
             serde_json::to_string(&s).unwrap_or_default()
         };

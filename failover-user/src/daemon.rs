@@ -58,6 +58,18 @@ pub enum DaemonError {
     /// Redfish settings (the password source, the URL).
     #[error(transparent)]
     Redfish(#[from] crate::redfish::RedfishError),
+    /// The sync key, store or listener.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
+}
+
+/// The data copy (claims 14, 21): the monitor pulls every `every` heartbeats.
+struct SyncRuntime {
+    cfg: crate::config::Sync,
+    store: Arc<crate::sync::Store>,
+    key: crate::sync::Key,
+    task: Option<JoinHandle<()>>,
+    since: u32,
 }
 
 /// The monitor's probing state; exists only while this host signals P.
@@ -192,6 +204,7 @@ pub struct Daemon {
     tasks: Tasks,
     started: Instant,
     _socket_file: SocketFile,
+    sync: Option<SyncRuntime>,
 }
 
 /// Removes the control socket file on drop.
@@ -360,8 +373,10 @@ impl Daemon {
             tasks: Tasks::default(),
             started: Instant::now(),
             _socket_file: socket_file,
+            sync: None,
             cfg,
         };
+        d.start_sync()?;
         if d.cfg.boot.allow_unfenced_takeover {
             d.emit(
                 "unfenced_takeover",
@@ -416,6 +431,196 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Loads the sync key, recovers the store (an interrupted copy leaves the previous one)
+    /// and starts the primary-side server. It answers only while this host is primary.
+    fn start_sync(&mut self) -> Result<(), DaemonError> {
+        let Some(cfg) = self.cfg.sync.clone() else {
+            return Ok(());
+        };
+        let key = crate::sync::Key::load(&cfg.key_file)?;
+        let store = Arc::new(crate::sync::Store::open(&cfg.dir)?);
+        let current = store.current()?;
+        {
+            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            st.sync = Some(crate::control::SyncStatus {
+                generation: current.as_ref().map_or(0, |g| g.number),
+                completed_unix_ms: current.as_ref().map_or(0, |g| g.completed_ms),
+                ..Default::default()
+            });
+        }
+        if let Some(g) = &current {
+            self.metrics
+                .sync_completed_unix_ms
+                .store(g.completed_ms, Ordering::Relaxed);
+        }
+        let addr = SocketAddr::new(self.cfg.node.address.addr, cfg.port);
+        let listener = {
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+                .and_then(|s| {
+                    s.set_reuse_address(true)?;
+                    s.set_nonblocking(true)?;
+                    s.bind(&addr.into())?;
+                    s.listen(8)?;
+                    Ok(s)
+                })
+                .map_err(|source| crate::sync::SyncError::Io {
+                    what: "listen on",
+                    path: addr.to_string().into(),
+                    source,
+                })?;
+            tokio::net::TcpListener::from_std(s.into()).map_err(|source| {
+                crate::sync::SyncError::Io {
+                    what: "listen on",
+                    path: addr.to_string().into(),
+                    source,
+                }
+            })?
+        };
+        let identity = self.identity.clone();
+        let events = self.events.clone();
+        let (key2, dir) = (key.clone(), cfg.dir.clone());
+        let snapshot = cfg.snapshot_command.clone();
+        let snap_limit = cfg.snapshot_timeout.0;
+        let rate = u64::from(cfg.bandwidth_mbit) * 1_000_000 / 8;
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, from)) = listener.accept().await else {
+                    continue;
+                };
+                let primary = identity.role.load(Ordering::Relaxed) == Role::Primary.code();
+                if !primary {
+                    continue; // only the primary's data is offered
+                }
+                let epoch = identity.epoch.load(Ordering::Relaxed);
+                let mut ch = match crate::sync::Channel::accept(conn, &key2, rate).await {
+                    Ok(ch) => ch,
+                    Err(e) => {
+                        events.emit("sync_failed", "primary", epoch, &crate::error_chain(&e));
+                        continue;
+                    }
+                };
+                let snap = snapshot.as_deref().map(|c| (c, snap_limit));
+                if let Err(e) = crate::sync::serve_one(&mut ch, &dir, snap).await {
+                    events.emit(
+                        "sync_failed",
+                        "primary",
+                        epoch,
+                        &format!("serving {from}: {}", crate::error_chain(&e)),
+                    );
+                }
+            }
+        });
+        self.sync = Some(SyncRuntime {
+            cfg,
+            store,
+            key,
+            task: None,
+            since: 0,
+        });
+        Ok(())
+    }
+
+    /// Counts a heartbeat; every `every` heartbeats (once P was seen) pulls one copy.
+    fn maybe_sync(&mut self, armed: bool) {
+        let Some(sy) = self.sync.as_mut() else { return };
+        sy.since += 1;
+        if sy.since < sy.cfg.every || !armed || sy.task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        sy.since = 0;
+        let to = SocketAddr::new(self.cfg.node.peer, sy.cfg.port);
+        let (store, key, limit) = (sy.store.clone(), sy.key.clone(), sy.cfg.connect_timeout.0);
+        let (events, status, metrics) = (
+            self.events.clone(),
+            self.status.clone(),
+            self.metrics.clone(),
+        );
+        let epoch = self.machine.epoch();
+        sy.task = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            events.emit(
+                "sync_started",
+                "monitor",
+                epoch,
+                &format!("pulling from {to}"),
+            );
+            let r = async {
+                let mut ch = crate::sync::Channel::connect(to, &key, limit).await?;
+                crate::sync::pull(&mut ch, &store).await
+            }
+            .await;
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+            let sst = st.sync.get_or_insert_with(Default::default);
+            match r {
+                Ok(rep) => {
+                    sst.generation = rep.generation.number;
+                    sst.completed_unix_ms = rep.generation.completed_ms;
+                    sst.copies += 1;
+                    sst.last_error = None;
+                    metrics.sync_copies.fetch_add(1, Ordering::Relaxed);
+                    metrics
+                        .sync_bytes
+                        .fetch_add(rep.bytes_sent, Ordering::Relaxed);
+                    metrics.sync_last_ms.store(ms as u64, Ordering::Relaxed);
+                    metrics
+                        .sync_completed_unix_ms
+                        .store(rep.generation.completed_ms, Ordering::Relaxed);
+                    drop(st);
+                    events.emit(
+                        "sync_done",
+                        "monitor",
+                        epoch,
+                        &format!(
+                            "generation {}: {} files, {} bytes sent, {} bytes in the copy, {ms:.1} ms",
+                            rep.generation.number, rep.files_sent, rep.bytes_sent, rep.generation.bytes
+                        ),
+                    );
+                }
+                Err(e) => {
+                    let msg = crate::error_chain(&e);
+                    sst.failures += 1;
+                    sst.last_error = Some(msg.clone());
+                    metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
+                    drop(st);
+                    events.emit("sync_failed", "monitor", epoch, &msg);
+                }
+            }
+        }));
+    }
+
+    /// Stops a copy in flight (it leaves the previous copy intact) and removes its staging.
+    fn stop_sync(&mut self) {
+        if let Some(sy) = self.sync.as_mut() {
+            if let Some(t) = sy.task.take() {
+                t.abort();
+            }
+            if let Ok(s) = crate::sync::Store::open(&sy.cfg.dir) {
+                sy.store = Arc::new(s);
+            }
+        }
+    }
+
+    /// On becoming primary: say which copy is served (the recovery point).
+    fn report_served_copy(&self) {
+        let Some(sy) = &self.sync else { return };
+        match sy.store.current() {
+            Ok(Some(g)) => self.emit(
+                "serving_copy",
+                &format!(
+                    "serving generation {} of the data, completed {} ms before the takeover",
+                    g.number,
+                    crate::sync::unix_ms().saturating_sub(g.completed_ms)
+                ),
+            ),
+            Ok(None) => self.emit(
+                "serving_copy",
+                "no copy of the primary's data was ever completed here: serving what the data directory holds",
+            ),
+            Err(e) => self.emit("daemon_error", &crate::error_chain(&e)),
+        }
     }
 
     fn emit(&self, name: &str, detail: &str) {
@@ -567,6 +772,7 @@ impl Daemon {
                     tokio::task::spawn_blocking(move || drop(m));
                 }
                 self.grace = None;
+                self.stop_sync();
             }
             Action::Boot(action) => self.boot(action),
             Action::Hook(hook) => {
@@ -617,6 +823,7 @@ impl Daemon {
                     self.held_p = true;
                     if self.machine.role() == Role::TakingOver {
                         self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
+                        self.report_served_copy();
                     }
                 }
                 Addr::Monitor => self.held_m = true,
@@ -870,7 +1077,9 @@ impl Daemon {
         let probe = m.prober.send();
         m.detect.sent(probe);
         m.report.sent(probe);
+        let armed = m.liveness.armed() && m.liveness.consecutive() == 0;
         self.metrics.probes_sent.fetch_add(1, Ordering::Relaxed);
+        self.maybe_sync(armed);
         if let Some(e) = seen_epoch {
             self.machine.observe_epoch(e);
         }

@@ -202,7 +202,8 @@ pub struct Generation {
     pub bytes: u64,
 }
 
-fn unix_ms() -> u64 {
+/// Wall-clock Unix time in ms (copies are dated for the operator, across reboots).
+pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -783,28 +784,42 @@ pub async fn serve_one(
         if req.have.get(rel) == Some(&sum.hash) {
             continue;
         }
+        // The content travels as it is when opened, which may be newer than the scan (a live
+        // service keeps writing); the trailer carries the size and hash of exactly what was
+        // sent, and the receiver checks its own hash against it.
         let p = root.join(rel);
-        let mut f = File::open(&p).map_err(io_err("open", &p))?;
-        // Exactly the size in the manifest; a file that changed since the scan is caught by
-        // the receiver's hash check.
-        let mut left = sum.size;
-        while left > 0 {
-            let want = (left as usize).min(CHUNK);
-            let n = f.read(&mut buf[..want]).map_err(io_err("read", &p))?;
-            let chunk = if n == 0 {
-                // Shrunk since the scan: pad; the hash check rejects the copy.
-                buf[..want].fill(0);
-                &buf[..want]
-            } else {
-                &buf[..n]
-            };
-            ch.send_frame(chunk).await?;
-            left -= chunk.len() as u64;
-            sent += chunk.len() as u64;
+        let mut f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                ch.send_frame(&[TAG_GONE]).await?;
+                continue;
+            }
+            Err(e) => return Err(io_err("open", &p)(e)),
+        };
+        let mut h = blake3::Hasher::new();
+        let mut size = 0u64;
+        loop {
+            buf[0] = TAG_DATA;
+            let n = f.read(&mut buf[1..]).map_err(io_err("read", &p))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[1..=n]);
+            size += n as u64;
+            ch.send_frame(&buf[..=n]).await?;
         }
+        let mut end = vec![TAG_END];
+        end.extend_from_slice(&size.to_be_bytes());
+        end.extend_from_slice(h.finalize().to_hex().as_bytes());
+        ch.send_frame(&end).await?;
+        sent += size;
     }
     Ok(sent)
 }
+
+const TAG_DATA: u8 = 0;
+const TAG_END: u8 = 1;
+const TAG_GONE: u8 = 2;
 
 async fn run_snapshot(cmd: &str, root: &Path, limit: Duration) -> Result<(), SyncError> {
     let out = tokio::process::Command::new("sh")
@@ -849,6 +864,8 @@ pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncErr
         }
     }
     let mut stage = store.stage()?;
+    // What the copy really holds: the offered manifest, updated with each sent file's trailer.
+    let mut final_m = m.clone();
     let result = async {
         let mut bytes = 0u64;
         let mut files = 0usize;
@@ -861,31 +878,53 @@ pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncErr
                         "{rel}: unchanged but missing locally; retry the copy"
                     )))
                 }
-                Some(sum) => {
+                Some(_) => {
                     let mut f = stage.create(rel)?;
                     let mut h = blake3::Hasher::new();
                     let mut got = 0u64;
-                    while got < sum.size {
-                        let chunk = ch.recv_frame().await?;
-                        if chunk.is_empty() || got + chunk.len() as u64 > sum.size {
-                            return Err(ch.err(format!("{rel}: frame past the announced size")));
+                    let p = stage.path().join(rel);
+                    let trailer = loop {
+                        let frame = ch.recv_frame().await?;
+                        match frame.split_first() {
+                            Some((&TAG_DATA, data)) => {
+                                h.update(data);
+                                f.write_all(data).map_err(io_err("write", &p))?;
+                                got += data.len() as u64;
+                            }
+                            Some((&TAG_END, rest)) if rest.len() == 8 + 64 => {
+                                let size = u64::from_be_bytes(rest[..8].try_into().expect("8"));
+                                let hash = String::from_utf8_lossy(&rest[8..]).into_owned();
+                                break Some(FileSum { size, hash });
+                            }
+                            Some((&TAG_GONE, _)) => break None,
+                            _ => return Err(ch.err(format!("{rel}: unexpected frame"))),
                         }
-                        h.update(&chunk);
-                        let p = stage.path().join(rel);
-                        f.write_all(&chunk).map_err(io_err("write", &p))?;
-                        got += chunk.len() as u64;
-                    }
-                    let hash = h.finalize().to_hex().to_string();
-                    if hash != sum.hash {
-                        return Err(SyncError::Mismatch {
-                            path: PathBuf::from(rel),
-                            message: "content hash differs (changed during the copy?)".into(),
-                        });
-                    }
+                    };
                     drop(f);
-                    stage.finish(rel, e.mode)?;
-                    bytes += sum.size;
-                    files += 1;
+                    match trailer {
+                        None => {
+                            // Deleted on the primary since its scan: not part of this copy.
+                            fs::remove_file(&p).map_err(io_err("remove", &p))?;
+                            final_m.entries.remove(rel);
+                        }
+                        Some(t) => {
+                            let hash = h.finalize().to_hex().to_string();
+                            if hash != t.hash || got != t.size {
+                                return Err(SyncError::Mismatch {
+                                    path: PathBuf::from(rel),
+                                    message:
+                                        "the received content differs from what the primary sent"
+                                            .into(),
+                                });
+                            }
+                            stage.finish(rel, e.mode)?;
+                            bytes += t.size;
+                            files += 1;
+                            if let Some(x) = final_m.entries.get_mut(rel) {
+                                x.file = Some(t);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -894,7 +933,7 @@ pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncErr
     .await;
     match result {
         Ok((bytes_sent, files_sent)) => {
-            let generation = store.commit(stage, &m)?;
+            let generation = store.commit(stage, &final_m)?;
             Ok(CopyReport {
                 generation,
                 bytes_sent,

@@ -197,6 +197,16 @@ impl Lab {
         std::fs::create_dir_all(&dir).expect("lab dir");
         let pins = BpffsDir::new();
         std::fs::write(dir.join("bmc-password"), "lab-bmc-password\n").unwrap();
+        let key = dir.join("sync-key");
+        let mut raw = [0u8; 32];
+        use std::io::Read as _;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut raw))
+            .expect("random key");
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&key, hex).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut lab = Lab {
             opts,
             sw,
@@ -279,6 +289,10 @@ socket = "{dir}/{n}.sock"
 [paths]
 bpffs_dir = "{pins}-{n}"
 state_dir = "{dir}/state-{n}"
+[sync]
+dir = "{dir}/data-{n}"
+every = 250              # a copy every 0.5 s (250 heartbeats of 2 ms)
+key_file = "{dir}/sync-key"
 "#,
             n = h.name(),
             id = h.octet(),
@@ -610,6 +624,9 @@ pub fn scenario(opts: &LabOptions, fault: &str, harmless_for: Duration) -> Value
             .count();
         (n >= 50).then_some(())
     });
+    // ... and B holds copies of A's data (claims 14, 21): two completed copies.
+    let first = lab.wait_event(Which::B, "sync_done", |_| true, start);
+    lab.wait_event(Which::B, "sync_done", |v| ts(v) > ts(&first), start);
     lab.inject(Which::A, fault);
     let t0 = lab.fault_ns.expect("fault time");
     let mut timeline: Vec<(String, Option<u64>)> = vec![("fault on a".into(), Some(t0))];
@@ -782,6 +799,9 @@ pub fn scenario(opts: &LabOptions, fault: &str, harmless_for: Duration) -> Value
     }
     timeline.sort_by_key(|(_, t)| t.unwrap_or(u64::MAX));
     let split = split_brain(&lab, t0);
+    if opts.takeover {
+        extra["sync"] = sync_report(&lab, t0, &answers);
+    }
     let summary = json!({
         "fault": fault,
         "takeover": opts.takeover,
@@ -806,6 +826,54 @@ pub fn scenario(opts: &LabOptions, fault: &str, harmless_for: Duration) -> Value
         .map(|(label, t)| json!([label, ms_since(t0, t)]))
         .collect();
     json!({"summary": summary, "timeline": timeline})
+}
+
+/// What the data copy achieved (claims 14, 21): copies B completed before the fault, the
+/// generation it served, whether B's first answer continued from a counter value A had served
+/// before B's last copy, and the recovery point (the time of A's updates lost).
+fn sync_report(lab: &Lab, t0: u64, answers: &[Value]) -> Value {
+    let done: Vec<Value> = lab
+        .events(Which::B)
+        .into_iter()
+        .filter(|v| v["event"] == "sync_done" && ts(v) < t0)
+        .collect();
+    let generation = done.last().and_then(|v| {
+        v["detail"]
+            .as_str()?
+            .strip_prefix("generation ")?
+            .split(':')
+            .next()?
+            .parse::<u64>()
+            .ok()
+    });
+    let first_b = answers
+        .iter()
+        .filter(|v| v["host"] == "b" && ts(v) > t0)
+        .min_by_key(|v| ts(v));
+    let copied = first_b.and_then(|v| v["counter"].as_u64()).map(|c| c - 1);
+    let last_done = done.last().map(ts).unwrap_or(0);
+    let from_a = copied.and_then(|c| {
+        answers
+            .iter()
+            .find(|v| v["host"] == "a" && v["counter"].as_u64() == Some(c))
+            .map(ts)
+    });
+    let last_a = answers
+        .iter()
+        .filter(|v| v["host"] == "a" && ts(v) <= t0)
+        .map(ts)
+        .max();
+    let matches = from_a.is_some_and(|t| t <= last_done);
+    json!({
+        "copies": done.len(),
+        "generation": generation,
+        "rpo_ms": match (last_a, from_a) {
+            (Some(l), Some(c)) if matches => json!(((l.saturating_sub(c)) as f64 / 1e5).round() / 10.0),
+            _ => Value::Null,
+        },
+        "served_matches_copy": matches,
+        "served_counter": first_b.and_then(|v| v["counter"].as_u64()),
+    })
 }
 
 /// Split-brain violations seen by the client after `t0`: answers from A after the first answer

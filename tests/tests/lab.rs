@@ -42,6 +42,9 @@ fn takeover_case(fault: &str) -> Value {
         "the fenced host rejoined as monitor: {s}"
     );
     assert!(s["takeover_ms"].as_f64().is_some(), "{s}");
+    // Claims 14, 21: B served the data from its last copy of A's.
+    assert!(s["sync"]["copies"].as_u64() >= Some(2), "{s}");
+    assert_eq!(s["sync"]["served_matches_copy"], true, "{s}");
     s
 }
 

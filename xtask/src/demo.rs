@@ -98,7 +98,7 @@ pub fn run(
         "fault": fault,
         "detect_ms": t["detect_ms"], "fence_ms": t["fence_ms"], "takeover_ms": t["takeover_ms"],
         "outage_ms": t["outage_ms"], "split_brain": split, "final_roles": t["final_roles"],
-        "claim11": r["claim11"], "claim12": t["claim12"],
+        "claim11": r["claim11"], "claim12": t["claim12"], "sync": t["sync"],
         "recovery_only": r, "takeover": t,
         "timelines": {"takeover": takeover["timeline"], "recovery_only": recovery["timeline"]},
     });

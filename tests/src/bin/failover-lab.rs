@@ -290,19 +290,23 @@ fn service(args: &[String]) {
     sock.set_freebind(true).expect("freebind");
     sock.bind(&bind.into()).expect("bind service");
     let sock: UdpSocket = sock.into();
+    // The counter lives in the data directory and is read and written on every request, so
+    // that after a takeover the new primary continues from the copy it holds. Written through
+    // a rename, so a copy always sees a whole value.
     let counter_file = data.join("counter");
-    let mut counter: u64 = std::fs::read_to_string(&counter_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
+    let tmp_file = data.join(".counter.tmp");
     let mut buf = [0u8; 256];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf) else {
             continue;
         };
-        counter += 1;
-        if counter.is_multiple_of(100) {
-            let _ = std::fs::write(&counter_file, counter.to_string());
+        let counter: u64 = std::fs::read_to_string(&counter_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+            + 1;
+        if std::fs::write(&tmp_file, counter.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp_file, &counter_file);
         }
         let seq = String::from_utf8_lossy(&buf[..n]).trim().to_string();
         let _ = sock.send_to(format!("{name} {counter} {seq}").as_bytes(), from);
