@@ -574,8 +574,12 @@ impl Daemon {
                         "monitor",
                         epoch,
                         &format!(
-                            "generation {}: {} files, {} bytes sent, {} bytes in the copy, {ms:.1} ms",
-                            rep.generation.number, rep.files_sent, rep.bytes_sent, rep.generation.bytes
+                            "generation {}: {} files changed ({} bytes), {} bytes sent, {} bytes in the copy, {ms:.1} ms",
+                            rep.generation.number,
+                            rep.files_sent,
+                            rep.bytes_changed,
+                            rep.bytes_sent,
+                            rep.generation.bytes
                         ),
                     );
                 }

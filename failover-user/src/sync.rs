@@ -317,6 +317,11 @@ impl Store {
         ))
     }
 
+    /// The directory of the current copy, if any.
+    pub fn current_dir(&self) -> Result<Option<PathBuf>, SyncError> {
+        Ok(self.current_number()?.map(|n| self.gen_path(n)))
+    }
+
     /// The manifest of the current copy (empty without one). A data directory that is a
     /// plain directory (this host was primary) counts as empty: it is replaced at the switch.
     pub fn current_manifest(&self) -> Result<Manifest, SyncError> {
@@ -749,7 +754,9 @@ enum Offer {
 pub struct CopyReport {
     /// The new current generation.
     pub generation: Generation,
-    /// File bytes that travelled.
+    /// Bytes of the files that changed.
+    pub bytes_changed: u64,
+    /// Bytes that travelled for them (whole files, or deltas of large ones).
     pub bytes_sent: u64,
     /// Files that travelled.
     pub files_sent: usize,
@@ -777,12 +784,28 @@ pub async fn serve_one(
         }
     };
     ch.send_json(&Offer::Manifest(m.clone())).await?;
+    // The monitor's signatures of its older versions of large changed files.
+    let paths: Vec<String> = ch.recv_json().await?;
+    let mut sigs = BTreeMap::new();
+    for p in paths {
+        let raw = ch.recv(1 << 30).await?;
+        let sig = fast_rsync::Signature::deserialize(raw)
+            .map_err(|_| ch.err(format!("{p}: malformed signature")))?;
+        sigs.insert(p, sig);
+    }
     let mut sent = 0;
     let mut buf = vec![0u8; CHUNK];
     for (rel, e) in &m.entries {
         let Some(sum) = &e.file else { continue };
         if req.have.get(rel) == Some(&sum.hash) {
             continue;
+        }
+        if let Some(sig) = sigs.get(rel) {
+            let p = root.join(rel);
+            if let Some(n) = send_delta(ch, &p, sig).await? {
+                sent += n;
+                continue;
+            }
         }
         // The content travels as it is when opened, which may be newer than the scan (a live
         // service keeps writing); the trailer carries the size and hash of exactly what was
@@ -808,10 +831,7 @@ pub async fn serve_one(
             size += n as u64;
             ch.send_frame(&buf[..=n]).await?;
         }
-        let mut end = vec![TAG_END];
-        end.extend_from_slice(&size.to_be_bytes());
-        end.extend_from_slice(h.finalize().to_hex().as_bytes());
-        ch.send_frame(&end).await?;
+        ch.send_frame(&sum_trailer(size, &h.finalize())).await?;
         sent += size;
     }
     Ok(sent)
@@ -820,6 +840,48 @@ pub async fn serve_one(
 const TAG_DATA: u8 = 0;
 const TAG_END: u8 = 1;
 const TAG_GONE: u8 = 2;
+const TAG_DELTA: u8 = 3;
+
+/// Files at least this large travel as rsync-style deltas against the monitor's version.
+pub const DELTA_MIN: u64 = 1 << 20;
+/// Files above this are sent whole (a delta needs both versions in memory).
+pub const DELTA_MAX: u64 = 1 << 30;
+const DELTA_BLOCK: u32 = 16 * 1024;
+
+fn sum_trailer(size: u64, hash: &blake3::Hash) -> Vec<u8> {
+    let mut end = vec![TAG_END];
+    end.extend_from_slice(&size.to_be_bytes());
+    end.extend_from_slice(hash.to_hex().as_bytes());
+    end
+}
+
+/// Sends `p` as a delta against `sig` when that is smaller than the file; returns the bytes
+/// sent, or `None` when the file should go whole (or vanished: then nothing was sent).
+async fn send_delta(
+    ch: &mut Channel,
+    p: &Path,
+    sig: &fast_rsync::Signature,
+) -> Result<Option<u64>, SyncError> {
+    let data = match fs::read(p) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read", p)(e)),
+    };
+    let mut delta = Vec::new();
+    if fast_rsync::diff(&sig.index(), &data, &mut delta).is_err() || delta.len() >= data.len() {
+        return Ok(None);
+    }
+    let mut frame = Vec::with_capacity(CHUNK);
+    for c in delta.chunks(CHUNK - 1) {
+        frame.clear();
+        frame.push(TAG_DELTA);
+        frame.extend_from_slice(c);
+        ch.send_frame(&frame).await?;
+    }
+    ch.send_frame(&sum_trailer(data.len() as u64, &blake3::hash(&data)))
+        .await?;
+    Ok(Some(delta.len() as u64))
+}
 
 async fn run_snapshot(cmd: &str, root: &Path, limit: Duration) -> Result<(), SyncError> {
     let out = tokio::process::Command::new("sh")
@@ -863,11 +925,45 @@ pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncErr
             return Err(ch.err(format!("manifest path {rel:?} escapes the data directory")));
         }
     }
+    // Signatures of our versions of large files that changed: they come back as deltas.
+    let current_dir = store.current_dir()?;
+    let mut sig_paths = Vec::new();
+    let mut sigs = Vec::new();
+    if let Some(cur) = &current_dir {
+        for (rel, e) in &m.entries {
+            let (Some(sum), Some(old)) = (&e.file, have.get(rel)) else {
+                continue;
+            };
+            if *old == sum.hash {
+                continue;
+            }
+            let p = cur.join(rel);
+            let size = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            if !(DELTA_MIN..=DELTA_MAX).contains(&size) {
+                continue;
+            }
+            let data = fs::read(&p).map_err(io_err("read", &p))?;
+            let sig = fast_rsync::Signature::calculate(
+                &data,
+                fast_rsync::SignatureOptions {
+                    block_size: DELTA_BLOCK,
+                    crypto_hash_size: 8,
+                },
+            );
+            sig_paths.push(rel.clone());
+            sigs.push(sig.into_serialized());
+        }
+    }
+    ch.send_json(&sig_paths).await?;
+    for sgn in &sigs {
+        ch.send(sgn).await?;
+    }
     let mut stage = store.stage()?;
     // What the copy really holds: the offered manifest, updated with each sent file's trailer.
     let mut final_m = m.clone();
     let result = async {
         let mut bytes = 0u64;
+        let mut wire = 0u64;
         let mut files = 0usize;
         for (rel, e) in &m.entries {
             match &e.file {
@@ -883,6 +979,7 @@ pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncErr
                     let mut h = blake3::Hasher::new();
                     let mut got = 0u64;
                     let p = stage.path().join(rel);
+                    let mut delta = Vec::new();
                     let trailer = loop {
                         let frame = ch.recv_frame().await?;
                         match frame.split_first() {
@@ -891,6 +988,7 @@ pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncErr
                                 f.write_all(data).map_err(io_err("write", &p))?;
                                 got += data.len() as u64;
                             }
+                            Some((&TAG_DELTA, data)) => delta.extend_from_slice(data),
                             Some((&TAG_END, rest)) if rest.len() == 8 + 64 => {
                                 let size = u64::from_be_bytes(rest[..8].try_into().expect("8"));
                                 let hash = String::from_utf8_lossy(&rest[8..]).into_owned();
@@ -900,6 +998,26 @@ pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncErr
                             _ => return Err(ch.err(format!("{rel}: unexpected frame"))),
                         }
                     };
+                    if !delta.is_empty() {
+                        let t = trailer
+                            .as_ref()
+                            .ok_or_else(|| ch.err(format!("{rel}: delta without a trailer")))?;
+                        let base_p = current_dir
+                            .as_ref()
+                            .map(|c| c.join(rel))
+                            .ok_or_else(|| ch.err(format!("{rel}: delta without a base")))?;
+                        let base = fs::read(&base_p).map_err(io_err("read", &base_p))?;
+                        let mut out = Vec::with_capacity(t.size as usize);
+                        fast_rsync::apply_limited(&base, &delta, &mut out, t.size as usize)
+                            .map_err(|e| SyncError::Mismatch {
+                                path: PathBuf::from(rel),
+                                message: format!("the delta does not apply: {e}"),
+                            })?;
+                        h.update(&out);
+                        f.write_all(&out).map_err(io_err("write", &p))?;
+                        got = out.len() as u64;
+                        wire += delta.len() as u64;
+                    }
                     drop(f);
                     match trailer {
                         None => {
@@ -918,6 +1036,9 @@ pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncErr
                                 });
                             }
                             stage.finish(rel, e.mode)?;
+                            if delta.is_empty() {
+                                wire += t.size;
+                            }
                             bytes += t.size;
                             files += 1;
                             if let Some(x) = final_m.entries.get_mut(rel) {
@@ -928,14 +1049,15 @@ pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncErr
                 }
             }
         }
-        Ok::<_, SyncError>((bytes, files))
+        Ok::<_, SyncError>((bytes, wire, files))
     }
     .await;
     match result {
-        Ok((bytes_sent, files_sent)) => {
+        Ok((bytes_changed, bytes_sent, files_sent)) => {
             let generation = store.commit(stage, &final_m)?;
             Ok(CopyReport {
                 generation,
+                bytes_changed,
                 bytes_sent,
                 files_sent,
             })

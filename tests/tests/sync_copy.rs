@@ -300,3 +300,31 @@ async fn a_tampered_stream_is_detected_and_discarded() {
     fs::remove_dir_all(src).unwrap();
     fs::remove_dir_all(parent).unwrap();
 }
+
+#[tokio::test]
+async fn a_small_change_to_a_large_file_travels_as_a_delta() {
+    let (src, parent) = (tmp("dsrc"), tmp("ddst"));
+    let dst = parent.join("data");
+    let mut rng = Rng(5);
+    let big: Vec<u8> = (0..8 * 1024 * 1024).map(|_| rng.next() as u8).collect();
+    fs::write(src.join("db"), &big).unwrap();
+    let r = copy(&src, &dst, KEY, KEY, None).await.expect("first copy");
+    assert_eq!(r.bytes_sent, big.len() as u64, "first copy is whole");
+    // Change 1 % in the middle and append a little.
+    let mut changed = big.clone();
+    for b in &mut changed[4_000_000..4_083_886] {
+        *b = b.wrapping_add(1);
+    }
+    changed.extend_from_slice(b"appended");
+    fs::write(src.join("db"), &changed).unwrap();
+    let r = copy(&src, &dst, KEY, KEY, None).await.expect("delta copy");
+    same(&src, &dst);
+    assert_eq!(r.bytes_changed, changed.len() as u64);
+    assert!(
+        r.bytes_sent < changed.len() as u64 / 20,
+        "a delta travelled, not the file: {r:?}"
+    );
+    eprintln!("8 MiB file, 1 % changed: {} bytes sent", r.bytes_sent);
+    fs::remove_dir_all(src).unwrap();
+    fs::remove_dir_all(parent).unwrap();
+}
