@@ -381,3 +381,85 @@ fn bad_configs_are_refused_with_the_field_named() {
         assert!(!pair.holds(Host::A, &p) && !pair.holds(Host::A, &m));
     }
 }
+
+#[test]
+fn the_monitor_holds_a_copy_of_the_primarys_data_and_serves_it_after_takeover() {
+    let mut pair = Pair::new(Options::default());
+    let key = pair.dir.join("sync.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let flag = pair.dir.join("fail-snapshot");
+    for h in [Host::A, Host::B] {
+        let data = pair.dir.join(format!("data-{}", h.name()));
+        std::fs::create_dir_all(&data).unwrap();
+        let path = pair.config(h);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "{text}[sync]\ndir = \"{}\"\nevery = 50\nkey_file = \"{}\"\n\
+                 snapshot_command = \"if [ -e {} ]; then echo snapshot refused >&2; exit 4; fi\"\n",
+                data.display(),
+                key.display(),
+                flag.display()
+            ),
+        )
+        .unwrap();
+    }
+    let (primary, monitor) = pair.cold_start();
+    let data = |h: Host| pair.dir.join(format!("data-{}", h.name()));
+    std::fs::create_dir_all(data(primary).join("sub")).unwrap();
+    std::fs::write(data(primary).join("sub/state"), "v1").unwrap();
+    let wrote = mono_ns();
+    pair.wait_event(monitor, 0, "sync_done", |v| ts(v) > wrote);
+    assert_eq!(
+        std::fs::read_to_string(data(monitor).join("sub/state")).unwrap(),
+        "v1"
+    );
+    assert!(std::fs::symlink_metadata(data(monitor))
+        .unwrap()
+        .is_symlink());
+
+    // A failing snapshot command is an event on both sides; the monitor keeps "v1".
+    std::fs::write(&flag, "").unwrap();
+    std::fs::write(data(primary).join("sub/state"), "v2").unwrap();
+    let t = mono_ns();
+    let failed = pair.wait_event(monitor, 0, "sync_failed", |v| ts(v) > t);
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("snapshot refused"),
+        "{failed}"
+    );
+    pair.wait_event(primary, 0, "sync_failed", |v| ts(v) > t);
+    assert_eq!(
+        std::fs::read_to_string(data(monitor).join("sub/state")).unwrap(),
+        "v1"
+    );
+    std::fs::remove_file(&flag).unwrap();
+    let t = mono_ns();
+    pair.wait_event(monitor, 0, "sync_done", |v| ts(v) > t);
+    assert_eq!(
+        std::fs::read_to_string(data(monitor).join("sub/state")).unwrap(),
+        "v2"
+    );
+    let st = pair.status(monitor);
+    assert!(st["sync"]["generation"].as_u64() >= Some(2), "{st}");
+    assert!(st["sync"]["copies"].as_u64() >= Some(2), "{st}");
+
+    // Takeover: the new primary says which copy it serves.
+    let mark = pair.mark(monitor);
+    pair.port(primary, false);
+    let served = pair.wait_event(monitor, mark, "serving_copy", |_| true);
+    assert!(
+        served["detail"].as_str().unwrap().contains("generation"),
+        "{served}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data(monitor).join("sub/state")).unwrap(),
+        "v2"
+    );
+    assert_no_split_brain(&mut pair);
+}
