@@ -73,6 +73,11 @@ pub struct LabOptions {
     pub lab_bin: PathBuf,
     /// Print the lab directory and the generated configs once the lab is up.
     pub show_config: bool,
+    /// `sync.every` in the generated configs (heartbeats between copies).
+    pub sync_every: u32,
+    /// Wait a random time up to this long in steady state before the fault, so the fault
+    /// lands anywhere in the copy cycle (the recovery-point benchmark). Zero in the demo.
+    pub fault_jitter: Duration,
 }
 
 /// A running lab.
@@ -291,7 +296,7 @@ bpffs_dir = "{pins}-{n}"
 state_dir = "{dir}/state-{n}"
 [sync]
 dir = "{dir}/data-{n}"
-every = 250              # a copy every 0.5 s (250 heartbeats of 2 ms)
+every = {every}
 key_file = "{dir}/sync-key"
 "#,
             n = h.name(),
@@ -299,6 +304,7 @@ key_file = "{dir}/sync-key"
             pid = peer.octet(),
             pn = peer.name(),
             takeover = self.opts.takeover,
+            every = self.opts.sync_every,
             dir = self.dir.display(),
             pins = pins.display(),
         );
@@ -627,6 +633,10 @@ pub fn scenario(opts: &LabOptions, fault: &str, harmless_for: Duration) -> Value
     // ... and B holds copies of A's data (claims 14, 21): two completed copies.
     let first = lab.wait_event(Which::B, "sync_done", |_| true, start);
     lab.wait_event(Which::B, "sync_done", |v| ts(v) > ts(&first), start);
+    if !opts.fault_jitter.is_zero() {
+        let ns = opts.fault_jitter.as_nanos() as u64;
+        std::thread::sleep(Duration::from_nanos(mono_ns() % ns));
+    }
     lab.inject(Which::A, fault);
     let t0 = lab.fault_ns.expect("fault time");
     let mut timeline: Vec<(String, Option<u64>)> = vec![("fault on a".into(), Some(t0))];

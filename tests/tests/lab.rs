@@ -19,6 +19,8 @@ fn opts(takeover: bool) -> LabOptions {
         lab_bin: bin.with_file_name("failover-lab"),
         failover: bin,
         show_config: false,
+        sync_every: 250,
+        fault_jitter: Duration::ZERO,
     }
 }
 

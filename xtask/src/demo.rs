@@ -61,6 +61,8 @@ pub fn run(
         failover: bin.to_path_buf(),
         lab_bin: lab_bin.to_path_buf(),
         show_config,
+        sync_every: 250,
+        fault_jitter: Duration::ZERO,
     };
     let harmless_for = Duration::from_secs(5);
     eprintln!("demo: 1/2 takeover (fault {fault} on primary a)");
@@ -129,6 +131,8 @@ pub fn bench(bin: &Path, lab_bin: &Path, fault: &str, runs: usize) -> Result<()>
         failover: bin.to_path_buf(),
         lab_bin: lab_bin.to_path_buf(),
         show_config: false,
+        sync_every: 250,
+        fault_jitter: Duration::ZERO,
     };
     let keys = ["detect_ms", "fence_ms", "takeover_ms", "outage_ms"];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); keys.len()];

@@ -1,4 +1,5 @@
 //! `cargo xtask`: setup, build, run, demo, test. See README.md.
+mod bench_sync;
 mod demo;
 mod setup;
 
@@ -55,6 +56,16 @@ enum Cmd {
     },
     /// Everything CI runs: setup, fmt, clippy (userspace and eBPF), unit and privileged tests.
     Test,
+    /// Benchmark of the data copy: a full copy and a 1 % change of a generated tree over a
+    /// veth link (throughput, CPU), then the lab's recovery point at the default sync.every.
+    BenchSync {
+        /// Size of the generated tree, MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: usize,
+        /// Lab runs for the recovery-point distribution.
+        #[arg(long, default_value_t = 10)]
+        rpo_runs: usize,
+    },
     /// Benchmark: the lab's takeover scenario N times with the release build; prints min,
     /// median, p95 and max of detection, fence, takeover and client outage, machine noted.
     Bench {
@@ -91,6 +102,29 @@ fn main() -> Result<()> {
             demo::run(&bin, &lab_bin, &fault, json, show_config)
         }
         Cmd::Test => test(),
+        Cmd::BenchSync { size_mib, rpo_runs } => {
+            // The copy runs in this process: measure optimised code, not a debug build.
+            if cfg!(debug_assertions) {
+                let mut c = cargo();
+                c.args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "xtask",
+                    "--",
+                    "bench-sync",
+                ]);
+                c.args(["--size-mib", &size_mib.to_string()]);
+                c.args(["--rpo-runs", &rpo_runs.to_string()]);
+                let st = c.status().context("run the release build of xtask")?;
+                std::process::exit(st.code().unwrap_or(1));
+            }
+            setup::run()?;
+            let bin = build(true)?;
+            let lab_bin = bin.with_file_name("failover-lab");
+            bench_sync::run(&bin, &lab_bin, size_mib, rpo_runs)
+        }
         Cmd::Bench { fault, runs } => {
             setup::run()?;
             let bin = build(true)?;
