@@ -130,8 +130,26 @@ impl Manifest {
     /// Scans `root` (not following symlinks).
     pub fn scan(root: &Path) -> Result<Manifest, SyncError> {
         let mut m = Manifest::default();
-        scan_dir(root, root, &mut m)?;
+        scan_dir(root, root, &mut m, true)?;
         Ok(m)
+    }
+
+    /// Like [`Manifest::scan`] but without reading file contents (hashes left empty).
+    fn scan_shape(root: &Path) -> Result<Manifest, SyncError> {
+        let mut m = Manifest::default();
+        scan_dir(root, root, &mut m, false)?;
+        Ok(m)
+    }
+
+    /// The same tree with the hashes left out, for comparing shapes.
+    fn shape(&self) -> Manifest {
+        let mut m = self.clone();
+        for e in m.entries.values_mut() {
+            if let Some(f) = e.file.as_mut() {
+                f.hash.clear();
+            }
+        }
+        m
     }
 
     /// Total bytes of the files.
@@ -143,7 +161,7 @@ impl Manifest {
     }
 }
 
-fn scan_dir(root: &Path, dir: &Path, m: &mut Manifest) -> Result<(), SyncError> {
+fn scan_dir(root: &Path, dir: &Path, m: &mut Manifest, hash: bool) -> Result<(), SyncError> {
     let rd = fs::read_dir(dir).map_err(io_err("read directory", dir))?;
     for e in rd {
         let e = e.map_err(io_err("read directory", dir))?;
@@ -158,9 +176,13 @@ fn scan_dir(root: &Path, dir: &Path, m: &mut Manifest) -> Result<(), SyncError> 
         let ft = md.file_type();
         if ft.is_dir() {
             m.entries.insert(rel, Entry { mode, file: None });
-            scan_dir(root, &path, m)?;
+            scan_dir(root, &path, m, hash)?;
         } else if ft.is_file() {
-            let (size, hash) = hash_file(&path)?;
+            let (size, hash) = if hash {
+                hash_file(&path)?
+            } else {
+                (md.len(), String::new())
+            };
             m.entries.insert(
                 rel,
                 Entry {
@@ -235,6 +257,7 @@ impl Store {
                 if current.is_some_and(|c| c != n) {
                     remove_any(&p)?;
                     let _ = fs::remove_file(s.meta_path(n));
+                    let _ = fs::remove_file(s.manifest_path(n));
                 } else {
                     highest = highest.max(Some(n));
                 }
@@ -270,6 +293,11 @@ impl Store {
         self.parent().join(format!("{}.gen-{n}.meta", self.base()))
     }
 
+    fn manifest_path(&self, n: u64) -> PathBuf {
+        self.parent()
+            .join(format!("{}.gen-{n}.manifest", self.base()))
+    }
+
     /// Names beside the data directory that belong to it, with their generation number.
     fn siblings(&self) -> Result<Vec<(String, Option<u64>)>, SyncError> {
         let parent = self.parent();
@@ -281,7 +309,7 @@ impl Store {
             let Some(rest) = name.strip_prefix(&prefix) else {
                 continue;
             };
-            if rest.ends_with(".meta") {
+            if rest.ends_with(".meta") || rest.ends_with(".manifest") {
                 continue;
             }
             let n = rest.strip_prefix("gen-").and_then(|x| x.parse().ok());
@@ -324,11 +352,23 @@ impl Store {
 
     /// The manifest of the current copy (empty without one). A data directory that is a
     /// plain directory (this host was primary) counts as empty: it is replaced at the switch.
+    ///
+    /// The manifest written with the generation is used when its shape still matches the
+    /// tree (generations are only written here); otherwise the tree is scanned again.
     pub fn current_manifest(&self) -> Result<Manifest, SyncError> {
-        match self.current_number()? {
-            Some(n) => Manifest::scan(&self.gen_path(n)),
-            None => Ok(Manifest::default()),
+        let Some(n) = self.current_number()? else {
+            return Ok(Manifest::default());
+        };
+        let dir = self.gen_path(n);
+        if let Some(m) = fs::read(self.manifest_path(n))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        {
+            if Manifest::scan_shape(&dir)? == m.shape() {
+                return Ok(m);
+            }
         }
+        Manifest::scan(&dir)
     }
 
     /// Starts staging the next generation.
@@ -345,6 +385,7 @@ impl Store {
             number,
             current: current.map(|c| self.gen_path(c)),
             files: Vec::new(),
+            written: Vec::new(),
         })
     }
 
@@ -371,6 +412,9 @@ impl Store {
         let meta = self.meta_path(stage.number);
         fs::write(&meta, serde_json::to_vec(&g).unwrap_or_default())
             .map_err(io_err("write", &meta))?;
+        let mpath = self.manifest_path(stage.number);
+        fs::write(&mpath, serde_json::to_vec(manifest).unwrap_or_default())
+            .map_err(io_err("write", &mpath))?;
         fsync_dir(&self.parent())?;
         // A plain directory here is the data this host served as primary: it is superseded.
         if fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
@@ -380,7 +424,7 @@ impl Store {
         let previous = self.current_number()?;
         self.point_to(stage.number)?;
         // Verified again where the service will read it; the previous copy stays until then.
-        if let Err(e) = self.verify_current(manifest) {
+        if let Err(e) = self.verify_current(manifest, &stage.written) {
             if let Some(p) = previous {
                 self.point_to(p)?;
             }
@@ -389,15 +433,35 @@ impl Store {
         if let Some(p) = previous {
             remove_any(&self.gen_path(p))?;
             let _ = fs::remove_file(self.meta_path(p));
+            let _ = fs::remove_file(self.manifest_path(p));
         }
         remove_any(&self.parent().join(format!("{}.staging-old", self.base())))?;
         Ok(g)
     }
 
-    fn verify_current(&self, manifest: &Manifest) -> Result<(), SyncError> {
-        let now = Manifest::scan(&self.dir)?;
-        compare(&self.dir, manifest, &now)
+    /// After the switch: the shape of the whole tree, and the content of every file that was
+    /// written for this copy (the others are the previous copy's files, hard-linked).
+    fn verify_current(&self, manifest: &Manifest, written: &[String]) -> Result<(), SyncError> {
+        verify_tree(&self.dir, manifest, written)
     }
+}
+
+/// The shape of `root` equals `manifest`'s, and the files in `written` hash as listed.
+fn verify_tree(root: &Path, manifest: &Manifest, written: &[String]) -> Result<(), SyncError> {
+    compare(root, &manifest.shape(), &Manifest::scan_shape(root)?)?;
+    for rel in written {
+        let Some(Some(want)) = manifest.entries.get(rel).map(|e| e.file.as_ref()) else {
+            continue;
+        };
+        let (size, hash) = hash_file(&root.join(rel))?;
+        if size != want.size || hash != want.hash {
+            return Err(SyncError::Mismatch {
+                path: root.join(rel),
+                message: "content hash differs".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn compare(root: &Path, want: &Manifest, got: &Manifest) -> Result<(), SyncError> {
@@ -439,6 +503,8 @@ pub struct Stage {
     number: u64,
     current: Option<PathBuf>,
     files: Vec<PathBuf>,
+    /// Relative paths written for this copy (not hard-linked).
+    written: Vec<String>,
 }
 
 impl Stage {
@@ -473,6 +539,7 @@ impl Stage {
         let p = self.path.join(rel);
         let f = File::create(&p).map_err(io_err("create", &p))?;
         self.files.push(p);
+        self.written.push(rel.to_string());
         Ok(f)
     }
 
@@ -483,7 +550,8 @@ impl Stage {
     }
 
     /// fsyncs everything written and every directory, then checks the staged tree against
-    /// `manifest` (content hashes included).
+    /// `manifest`: its whole shape, and the content hash of every file written. Kept files are
+    /// hard links to the previous copy's, whose hashes were equal.
     fn verify(&self, manifest: &Manifest) -> Result<(), SyncError> {
         for f in &self.files {
             File::open(f)
@@ -496,8 +564,7 @@ impl Stage {
             }
         }
         fsync_dir(&self.path)?;
-        let got = Manifest::scan(&self.path)?;
-        compare(&self.path, manifest, &got)
+        verify_tree(&self.path, manifest, &self.written)
     }
 }
 

@@ -161,8 +161,8 @@ async fn random_trees_arrive_equal_and_only_changes_travel() {
             .collect();
         assert_eq!(
             beside.len(),
-            3,
-            "data, data.gen-N, data.gen-N.meta: {beside:?}"
+            4,
+            "data, data.gen-N, its .meta and .manifest: {beside:?}"
         );
         fs::remove_dir_all(src).unwrap();
         fs::remove_dir_all(parent).unwrap();
