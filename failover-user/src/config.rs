@@ -946,4 +946,40 @@ command = "/usr/local/sbin/fence-peer"
             assert!(err.contains(want), "want {want:?} in {err:?}");
         }
     }
+
+    #[test]
+    fn sync_settings_are_checked() {
+        let with = |extra: &str| format!("{GOOD}[sync]\n{extra}");
+        let c = parse(&with(
+            "dir = \"/var/lib/app\"\nkey_file = \"/etc/failover/sync.key\"",
+        ))
+        .expect("valid sync");
+        let sy = c.sync.expect("sync section");
+        assert_eq!((sy.every, sy.port, sy.bandwidth_mbit), (500, 7789, 0));
+        for (extra, want) in [
+            ("key_file = \"/k\"", "sync: missing field `dir`"),
+            ("dir = \"/var/lib/app\"", "missing field `key_file`"),
+            ("dir = \"data\"\nkey_file = \"/k\"", "sync.dir"),
+            ("dir = \"/data\"\nkey_file = \"/k\"", "sync.dir"),
+            (
+                "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nevery = 0",
+                "sync.every",
+            ),
+            (
+                "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nport = 7788",
+                "sync.port",
+            ),
+            (
+                "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nsnapshot_command = \" \"",
+                "sync.snapshot_command",
+            ),
+            (
+                "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nkey = \"abc\"",
+                "unknown field `key`",
+            ),
+        ] {
+            let err = parse(&with(extra)).expect_err(want);
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        }
+    }
 }

@@ -328,3 +328,52 @@ async fn a_small_change_to_a_large_file_travels_as_a_delta() {
     fs::remove_dir_all(src).unwrap();
     fs::remove_dir_all(parent).unwrap();
 }
+
+/// Unmounts (and removes) a tmpfs on drop, also when the test fails.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A full disk on the monitor: the copy fails naming the file and the error, the previous copy
+/// stays current, and the half-written stage is removed when the store is reopened.
+#[tokio::test]
+async fn a_full_disk_keeps_the_previous_copy() {
+    failover_tests::require_root("sync disk full (tmpfs mount)");
+    let src = tmp("fsrc");
+    let mnt = Tmpfs(tmp("fmnt"));
+    failover_tests::run(
+        "mount",
+        [
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=2m",
+            "fo-sync-full",
+            mnt.0.to_str().unwrap(),
+        ],
+    );
+    let dst = mnt.0.join("data");
+    fs::write(src.join("small"), b"fits").unwrap();
+    copy(&src, &dst, KEY, KEY, None).await.expect("small copy");
+    fs::write(src.join("big"), vec![1u8; 3 * 1024 * 1024]).unwrap();
+    let e = copy(&src, &dst, KEY, KEY, None).await.unwrap_err();
+    assert!(e.contains("big") && e.contains("No space left"), "{e}");
+    assert_eq!(fs::read(dst.join("small")).unwrap(), b"fits");
+    assert!(
+        fs::symlink_metadata(dst.join("big")).is_err(),
+        "previous copy, not a mix"
+    );
+    Store::open(&dst).unwrap();
+    let staging = fs::read_dir(&mnt.0)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("staging"))
+        .count();
+    assert_eq!(staging, 0);
+    fs::remove_dir_all(src).unwrap();
+}
