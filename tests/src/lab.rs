@@ -170,27 +170,8 @@ impl Lab {
         mgmt.ip(["addr", "add", "10.92.1.11/24", "dev", "brm"]);
         mgmt.ip(["addr", "add", "10.92.1.12/24", "dev", "brm"]);
         let link = |host: &NetNs, ifname: &str, sw_ns: &NetNs, port: &str, br: &str, addr: &str| {
-            run(
-                "ip",
-                [
-                    "link",
-                    "add",
-                    ifname,
-                    "netns",
-                    host.name(),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    port,
-                    "netns",
-                    sw_ns.name(),
-                ],
-            );
-            // "dev" spelled out: ip takes a bare "ma" for an abbreviation of "master".
-            sw_ns.ip(["link", "set", "dev", port, "master", br, "up"]);
+            crate::bridge_port(host, ifname, sw_ns, port, br);
             host.ip(["addr", "add", addr, "dev", ifname]);
-            host.ip(["link", "set", ifname, "up"]);
         };
         link(&a, "eth0", &sw, "pa", "br0", "10.92.0.1/24");
         link(&b, "eth0", &sw, "pb", "br0", "10.92.0.2/24");

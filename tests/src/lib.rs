@@ -156,6 +156,31 @@ impl Drop for NetNs {
     }
 }
 
+/// Plugs `host` into `bridge` in `sw`: a veth pair with `ifname` in `host` and `port` in `sw`,
+/// the port enslaved to the bridge, both ends up (addresses are the caller's).
+pub fn bridge_port(host: &NetNs, ifname: &str, sw: &NetNs, port: &str, bridge: &str) {
+    run(
+        "ip",
+        [
+            "link",
+            "add",
+            ifname,
+            "netns",
+            host.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            sw.name(),
+        ],
+    );
+    // "dev" spelled out: `ip link set ma ...` would read "ma" as an abbreviation of "master".
+    sw.ip(["link", "set", "dev", port, "master", bridge, "up"]);
+    host.ip(["link", "set", "dev", ifname, "up"]);
+}
+
 /// Creates a veth pair `a_if` in `a` and `b_if` in `b`, addresses them and brings them up.
 /// Deleting either namespace deletes the pair.
 pub fn veth(a: &NetNs, a_if: &str, a_addr: &str, b: &NetNs, b_if: &str, b_addr: &str) {

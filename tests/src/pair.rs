@@ -22,7 +22,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{failover_bin, run, unique, BpffsDir, ChildGuard, NetNs};
+use crate::{failover_bin, unique, BpffsDir, ChildGuard, NetNs};
 
 /// Addressing of the bench: IPv4 10.91.0.0/24 or IPv6 fd91::/64; hosts .1/.2, client .3,
 /// P .100, M .101.
@@ -206,26 +206,8 @@ impl Pair {
         let b = NetNs::new("fo-hb");
         let client = NetNs::new("fo-hc");
         for (ns, port, octet) in [(&a, "pa", 1), (&b, "pb", 2), (&client, "pc", 3)] {
-            run(
-                "ip",
-                [
-                    "link",
-                    "add",
-                    "eth0",
-                    "netns",
-                    ns.name(),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    port,
-                    "netns",
-                    sw.name(),
-                ],
-            );
-            sw.ip(["link", "set", port, "master", "br0", "up"]);
+            crate::bridge_port(ns, "eth0", &sw, port, "br0");
             ns.ip(opts.family.add_args(octet));
-            ns.ip(["link", "set", "eth0", "up"]);
         }
         let dir = std::env::temp_dir().join(unique("fo-pair-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
