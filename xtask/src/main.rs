@@ -6,6 +6,7 @@ mod setup;
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -68,6 +69,8 @@ enum Cmd {
     },
     /// Benchmark: the lab's takeover scenario N times with the release build; prints min,
     /// median, p95 and max of detection, fence, takeover and client outage, machine noted.
+    /// With --fault loss or cpu (the primary stays healthy) it counts false takeovers over
+    /// --window-s seconds per run instead.
     Bench {
         /// Fault that causes the takeover.
         #[arg(long, default_value = "link")]
@@ -75,6 +78,10 @@ enum Cmd {
         /// Number of runs.
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// For `loss` and `cpu` (the primary stays healthy): how long each run watches for a
+        /// false takeover, in seconds.
+        #[arg(long, default_value_t = 600)]
+        window_s: u64,
     },
 }
 
@@ -125,11 +132,15 @@ fn main() -> Result<()> {
             let lab_bin = bin.with_file_name("failover-lab");
             bench_sync::run(&bin, &lab_bin, size_mib, rpo_runs)
         }
-        Cmd::Bench { fault, runs } => {
+        Cmd::Bench {
+            fault,
+            runs,
+            window_s,
+        } => {
             setup::run()?;
             let bin = build(true)?;
             let lab_bin = bin.with_file_name("failover-lab");
-            demo::bench(&bin, &lab_bin, &fault, runs)
+            demo::bench(&bin, &lab_bin, &fault, runs, Duration::from_secs(window_s))
         }
     }
 }
