@@ -80,6 +80,22 @@ pub struct LabOptions {
     pub fault_jitter: Duration,
 }
 
+impl LabOptions {
+    /// The defaults of the demo and the tests: takeover, 300 ms boot delay, a copy every 250
+    /// heartbeats, no fault jitter.
+    pub fn new(failover: PathBuf, lab_bin: PathBuf) -> LabOptions {
+        LabOptions {
+            takeover: true,
+            boot_delay: Duration::from_millis(300),
+            failover,
+            lab_bin,
+            show_config: false,
+            sync_every: 250,
+            fault_jitter: Duration::ZERO,
+        }
+    }
+}
+
 /// A running lab.
 pub struct Lab {
     opts: LabOptions,

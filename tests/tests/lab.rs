@@ -15,12 +15,7 @@ fn opts(takeover: bool) -> LabOptions {
     let bin = failover_tests::failover_bin();
     LabOptions {
         takeover,
-        boot_delay: Duration::from_millis(300),
-        lab_bin: bin.with_file_name("failover-lab"),
-        failover: bin,
-        show_config: false,
-        sync_every: 250,
-        fault_jitter: Duration::ZERO,
+        ..LabOptions::new(bin.clone(), bin.with_file_name("failover-lab"))
     }
 }
 

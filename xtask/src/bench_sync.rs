@@ -178,13 +178,9 @@ pub fn run(bin: &Path, lab_bin: &Path, size_mib: usize, rpo_runs: usize) -> Resu
     // The recovery point at the default every (500 heartbeats = 1 s), from the lab's client.
     let mut rpo = Vec::new();
     let opts = lab::LabOptions {
-        takeover: true,
-        boot_delay: Duration::from_millis(300),
-        failover: bin.to_path_buf(),
-        lab_bin: lab_bin.to_path_buf(),
-        show_config: false,
         sync_every: 500,
         fault_jitter: Duration::from_secs(1),
+        ..lab::LabOptions::new(bin.to_path_buf(), lab_bin.to_path_buf())
     };
     for i in 0..rpo_runs {
         let rep = std::panic::catch_unwind(|| lab::scenario(&opts, "link", Duration::ZERO))

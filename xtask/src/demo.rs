@@ -31,13 +31,8 @@ fn print_timeline(title: &str, report: &Value) {
     );
 }
 
-pub fn run(
-    bin: &Path,
-    lab_bin: &Path,
-    fault: &str,
-    json_out: bool,
-    show_config: bool,
-) -> Result<()> {
+/// Checks the fault and that no lab is up, installs the Ctrl-C handler, returns the options.
+fn prepare(bin: &Path, lab_bin: &Path, fault: &str) -> Result<LabOptions> {
     if !lab::FAULTS.contains(&fault) {
         bail!(
             "--fault {fault}: expected one of {}",
@@ -55,14 +50,19 @@ pub fn run(
     // runs when the scenario unwinds; the handler only records the request.
     // SAFETY: installing a signal handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as usize) };
+    Ok(LabOptions::new(bin.to_path_buf(), lab_bin.to_path_buf()))
+}
+
+pub fn run(
+    bin: &Path,
+    lab_bin: &Path,
+    fault: &str,
+    json_out: bool,
+    show_config: bool,
+) -> Result<()> {
     let mut opts = LabOptions {
-        takeover: true,
-        boot_delay: Duration::from_millis(300),
-        failover: bin.to_path_buf(),
-        lab_bin: lab_bin.to_path_buf(),
         show_config,
-        sync_every: 250,
-        fault_jitter: Duration::ZERO,
+        ..prepare(bin, lab_bin, fault)?
     };
     let harmless_for = Duration::from_secs(5);
     eprintln!("demo: 1/2 takeover (fault {fault} on primary a)");
@@ -113,30 +113,7 @@ pub fn run(
 /// `cargo xtask bench`: the lab scenario `runs` times (release build), then median, p95 and
 /// max of each figure, with the machine noted. Figures, not pass/fail.
 pub fn bench(bin: &Path, lab_bin: &Path, fault: &str, runs: usize, window: Duration) -> Result<()> {
-    if !lab::FAULTS.contains(&fault) {
-        bail!(
-            "--fault {fault}: expected one of {}",
-            lab::FAULTS.join(", ")
-        );
-    }
-    let left = lab::leftovers();
-    if !left.is_empty() {
-        bail!(
-            "a previous lab is still up (namespaces {})",
-            left.join(", ")
-        );
-    }
-    // SAFETY: installing a signal handler that only stores to an atomic.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as usize) };
-    let opts = LabOptions {
-        takeover: true,
-        boot_delay: Duration::from_millis(300),
-        failover: bin.to_path_buf(),
-        lab_bin: lab_bin.to_path_buf(),
-        show_config: false,
-        sync_every: 250,
-        fault_jitter: Duration::ZERO,
-    };
+    let opts = prepare(bin, lab_bin, fault)?;
     if lab::harmless(fault) {
         // The primary stays healthy: count false takeovers over the whole window.
         let mut total = 0;
