@@ -73,7 +73,8 @@ impl Events {
     }
 
     /// Records one event: a tracing line at INFO (WARN for faults) with target
-    /// `failover::event` (per-probe events: `failover::event::probe`). With
+    /// `failover::event` (per-probe events: `failover::event::probe`; each copy's
+    /// `sync_started` / `sync_done`: `failover::event::sync`). With
     /// `--log-format json` every field is a top-level JSON key.
     pub fn emit(&self, name: &str, role: &str, epoch: u64, detail: &str) {
         let ts_ns = monotonic_ns();
@@ -85,6 +86,7 @@ impl Events {
         }
         match name {
             "probe_late" | "probe_lost" => ev!(info, "failover::event::probe"),
+            "sync_started" | "sync_done" => ev!(info, "failover::event::sync"),
             "fence_failed" | "boot_failed" | "hook_failed" | "address_conflict"
             | "primary_failed" | "unfenced_takeover" | "fence_skipped" | "daemon_error"
             | "tls_unverified" | "sync_failed" => {

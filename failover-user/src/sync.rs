@@ -417,9 +417,10 @@ impl Store {
             .map_err(io_err("write", &mpath))?;
         fsync_dir(&self.parent())?;
         // A plain directory here is the data this host served as primary: it is superseded.
-        if fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
-            let old = self.parent().join(format!("{}.staging-old", self.base()));
-            fs::rename(&self.dir, &old).map_err(io_err("move aside", &self.dir))?;
+        let aside = self.parent().join(format!("{}.staging-old", self.base()));
+        let moved_aside = fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir());
+        if moved_aside {
+            fs::rename(&self.dir, &aside).map_err(io_err("move aside", &self.dir))?;
         }
         let previous = self.current_number()?;
         self.point_to(stage.number)?;
@@ -427,6 +428,10 @@ impl Store {
         if let Err(e) = self.verify_current(manifest, &stage.written) {
             if let Some(p) = previous {
                 self.point_to(p)?;
+            } else if moved_aside {
+                fs::remove_file(&self.dir).map_err(io_err("remove", &self.dir))?;
+                fs::rename(&aside, &self.dir).map_err(io_err("restore", &self.dir))?;
+                fsync_dir(&self.parent())?;
             }
             return Err(e);
         }
@@ -435,7 +440,7 @@ impl Store {
             let _ = fs::remove_file(self.meta_path(p));
             let _ = fs::remove_file(self.manifest_path(p));
         }
-        remove_any(&self.parent().join(format!("{}.staging-old", self.base())))?;
+        remove_any(&aside)?;
         Ok(g)
     }
 
