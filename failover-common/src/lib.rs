@@ -6,6 +6,8 @@
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "failover_xdp";
+/// The pass-only baseline program of the cost benchmark.
+pub const BASELINE_PROGRAM_NAME: &str = "failover_xdp_pass";
 
 /// Map: the fast path's configuration (one entry). Written by userspace, read by XDP.
 pub const MAP_CONFIG: &str = "FO_CONFIG";

@@ -84,6 +84,13 @@ enum Verdict {
     Malformed,
 }
 
+/// Baseline of the cost benchmark (`cargo xtask bench-xdp`): passes every frame and touches
+/// nothing. Loaded only by the benchmark, never attached.
+#[xdp]
+pub fn failover_xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 /// Entry point: never fails, never drops what it did not count.
 #[xdp]
 pub fn failover_xdp(ctx: XdpContext) -> u32 {

@@ -436,6 +436,48 @@ impl FastPath {
         Ok(total)
     }
 
+    /// Average in-kernel run time per frame of `repeat` BPF_PROG_TEST_RUN runs on `frame`, of
+    /// this program and of the pass-only baseline program from the same object (loaded here,
+    /// never attached): (ours, baseline, our XDP action).
+    pub fn cost(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(std::time::Duration, std::time::Duration, u32), FastPathError> {
+        let run = |prog: &mut Xdp| {
+            prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..Default::default()
+            })
+            .map_err(|source| FastPathError::Program {
+                what: "BPF_PROG_TEST_RUN",
+                source: Box::new(source),
+            })
+        };
+        let ours = run(self.program_mut()?)?;
+        let base: &mut Xdp = self
+            .ebpf
+            .program_mut(failover_common::BASELINE_PROGRAM_NAME)
+            .ok_or(FastPathError::Program {
+                what: "find the baseline in the object",
+                source: Box::new(ProgramError::NotLoaded),
+            })?
+            .try_into()
+            .map_err(|source| FastPathError::Program {
+                what: "baseline is not XDP",
+                source: Box::new(source),
+            })?;
+        if base.fd().is_err() {
+            base.load().map_err(|source| FastPathError::Program {
+                what: "load the baseline",
+                source: Box::new(source),
+            })?;
+        }
+        let b = run(base)?;
+        Ok((ours.duration, b.duration, ours.return_value))
+    }
+
     /// Runs the program once on `frame` through BPF_PROG_TEST_RUN; returns the XDP action.
     pub fn test_run(&mut self, frame: &[u8]) -> Result<u32, FastPathError> {
         let prog = self.program_mut()?;

@@ -1,5 +1,6 @@
 //! `cargo xtask`: setup, build, run, demo, test. See README.md.
 mod bench_sync;
+mod bench_xdp;
 mod demo;
 mod setup;
 
@@ -67,6 +68,16 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         rpo_runs: usize,
     },
+    /// Benchmark of the XDP program's cost per frame against a pass-only program
+    /// (BPF_PROG_TEST_RUN, in the kernel).
+    BenchXdp {
+        /// Runs per measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// Measurements per frame kind (the median is reported).
+        #[arg(long, default_value_t = 9)]
+        rounds: usize,
+    },
     /// Benchmark: the lab's takeover scenario N times with the release build; prints min,
     /// median, p95 and max of detection, fence, takeover and client outage, machine noted.
     /// With --fault loss or cpu (the primary stays healthy) it counts false takeovers over
@@ -109,6 +120,10 @@ fn main() -> Result<()> {
             demo::run(&bin, &lab_bin, &fault, json, show_config)
         }
         Cmd::Test => test(),
+        Cmd::BenchXdp { repeat, rounds } => {
+            setup::run()?;
+            bench_xdp::run(repeat, rounds.max(1))
+        }
         Cmd::BenchSync { size_mib, rpo_runs } => {
             // The copy runs in this process: measure optimised code, not a debug build.
             if cfg!(debug_assertions) {
