@@ -489,6 +489,11 @@ pub struct Config {
     /// Prefer this host as primary at cold start. Default false.
     #[serde(default)]
     pub preferred_primary: bool,
+    /// SCHED_FIFO priority of the daemon (1-99), so that a busy host cannot starve the
+    /// heartbeat responder and cause a false failover; 0 keeps normal scheduling. Children
+    /// (hooks, fence commands) run with normal scheduling. Default 10.
+    #[serde(default = "default_rt_priority")]
+    pub realtime_priority: u8,
     /// Fencing and booting.
     pub boot: Boot,
     /// Role-change hooks.
@@ -505,6 +510,10 @@ pub struct Config {
     pub paths: Paths,
     /// Data copy from primary to monitor.
     pub sync: Option<Sync>,
+}
+
+fn default_rt_priority() -> u8 {
+    10
 }
 
 fn default_join_timeout() -> HumanDuration {
@@ -625,6 +634,15 @@ impl Config {
                     hb.timeout.0,
                     hb.interval.0,
                     failover_common::ARRIVAL_SLOTS / 2
+                ),
+            );
+        }
+        if self.realtime_priority > 99 {
+            return bad(
+                "realtime_priority",
+                format!(
+                    "{} is not a SCHED_FIFO priority; expected 1-99, or 0 for normal scheduling",
+                    self.realtime_priority
                 ),
             );
         }

@@ -342,7 +342,15 @@ pub async fn bind_control(path: &Path) -> Result<UnixListener, ControlError> {
         std::fs::create_dir_all(dir).map_err(|e| err("create directory", e))?;
     }
     if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
+        // A live daemon answers with its status at once. A connect alone proves nothing: a
+        // killed daemon whose last thread is still exiting keeps the listener for a few ms.
+        let answered = async {
+            let mut c = UnixStream::connect(path).await.ok()?;
+            let mut buf = String::new();
+            c.read_to_string(&mut buf).await.ok()?;
+            serde_json::from_str::<Status>(buf.trim()).ok()
+        };
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), answered).await {
             return Err(ControlError::InUse {
                 path: path.to_path_buf(),
             });

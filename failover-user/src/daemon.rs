@@ -232,8 +232,20 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     sys::require_root("failover run")?;
     sys::raise_memlock();
+    // Before any thread or task exists, so all of the daemon's threads inherit it.
+    let rt_result = (cfg.realtime_priority > 0).then(|| sys::set_realtime(cfg.realtime_priority));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut d = Daemon::start(cfg, tx).await?;
+    if let Some(Err(e)) = rt_result {
+        d.emit(
+            "daemon_error",
+            &format!(
+                "SCHED_FIFO priority {} refused ({e}); running with normal scheduling, so a busy \
+                 host may delay heartbeat answers",
+                d.cfg.realtime_priority
+            ),
+        );
+    }
     tokio::pin!(shutdown);
     let result = loop {
         let wake = d.next_wake();

@@ -143,3 +143,19 @@ pub fn ensure_bpffs_dir(dir: &Path) -> Result<(), SysError> {
         Err(e) => Err(path_err("create pin directory", dir)(e)),
     }
 }
+
+/// Runs the calling thread (and threads it creates) under SCHED_FIFO at `priority`; processes
+/// it forks go back to normal scheduling (SCHED_RESET_ON_FORK).
+pub fn set_realtime(priority: u8) -> Result<(), io::Error> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: valid parameter struct; pid 0 is the calling thread.
+    let rc = unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

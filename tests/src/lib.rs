@@ -73,6 +73,19 @@ pub fn signal_namespace(ns: &str, sig: i32) {
     }
 }
 
+/// Waits until no process is left in network namespace `ns` (a SIGKILLed process may take a
+/// few milliseconds to release its sockets). Polls every millisecond; gives up after 10 s.
+pub fn wait_namespace_empty(ns: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let out = Command::new("ip").args(["netns", "pids", ns]).output();
+        if out.map_or(true, |o| o.stdout.iter().all(u8::is_ascii_whitespace)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Runs a command to completion; panics with its stderr when it fails.
 pub fn run<I, S>(program: &str, args: I) -> Output
 where

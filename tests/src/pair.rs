@@ -164,6 +164,8 @@ case "$1" in
   off)
     [ "$FAIL" = 1 ] && { echo "BMC unreachable (test)" >&2; exit 1; }
     ip netns pids "$NS" | xargs -r kill -9
+    # Power is off once every process is gone, not when the signal is sent.
+    while [ -n "$(ip netns pids "$NS")" ]; do sleep 0.005; done
     ip -n "$NS" link set eth0 down
     ip -n "$NS" addr flush dev eth0 scope global
     echo off > "$STATE" ;;
@@ -175,6 +177,7 @@ case "$1" in
   reboot)
     [ "$FAIL" = 1 ] && exit 1
     ip netns pids "$NS" | xargs -r kill -9
+    while [ -n "$(ip netns pids "$NS")" ]; do sleep 0.005; done
     ip -n "$NS" addr flush dev eth0 scope global
     ip -n "$NS" addr add $ADDR dev eth0 ;;
   status) cat "$STATE" ;;

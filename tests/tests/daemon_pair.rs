@@ -463,3 +463,25 @@ fn the_monitor_holds_a_copy_of_the_primarys_data_and_serves_it_after_takeover() 
     );
     assert_no_split_brain(&mut pair);
 }
+
+#[test]
+fn a_second_daemon_with_the_same_control_socket_refuses_to_start() {
+    let pair = Pair::new(Options::default());
+    pair.start(Host::A);
+    pair.wait_role(Host::A, 0, "monitor");
+    let out = pair
+        .ns(Host::A)
+        .command(failover_tests::failover_bin())
+        .args(["run", "--config"])
+        .arg(pair.config(Host::A))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("another failover daemon is running"), "{err}");
+    assert_eq!(
+        pair.status(Host::A)["role"],
+        "monitor",
+        "the first one is untouched"
+    );
+}

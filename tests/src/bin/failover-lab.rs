@@ -71,8 +71,9 @@ fn ip(args: &[&str]) {
 
 impl Host {
     fn power_off(&self) {
-        // Every process of the host dies, as on a power cut.
+        // Every process of the host dies, as on a power cut; off means they are gone.
         signal_namespace(&self.ns, libc::SIGKILL);
+        failover_tests::wait_namespace_empty(&self.ns);
         for l in &self.links {
             ip(&["-n", &self.ns, "link", "set", "dev", l, "down"]);
             ip(&["-n", &self.ns, "addr", "flush", "dev", l]);
