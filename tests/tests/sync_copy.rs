@@ -27,10 +27,32 @@ impl Rng {
     }
 }
 
-fn tmp(name: &str) -> PathBuf {
+/// A temporary directory, removed on drop (also when a test fails).
+struct Tmp(PathBuf);
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Tmp {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn tmp(name: &str) -> Tmp {
     let d = std::env::temp_dir().join(failover_tests::unique(&format!("fo-sync-{name}-")));
     fs::create_dir_all(&d).unwrap();
-    d
+    Tmp(d)
 }
 
 /// Random tree: nested directories, empty, small and large files, varied permissions.
@@ -255,7 +277,7 @@ async fn a_tampered_stream_is_detected_and_discarded() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (addr, relay_addr) = (l.local_addr().unwrap(), relay.local_addr().unwrap());
-    let src2 = src.clone();
+    let src2 = src.to_path_buf();
     let server = tokio::spawn(async move {
         let (s, _) = l.accept().await.unwrap();
         let mut ch = Channel::accept(s, &Key::from_bytes(KEY), 0).await?;
@@ -345,7 +367,8 @@ impl Drop for Tmpfs {
 async fn a_full_disk_keeps_the_previous_copy() {
     failover_tests::require_root("sync disk full (tmpfs mount)");
     let src = tmp("fsrc");
-    let mnt = Tmpfs(tmp("fmnt"));
+    let mnt_dir = tmp("fmnt");
+    let mnt = Tmpfs(mnt_dir.to_path_buf());
     failover_tests::run(
         "mount",
         [
