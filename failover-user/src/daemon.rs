@@ -1043,10 +1043,19 @@ impl Daemon {
         }
         let now = monotonic_ns();
         let fp = &m.fp;
-        let verdicts = m
-            .detect
-            .poll_deadlines(now, |seq| fp.arrival(seq).map(Some))?;
-        let outcomes = m.report.poll(now, |seq| fp.arrival(seq).map(Some))?;
+        // Both books usually decide a probe on the same tick, when its reply is stamped: read
+        // each arrival slot from the map once per tick.
+        let mut read: Vec<(u64, failover_common::Arrival)> = Vec::new();
+        let mut lookup = |seq: u64| -> Result<Option<failover_common::Arrival>, FastPathError> {
+            if let Some((_, a)) = read.iter().find(|(s, _)| *s == seq) {
+                return Ok(Some(*a));
+            }
+            let a = fp.arrival(seq)?;
+            read.push((seq, a));
+            Ok(Some(a))
+        };
+        let verdicts = m.detect.poll_deadlines(now, &mut lookup)?;
+        let outcomes = m.report.poll(now, &mut lookup)?;
         let mut inputs = Vec::new();
         for (p, v) in &verdicts {
             if let Verdict::InTime { rtt_ns } = v {
