@@ -536,6 +536,17 @@ state_dir = "{dir}/state-{n}"
         (primary, monitor)
     }
 
+    /// Starts B, waits until it is monitor, then A, which hears B at M and becomes primary:
+    /// settled roles without the simultaneous cold start (see `cold_start`). Returns
+    /// (primary, monitor) = (A, B).
+    pub fn start_settled(&self) -> (Host, Host) {
+        self.start(Host::B);
+        self.wait_role(Host::B, 0, "monitor");
+        self.start(Host::A);
+        self.wait_role(Host::A, 0, "primary");
+        (Host::A, Host::B)
+    }
+
     fn first_of_both(&self, name: &str, pred: impl Fn(&Value) -> bool) -> Option<Host> {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::time::Instant::now() < deadline {

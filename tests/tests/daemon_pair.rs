@@ -189,7 +189,7 @@ fn recovery_only_reboots_the_primary_and_it_rejoins_as_primary() {
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, format!("takeover = false\n{text}")).unwrap();
     }
-    let (primary, monitor) = pair.cold_start();
+    let (primary, monitor) = pair.start_settled();
     let p = pair.p.clone();
     let mark = pair.mark(monitor);
     pair.port(primary, false);
@@ -234,7 +234,7 @@ fn a_failing_fence_never_lets_the_monitor_claim_p() {
         fence_fails: true,
         ..Options::default()
     });
-    let (primary, monitor) = pair.cold_start();
+    let (primary, monitor) = pair.start_settled();
     let (p, m) = (pair.p.clone(), pair.m.clone());
     let mark = pair.mark(monitor);
     pair.port(primary, false);
@@ -277,7 +277,7 @@ fn a_failing_fence_never_lets_the_monitor_claim_p() {
 #[test]
 fn kill_9_and_restart_never_makes_a_second_holder() {
     let mut pair = Pair::new(Options::default());
-    let (primary, monitor) = pair.cold_start();
+    let (primary, monitor) = pair.start_settled();
     let p = pair.p.clone();
     let mark_m = pair.mark(monitor);
     let mark_p = pair.mark(primary);
@@ -407,7 +407,7 @@ fn the_monitor_holds_a_copy_of_the_primarys_data_and_serves_it_after_takeover() 
         )
         .unwrap();
     }
-    let (primary, monitor) = pair.cold_start();
+    let (primary, monitor) = pair.start_settled();
     let data = |h: Host| pair.dir.join(format!("data-{}", h.name()));
     std::fs::create_dir_all(data(primary).join("sub")).unwrap();
     std::fs::write(data(primary).join("sub/state"), "v1").unwrap();

@@ -315,7 +315,7 @@ fn daemon_fences_through_sushy_and_claims_p_only_after_power_off() {
         "power_poll = \"50ms\"\nfence_timeout = \"30s\"\ntimeout = \"30s\"\n\
          retry = \"200ms\"\nretry_max = \"1s\"\n",
     );
-    let (primary, monitor) = pair.cold_start();
+    let (primary, monitor) = pair.start_settled();
     let (samples, both) = pair.stop_watch();
     assert!(samples > 0);
     assert_eq!(both, 0, "no split brain during the cold start");
@@ -421,7 +421,7 @@ fn daemon_never_takes_p_when_the_bmc_refuses() {
         &wrong,
         "retry = \"200ms\"\nretry_max = \"400ms\"\n",
     );
-    let (primary, monitor) = pair.cold_start();
+    let (primary, monitor) = pair.start_settled();
     let p = pair.p.clone();
     let mark = pair.mark(monitor);
     pair.port(primary, false);
