@@ -277,7 +277,7 @@ fn a_failing_fence_never_lets_the_monitor_claim_p() {
 #[test]
 fn kill_9_and_restart_never_makes_a_second_holder() {
     let mut pair = Pair::new(Options::default());
-    let (primary, monitor) = pair.start_settled();
+    let (primary, monitor) = pair.cold_start();
     let p = pair.p.clone();
     let mark_m = pair.mark(monitor);
     let mark_p = pair.mark(primary);
