@@ -146,6 +146,39 @@ pub mod wire {
     pub const OFF_EPOCH: usize = 24;
     /// Offset of the 32-bit node id.
     pub const OFF_NODE: usize = 32;
+
+    /// A message as it travels.
+    pub type Bytes = [u8; LEN];
+
+    /// The big-endian `u32` at `off` (one of the `OFF_*` offsets).
+    #[inline(always)]
+    pub fn get_u32(m: &Bytes, off: usize) -> u32 {
+        u32::from_be_bytes([m[off], m[off + 1], m[off + 2], m[off + 3]])
+    }
+
+    /// The big-endian `u64` at `off` (one of the `OFF_*` offsets).
+    #[inline(always)]
+    pub fn get_u64(m: &Bytes, off: usize) -> u64 {
+        let mut b = [0u8; 8];
+        let mut i = 0;
+        while i < 8 {
+            b[i] = m[off + i];
+            i += 1;
+        }
+        u64::from_be_bytes(b)
+    }
+
+    /// Writes `v` big-endian at `off`.
+    #[inline(always)]
+    pub fn put_u32(m: &mut Bytes, off: usize, v: u32) {
+        m[off..off + 4].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Writes `v` big-endian at `off`.
+    #[inline(always)]
+    pub fn put_u64(m: &mut Bytes, off: usize, v: u64) {
+        m[off..off + 8].copy_from_slice(&v.to_be_bytes());
+    }
 }
 
 #[cfg(feature = "user")]

@@ -69,7 +69,7 @@ const UDP_HLEN: usize = 8;
 const IP_MF_OFFSET: u16 = 0x3fff;
 
 /// What the program concluded about one frame.
-enum Verdict {
+enum FrameClass {
     /// Not a reply to us; passed untouched.
     NotOurs,
     /// A reply to one of our probes, counted.
@@ -99,7 +99,7 @@ pub fn failover_xdp(ctx: XdpContext) -> u32 {
         None => Config::default(),
     };
     let verdict = if cfg.flags & (FLAG_ICMP | FLAG_UDP) == 0 {
-        Verdict::NotOurs
+        FrameClass::NotOurs
     } else {
         classify(&ctx, &cfg)
     };
@@ -108,16 +108,16 @@ pub fn failover_xdp(ctx: XdpContext) -> u32 {
         let s = unsafe { &mut *s };
         s.seen += 1;
         match verdict {
-            Verdict::NotOurs => {}
-            Verdict::Counted => s.matched += 1,
-            Verdict::RejectedId => s.rejected_id += 1,
-            Verdict::RejectedToken => s.rejected_token += 1,
-            Verdict::Truncated => s.truncated += 1,
-            Verdict::Malformed => s.malformed += 1,
+            FrameClass::NotOurs => {}
+            FrameClass::Counted => s.matched += 1,
+            FrameClass::RejectedId => s.rejected_id += 1,
+            FrameClass::RejectedToken => s.rejected_token += 1,
+            FrameClass::Truncated => s.truncated += 1,
+            FrameClass::Malformed => s.malformed += 1,
         }
     }
     match verdict {
-        Verdict::Counted if cfg.flags & FLAG_PASS_COUNTED == 0 => xdp_action::XDP_DROP,
+        FrameClass::Counted if cfg.flags & FLAG_PASS_COUNTED == 0 => xdp_action::XDP_DROP,
         _ => xdp_action::XDP_PASS,
     }
 }
@@ -146,14 +146,14 @@ fn be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
 }
 
 #[inline(always)]
-fn classify(ctx: &XdpContext, cfg: &Config) -> Verdict {
+fn classify(ctx: &XdpContext, cfg: &Config) -> FrameClass {
     let Some(mut proto) = be16(ctx, 12) else {
-        return Verdict::Truncated;
+        return FrameClass::Truncated;
     };
     let mut l3 = ETH_HLEN;
     if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
         let Some(inner) = be16(ctx, ETH_HLEN + 2) else {
-            return Verdict::Truncated;
+            return FrameClass::Truncated;
         };
         proto = inner;
         l3 += VLAN_HLEN;
@@ -161,15 +161,15 @@ fn classify(ctx: &XdpContext, cfg: &Config) -> Verdict {
     let (l4_proto, l4, src) = match proto {
         ETH_P_IP => {
             let Some(h) = read::<[u8; IPV4_HLEN]>(ctx, l3) else {
-                return Verdict::Truncated;
+                return FrameClass::Truncated;
             };
             if h[0] >> 4 != 4 || h[0] & 0x0f < 5 {
-                return Verdict::Malformed;
+                return FrameClass::Malformed;
             }
             if u16::from_be_bytes([h[6], h[7]]) & IP_MF_OFFSET != 0 {
                 // A fragment: our replies are never fragmented, and only the first fragment
                 // would carry a header to match.
-                return Verdict::NotOurs;
+                return FrameClass::NotOurs;
             }
             let ihl = ((h[0] & 0x0f) as usize) * 4;
             let mut key: PeerKey = [0; 16];
@@ -183,77 +183,76 @@ fn classify(ctx: &XdpContext, cfg: &Config) -> Verdict {
         }
         ETH_P_IPV6 => {
             let Some(h) = read::<[u8; 8]>(ctx, l3) else {
-                return Verdict::Truncated;
+                return FrameClass::Truncated;
             };
             let Some(src) = read::<PeerKey>(ctx, l3 + 8) else {
-                return Verdict::Truncated;
+                return FrameClass::Truncated;
             };
             if ptr_at::<[u8; IPV6_HLEN]>(ctx, l3).is_none() {
-                return Verdict::Truncated;
+                return FrameClass::Truncated;
             }
             if h[0] >> 4 != 6 {
-                return Verdict::Malformed;
+                return FrameClass::Malformed;
             }
             // Extension headers (including fragments) are not ours: replies to our probes carry
             // the upper-layer header directly.
             (h[6], l3 + IPV6_HLEN, src)
         }
-        _ => return Verdict::NotOurs,
+        _ => return FrameClass::NotOurs,
     };
     match (proto, l4_proto) {
         (ETH_P_IP, IPPROTO_ICMP) => echo_reply(ctx, cfg, l4, src, ICMP_ECHO_REPLY),
         (ETH_P_IPV6, IPPROTO_ICMPV6) => echo_reply(ctx, cfg, l4, src, ICMPV6_ECHO_REPLY),
         (_, IPPROTO_UDP) => heartbeat_reply(ctx, cfg, l4, src),
-        _ => Verdict::NotOurs,
+        _ => FrameClass::NotOurs,
     }
 }
 
 #[inline(always)]
-fn echo_reply(ctx: &XdpContext, cfg: &Config, l4: usize, src: PeerKey, reply: u8) -> Verdict {
+fn echo_reply(ctx: &XdpContext, cfg: &Config, l4: usize, src: PeerKey, reply: u8) -> FrameClass {
     let Some(h) = read::<[u8; ICMP_HLEN]>(ctx, l4) else {
-        return Verdict::Truncated;
+        return FrameClass::Truncated;
     };
     if h[0] != reply || h[1] != 0 || cfg.flags & FLAG_ICMP == 0 {
-        return Verdict::NotOurs;
+        return FrameClass::NotOurs;
     }
     let id = u16::from_be_bytes([h[4], h[5]]) as u32;
     if id != cfg.icmp_id {
         debug!(ctx, "echo reply with foreign identifier {}", id);
-        return Verdict::RejectedId;
+        return FrameClass::RejectedId;
     }
     record(src, u16::from_be_bytes([h[6], h[7]]) as u64);
-    Verdict::Counted
+    FrameClass::Counted
 }
 
 #[inline(always)]
-fn heartbeat_reply(ctx: &XdpContext, cfg: &Config, l4: usize, src: PeerKey) -> Verdict {
+fn heartbeat_reply(ctx: &XdpContext, cfg: &Config, l4: usize, src: PeerKey) -> FrameClass {
     let Some(sport) = be16(ctx, l4) else {
-        return Verdict::Truncated;
+        return FrameClass::Truncated;
     };
     if ptr_at::<[u8; UDP_HLEN]>(ctx, l4).is_none() {
-        return Verdict::Truncated;
+        return FrameClass::Truncated;
     }
     if cfg.flags & FLAG_UDP == 0 || sport as u32 != cfg.udp_port {
-        return Verdict::NotOurs;
+        return FrameClass::NotOurs;
     }
     let Some(m) = read::<[u8; wire::LEN]>(ctx, l4 + UDP_HLEN) else {
-        return Verdict::Truncated;
+        return FrameClass::Truncated;
     };
-    let magic = u32::from_be_bytes([m[0], m[1], m[2], m[3]]);
-    if magic != wire::MAGIC || m[wire::OFF_VERSION] != wire::VERSION {
-        return Verdict::Malformed;
+    if wire::get_u32(&m, wire::OFF_MAGIC) != wire::MAGIC || m[wire::OFF_VERSION] != wire::VERSION {
+        return FrameClass::Malformed;
     }
     if m[wire::OFF_KIND] != wire::KIND_HEARTBEAT_REPLY {
-        return Verdict::NotOurs;
+        return FrameClass::NotOurs;
     }
-    let token = u64::from_be_bytes([m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15]]);
+    let token = wire::get_u64(&m, wire::OFF_TOKEN);
     if FO_TOKENS.get_ptr(token).is_none() {
         debug!(ctx, "heartbeat reply with unknown token {:x}", token);
-        return Verdict::RejectedToken;
+        return FrameClass::RejectedToken;
     }
-    let seq = u64::from_be_bytes([m[16], m[17], m[18], m[19], m[20], m[21], m[22], m[23]]);
+    let seq = wire::get_u64(&m, wire::OFF_SEQ);
     record(src, seq);
-    Verdict::Counted
+    FrameClass::Counted
 }
 
 /// Stamps a counted reply into the arrival ring and the per-source record.

@@ -6,7 +6,8 @@ use std::{path::PathBuf, process::Stdio, sync::Arc, time::Duration};
 use tokio::{process::Command, sync::mpsc};
 
 use crate::{
-    control::{Events, Metrics},
+    control::Metrics,
+    event::{Emitter, Event},
     role::Hook,
 };
 
@@ -50,7 +51,7 @@ pub fn hook_name(h: Hook) -> &'static str {
 /// Starts the runner task; hooks sent to the returned queue run serially.
 pub fn spawn_runner(
     programs: HookPrograms,
-    events: Events,
+    events: Emitter,
     metrics: Arc<Metrics>,
 ) -> mpsc::UnboundedSender<HookRun> {
     let (tx, mut rx) = mpsc::unbounded_channel::<HookRun>();
@@ -65,7 +66,7 @@ pub fn spawn_runner(
             let name = hook_name(run.hook);
             match run_one(program, &programs, &run).await {
                 Ok(()) => events.emit(
-                    "hook_ran",
+                    Event::HookRan,
                     run.role,
                     run.epoch,
                     &format!("{name} {} exited 0", program.display()),
@@ -75,7 +76,7 @@ pub fn spawn_runner(
                         .hook_failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     events.emit(
-                        "hook_failed",
+                        Event::HookFailed,
                         run.role,
                         run.epoch,
                         &format!("{name} {}: {why}", program.display()),

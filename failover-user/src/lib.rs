@@ -5,22 +5,20 @@
 #![warn(missing_docs)]
 
 pub mod address;
-pub mod boot;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod detector;
+pub mod event;
 pub mod fastpath;
+pub mod fence;
 pub mod hooks;
 pub mod logging;
-pub mod probe;
-pub mod redfish;
-pub mod responder;
 pub mod role;
+pub mod signal;
 pub mod state;
 pub mod sync;
 pub mod sys;
-pub mod wire;
 
 /// Formats an error and its sources as one line, "outer: inner: root cause", skipping a source
 /// whose text the previous message already contains (some libraries print their source too).

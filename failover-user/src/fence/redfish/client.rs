@@ -1,160 +1,12 @@
-//! A thin Redfish client for one job: find a ComputerSystem, read its power state, reset it.
-//!
-//! Built on reqwest + rustls (ring provider). TLS is verified by default, against a configured
-//! CA file or the system store; `insecure` must be asked for. Sessions are used where the
-//! service has a SessionService (and deleted afterwards: BMCs run out of sessions), basic auth
-//! otherwise. The password lives in [`Secret`], which never prints. See docs/redfish.md.
-use std::{path::PathBuf, sync::Arc, time::Duration};
+//! The Redfish client: service root, sessions or basic auth, discovery of the system, reset
+//! actions with task monitors and If-Match retries, power state.
+use std::time::Duration;
 
 use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
 use url::Url;
 
-/// A password: never printed, never logged.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: String) -> Secret {
-        Secret(s)
-    }
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// Where the password comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PasswordSource {
-    /// A file; its first line is the password.
-    File(PathBuf),
-    /// An environment variable.
-    Env(String),
-}
-
-impl PasswordSource {
-    /// Reads the password; the error names the file or variable, never the value.
-    pub fn load(&self) -> Result<Secret, RedfishError> {
-        match self {
-            PasswordSource::File(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    RedfishError::Setup(format!("password file {}: {e}", p.display()))
-                })?;
-                let line = text.lines().next().unwrap_or("").to_string();
-                if line.is_empty() {
-                    return Err(RedfishError::Setup(format!(
-                        "password file {} is empty",
-                        p.display()
-                    )));
-                }
-                Ok(Secret(line))
-            }
-            PasswordSource::Env(v) => match std::env::var(v) {
-                Ok(s) if !s.is_empty() => Ok(Secret(s)),
-                _ => Err(RedfishError::Setup(format!(
-                    "password environment variable {v} is not set or empty"
-                ))),
-            },
-        }
-    }
-}
-
-/// How to reach and authenticate to a BMC.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Base URL, e.g. `https://bmc-a` (the service root is `/redfish/v1/` below it).
-    pub url: Url,
-    /// The system: an `@odata.id` path, or an Id, Name or UUID. None: the only member.
-    pub system: Option<String>,
-    /// User name.
-    pub username: String,
-    /// Password.
-    pub password: Secret,
-    /// CA certificate(s) to trust instead of the system store.
-    pub ca_file: Option<PathBuf>,
-    /// Skip certificate verification (explicit opt-in).
-    pub insecure: bool,
-    /// TCP + TLS connect timeout.
-    pub connect_timeout: Duration,
-    /// Timeout of one request.
-    pub request_timeout: Duration,
-    /// Extra attempts of a request that failed in transport (connect, timeout, reset).
-    pub retries: u32,
-}
-
-/// A Redfish failure. The message names the request ("POST URL (ForceOff)") and never a
-/// password.
-#[derive(Debug, thiserror::Error)]
-pub enum RedfishError {
-    /// Bad settings (URL, CA file, password source).
-    #[error("redfish: {0}")]
-    Setup(String),
-    /// The request did not get an answer.
-    #[error("redfish: {op}: {message}")]
-    Transport {
-        /// Method, URL and what for.
-        op: String,
-        /// Transport error.
-        message: String,
-    },
-    /// The service answered with an error status.
-    #[error("redfish: {op}: {status}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
-    Status {
-        /// Method, URL and what for.
-        op: String,
-        /// HTTP status.
-        status: StatusCode,
-        /// The Redfish error message, if any.
-        message: String,
-    },
-    /// The answer was not what Redfish promises.
-    #[error("redfish: {op}: {message}")]
-    Protocol {
-        /// Method, URL and what for.
-        op: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A wait ran out.
-    #[error("redfish: {0}")]
-    Timeout(String),
-}
-
-impl RedfishError {
-    /// The HTTP status, when the service answered with one.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            RedfishError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
-
-/// A ComputerSystem as found by discovery.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct System {
-    /// `@odata.id`.
-    pub path: String,
-    /// `Id`.
-    pub id: String,
-    /// `Name`.
-    pub name: String,
-    /// `UUID`, if any.
-    pub uuid: Option<String>,
-    /// `PowerState`.
-    pub power_state: String,
-    /// Target of `#ComputerSystem.Reset`.
-    pub reset_target: String,
-    /// Allowed reset types.
-    pub reset_types: Vec<String>,
-}
+use super::{tls::tls_config, Endpoint, RedfishError, System};
 
 #[derive(Debug)]
 enum Auth {
@@ -170,7 +22,7 @@ enum Auth {
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
-    settings: Settings,
+    endpoint: Endpoint,
     auth: Auth,
     /// `Systems` collection path from the service root.
     systems: String,
@@ -178,94 +30,6 @@ pub struct Client {
 
 /// Polling interval of task monitors without Retry-After.
 const TASK_POLL: Duration = Duration::from_millis(500);
-
-fn tls_config(s: &Settings) -> Result<rustls::ClientConfig, RedfishError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RedfishError::Setup(format!("TLS: {e}")))?;
-    if s.insecure {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    match &s.ca_file {
-        Some(path) => {
-            use rustls_pki_types::{pem::PemObject as _, CertificateDer};
-            let bad = |e: String| RedfishError::Setup(format!("CA file {}: {e}", path.display()));
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| bad(e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(bad("no PEM certificate in it".into()));
-            }
-            for c in certs {
-                roots.add(c).map_err(|e| bad(e.to_string()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for c in found.certs {
-                let _ = roots.add(c);
-            }
-            if roots.is_empty() {
-                return Err(RedfishError::Setup(
-                    "no CA certificates in the system store: set ca_file".into(),
-                ));
-            }
-        }
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
-}
-
-/// The verifier of `insecure = true`: accepts any certificate, still checks signatures.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 /// The error text of a transport failure with its causes (reqwest hides them in `source`).
 fn transport_message(e: &reqwest::Error) -> String {
@@ -307,31 +71,31 @@ struct Answer {
 }
 
 impl Client {
-    /// Connects: checks the settings, reads the service root and logs in (a session where
+    /// Connects: checks the endpoint, reads the service root and logs in (a session where
     /// the service offers one, basic auth otherwise).
-    pub async fn connect(settings: Settings) -> Result<Client, RedfishError> {
-        if !matches!(settings.url.scheme(), "https" | "http") {
+    pub async fn connect(endpoint: Endpoint) -> Result<Client, RedfishError> {
+        if !matches!(endpoint.url.scheme(), "https" | "http") {
             return Err(RedfishError::Setup(format!(
                 "url {}: expected https:// (or http://)",
-                settings.url
+                endpoint.url
             )));
         }
-        if settings.insecure {
-            tracing::warn!(url = %settings.url,
+        if endpoint.insecure {
+            tracing::warn!(url = %endpoint.url,
                 "redfish: insecure = true: the BMC's TLS certificate is not verified");
         }
-        let tls = tls_config(&settings)?;
+        let tls = tls_config(&endpoint)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
+            .connect_timeout(endpoint.connect_timeout)
+            .timeout(endpoint.request_timeout)
             .redirect(reqwest::redirect::Policy::limited(5))
             .user_agent(concat!("failover/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RedfishError::Setup(format!("HTTP client: {e}")))?;
         let mut c = Client {
             http,
-            settings,
+            endpoint,
             auth: Auth::Basic,
             systems: String::new(),
         };
@@ -353,17 +117,17 @@ impl Client {
         Ok(c)
     }
 
-    fn url(&self, path: &str) -> Result<Url, RedfishError> {
-        self.settings
+    pub(super) fn url(&self, path: &str) -> Result<Url, RedfishError> {
+        self.endpoint
             .url
             .join(path)
-            .map_err(|e| RedfishError::Setup(format!("{path:?} below {}: {e}", self.settings.url)))
+            .map_err(|e| RedfishError::Setup(format!("{path:?} below {}: {e}", self.endpoint.url)))
     }
 
     async fn login(&mut self, path: &str) -> Result<(), RedfishError> {
         let url = self.url(path)?;
         let op = format!("POST {url} (create session)");
-        let body = json!({"UserName": self.settings.username, "Password": self.settings.password.expose()});
+        let body = json!({"UserName": self.endpoint.username, "Password": self.endpoint.password.expose()});
         let a = self
             .send(Method::POST, url.clone(), Some(&body), None, &op, false)
             .await?;
@@ -429,8 +193,8 @@ impl Client {
                 .header("OData-Version", "4.0");
             req = match &self.auth {
                 Auth::Basic => req.basic_auth(
-                    &self.settings.username,
-                    Some(self.settings.password.expose()),
+                    &self.endpoint.username,
+                    Some(self.endpoint.password.expose()),
                 ),
                 Auth::Session { token, .. } => req.header("X-Auth-Token", token),
             };
@@ -478,7 +242,7 @@ impl Client {
                     });
                 }
                 Err(e) => {
-                    let retry = attempt < self.settings.retries && (idempotent || e.is_connect());
+                    let retry = attempt < self.endpoint.retries && (idempotent || e.is_connect());
                     if !retry {
                         return Err(RedfishError::Transport {
                             op: op.to_string(),
@@ -505,7 +269,7 @@ impl Client {
     /// Finds the configured system (or the only one) and reads its reset action.
     pub async fn system(&self) -> Result<System, RedfishError> {
         let coll_path = self.systems.clone();
-        let sel = self.settings.system.clone();
+        let sel = self.endpoint.system.clone();
         let path = match sel.as_deref() {
             Some(p) if p.starts_with('/') => p.to_string(),
             _ => {
@@ -735,99 +499,9 @@ fn retry_after(h: &header::HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.min(60)))
 }
 
-/// Reset types tried for a fence, in order (the first one the system allows and accepts).
-pub const OFF_TYPES: &[&str] = &["ForceOff", "GracefulShutdown", "PushPowerButton"];
-/// Reset types tried to power on.
-pub const ON_TYPES: &[&str] = &["On", "ForceOn", "PushPowerButton"];
-/// Reset types tried for a restart (recovery without takeover).
-pub const RESTART_TYPES: &[&str] = &["ForceRestart", "GracefulRestart", "PowerCycle"];
-
-/// Resets with the first of `preferred` that the system allows; a type refused with 400 or
-/// 501 falls to the next. Returns the type that was accepted.
-pub async fn reset_first_allowed(
-    c: &Client,
-    system: &System,
-    preferred: &[String],
-) -> Result<String, RedfishError> {
-    let allowed: Vec<&String> = preferred
-        .iter()
-        .filter(|t| system.reset_types.is_empty() || system.reset_types.contains(t))
-        .collect();
-    if allowed.is_empty() {
-        return Err(RedfishError::Protocol {
-            op: format!("reset {}", system.path),
-            message: format!(
-                "none of {preferred:?} is allowed (the system allows {:?})",
-                system.reset_types
-            ),
-        });
-    }
-    let mut last = None;
-    for t in allowed {
-        match c.reset(system, t).await {
-            Ok(()) => return Ok(t.clone()),
-            Err(e)
-                if matches!(
-                    e.status(),
-                    Some(StatusCode::BAD_REQUEST | StatusCode::NOT_IMPLEMENTED)
-                ) =>
-            {
-                tracing::warn!("{e}; trying the next reset type");
-                last = Some(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.expect("at least one type was tried"))
-}
-
-/// Polls `PowerState` every `every` until it equals `want` or `limit` runs out.
-pub async fn wait_power(
-    c: &Client,
-    system: &System,
-    want: &str,
-    every: Duration,
-    limit: Duration,
-) -> Result<(), RedfishError> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let state = c.power_state(system).await?;
-        if state == want {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() + every > deadline {
-            return Err(RedfishError::Timeout(format!(
-                "{} PowerState still {state} after {limit:?}, waiting for {want}",
-                c.url(&system.path)
-                    .map(|u| u.to_string())
-                    .unwrap_or_default()
-            )));
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_never_print() {
-        let s = Secret::new("hunter2".into());
-        assert_eq!(format!("{s:?}"), "Secret(***)");
-        let settings = Settings {
-            url: "https://bmc".parse().unwrap(),
-            system: None,
-            username: "admin".into(),
-            password: s,
-            ca_file: None,
-            insecure: false,
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-            retries: 0,
-        };
-        assert!(!format!("{settings:?}").contains("hunter2"));
-    }
 
     #[test]
     fn error_messages_come_from_the_redfish_body() {
@@ -836,19 +510,5 @@ mod tests {
         assert_eq!(error_message(&b), "inner detail");
         assert_eq!(error_message(&json!({"error": {"message": "m"}})), "m");
         assert_eq!(error_message(&Value::Null), "");
-    }
-
-    #[test]
-    fn password_sources_name_themselves_not_the_value() {
-        let e = PasswordSource::Env("FAILOVER_TEST_NO_SUCH_VAR".into())
-            .load()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("FAILOVER_TEST_NO_SUCH_VAR"), "{e}");
-        let e = PasswordSource::File("/nonexistent/pw".into())
-            .load()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("/nonexistent/pw"), "{e}");
     }
 }

@@ -13,8 +13,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::{
     detector::{Deadlines, Outcome, Probe, ProbeBook, Summary},
     fastpath::{AttachMode, FastPath, FastPathError},
+    signal::wire::{Kind, Message},
     sys::{self, monotonic_ns},
-    wire::{Kind, Message},
 };
 
 /// Errors of the prober.
@@ -240,11 +240,14 @@ fn block_all_icmp(sock: &Socket, target: IpAddr) -> io::Result<()> {
 
 /// Builds an ICMP (v4, with checksum) or ICMPv6 (kernel fills the checksum) echo request.
 fn echo_request(ty: u8, id: u16, seq: u16, token: u64, checksum: bool) -> Vec<u8> {
+    use bytes::BufMut as _;
     let mut p = Vec::with_capacity(16);
-    p.extend_from_slice(&[ty, 0, 0, 0]);
-    p.extend_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&token.to_be_bytes());
+    p.put_u8(ty);
+    p.put_u8(0); // code
+    p.put_u16(0); // checksum, filled below
+    p.put_u16(id);
+    p.put_u16(seq);
+    p.put_u64(token);
     if checksum {
         let c = inet_checksum(&p);
         p[2..4].copy_from_slice(&c.to_be_bytes());

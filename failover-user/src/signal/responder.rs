@@ -11,7 +11,7 @@ use std::{
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use crate::wire::{Kind, Message};
+use crate::signal::wire::{Kind, Message};
 
 /// Errors of the responder.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,4 @@
 //! The UDP heartbeat / join message (see `failover_common::wire` for the layout).
-use bytes::{Buf, BufMut, BytesMut};
 use failover_common::wire::{self, LEN, MAGIC, VERSION};
 
 /// What a message asks for or answers.
@@ -82,47 +81,44 @@ pub enum DecodeError {
 }
 
 impl Message {
-    /// Encodes the message into its 40 wire bytes.
+    /// Encodes the message into its 40 wire bytes, at the offsets `failover_common::wire`
+    /// defines (the XDP program reads the same offsets).
     pub fn encode(&self) -> [u8; LEN] {
-        let mut b = BytesMut::with_capacity(LEN);
-        b.put_u32(MAGIC);
-        b.put_u8(VERSION);
-        b.put_u8(self.kind.to_u8());
-        b.put_u8(self.role);
-        b.put_u8(self.flags);
-        b.put_u64(self.token);
-        b.put_u64(self.seq);
-        b.put_u64(self.epoch);
-        b.put_u32(self.node);
-        b.put_u32(0);
-        let mut out = [0u8; LEN];
-        out.copy_from_slice(&b);
-        out
+        let mut m = [0u8; LEN];
+        wire::put_u32(&mut m, wire::OFF_MAGIC, MAGIC);
+        m[wire::OFF_VERSION] = VERSION;
+        m[wire::OFF_KIND] = self.kind.to_u8();
+        m[wire::OFF_ROLE] = self.role;
+        m[wire::OFF_FLAGS] = self.flags;
+        wire::put_u64(&mut m, wire::OFF_TOKEN, self.token);
+        wire::put_u64(&mut m, wire::OFF_SEQ, self.seq);
+        wire::put_u64(&mut m, wire::OFF_EPOCH, self.epoch);
+        wire::put_u32(&mut m, wire::OFF_NODE, self.node);
+        m
     }
 
     /// Decodes a datagram; trailing bytes are ignored (room for later versions).
-    pub fn decode(mut buf: &[u8]) -> Result<Message, DecodeError> {
-        if buf.len() < LEN {
+    pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
+        let Some(m) = buf.get(..LEN).and_then(|b| <&wire::Bytes>::try_from(b).ok()) else {
             return Err(DecodeError::Short(buf.len()));
-        }
-        let magic = buf.get_u32();
+        };
+        let magic = wire::get_u32(m, wire::OFF_MAGIC);
         if magic != MAGIC {
             return Err(DecodeError::Magic(magic));
         }
-        let version = buf.get_u8();
-        if version != VERSION {
-            return Err(DecodeError::Version(version));
+        if m[wire::OFF_VERSION] != VERSION {
+            return Err(DecodeError::Version(m[wire::OFF_VERSION]));
         }
-        let kind = buf.get_u8();
+        let kind = m[wire::OFF_KIND];
         let kind = Kind::from_u8(kind).ok_or(DecodeError::Kind(kind))?;
         Ok(Message {
             kind,
-            role: buf.get_u8(),
-            flags: buf.get_u8(),
-            token: buf.get_u64(),
-            seq: buf.get_u64(),
-            epoch: buf.get_u64(),
-            node: buf.get_u32(),
+            role: m[wire::OFF_ROLE],
+            flags: m[wire::OFF_FLAGS],
+            token: wire::get_u64(m, wire::OFF_TOKEN),
+            seq: wire::get_u64(m, wire::OFF_SEQ),
+            epoch: wire::get_u64(m, wire::OFF_EPOCH),
+            node: wire::get_u32(m, wire::OFF_NODE),
         })
     }
 

@@ -1,0 +1,279 @@
+//! The floating addresses: claim and release with rtnetlink, a duplicate-address probe before
+//! claiming (RFC 5227 ARP probe, IPv6 DAD neighbour solicitation), and gratuitous ARP /
+//! unsolicited neighbour advertisements after claiming, all sent from an AF_PACKET socket.
+//!
+//! The kernel does not announce an added address (`arp_notify` fires on link up only), and
+//! without an announcement clients keep the old holder's MAC for tens of seconds, so the
+//! daemon sends the announcements itself.
+use std::{io, net::IpAddr, time::Duration};
+
+use futures_util::TryStreamExt as _;
+use rtnetlink::packet_route::{
+    address::{AddressAttribute, AddressFlags, AddressMessage},
+    link::LinkAttribute,
+};
+
+use crate::config::Cidr;
+
+mod frames;
+mod packet;
+
+pub use frames::{arp_probe_frame, conflict_in, dad_ns_frame, garp_frame, unsolicited_na_frame};
+use frames::{ETH_P_ARP, ETH_P_IPV6};
+use packet::PacketSocket;
+
+const EADDRNOTAVAIL: i32 = 99;
+const EEXIST: i32 = 17;
+
+/// An address operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    /// Netlink socket could not be opened.
+    #[error("netlink: open a route socket: {0}")]
+    Connect(#[source] io::Error),
+    /// The interface does not exist or has no MAC address.
+    #[error("interface {interface}: {message}")]
+    Interface {
+        /// Interface name.
+        interface: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A netlink request failed.
+    #[error("netlink: {what} {addr} on {interface}: {source}")]
+    Netlink {
+        /// "add", "delete" or "list".
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// Interface name.
+        interface: String,
+        /// rtnetlink's error (boxed: it is large).
+        source: Box<rtnetlink::Error>,
+    },
+    /// The packet socket failed.
+    #[error("packet socket on {interface}: {what}: {source}")]
+    Packet {
+        /// Interface name.
+        interface: String,
+        /// What was being done.
+        what: &'static str,
+        /// OS error.
+        source: io::Error,
+    },
+}
+
+/// Duplicate-address probe settings.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DadSettings {
+    /// Probes to send (0 disables the probe).
+    pub probes: u32,
+    /// Time to listen after each probe.
+    pub wait: Duration,
+}
+
+/// The outcome of a claim.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The address is ours now.
+    Claimed,
+    /// Another host answered for the address (its MAC); nothing was changed.
+    Conflict {
+        /// MAC of the other claimant.
+        mac: [u8; 6],
+    },
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A handle on one interface's addresses.
+#[derive(Clone, Debug)]
+pub struct AddressHandle {
+    handle: rtnetlink::Handle,
+    interface: String,
+    index: u32,
+    mac: [u8; 6],
+}
+
+impl AddressHandle {
+    /// Opens a route netlink connection (spawned on the current tokio runtime) and looks up
+    /// `interface`'s index and MAC.
+    pub async fn open(interface: &str) -> Result<AddressHandle, AddressError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(AddressError::Connect)?;
+        tokio::spawn(conn);
+        let bad = |message: String| AddressError::Interface {
+            interface: interface.to_string(),
+            message,
+        };
+        let link = handle
+            .link()
+            .get()
+            .match_name(interface.to_string())
+            .execute()
+            .try_next()
+            .await
+            .map_err(|e| bad(format!("not found ({e})")))?
+            .ok_or_else(|| bad("not found".into()))?;
+        let mac = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(m) if m.len() == 6 => {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(m);
+                    Some(mac)
+                }
+                _ => None,
+            })
+            .ok_or_else(|| bad("has no Ethernet MAC address".into()))?;
+        Ok(AddressHandle {
+            handle,
+            interface: interface.to_string(),
+            index: link.header.index,
+            mac,
+        })
+    }
+
+    /// The interface's MAC.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The interface's name.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    fn nl_err(
+        &self,
+        what: &'static str,
+        addr: IpAddr,
+    ) -> impl FnOnce(rtnetlink::Error) -> AddressError {
+        let interface = self.interface.clone();
+        move |source| AddressError::Netlink {
+            what,
+            addr: addr.to_string(),
+            interface,
+            source: Box::new(source),
+        }
+    }
+
+    async fn find(&self, addr: IpAddr) -> Result<Option<AddressMessage>, AddressError> {
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(self.index)
+            .set_address_filter(addr)
+            .execute();
+        s.try_next().await.map_err(self.nl_err("list", addr))
+    }
+
+    /// Whether `addr` is configured on the interface.
+    pub async fn holds(&self, addr: IpAddr) -> Result<bool, AddressError> {
+        Ok(self.find(addr).await?.is_some())
+    }
+
+    /// Adds `cidr` after a duplicate-address probe; refuses (and changes nothing) when another
+    /// host answers for it. Already holding it counts as claimed. Does not announce: call
+    /// [`AddressHandle::announce`] next.
+    pub async fn claim(&self, cidr: Cidr, dad: DadSettings) -> Result<Claim, AddressError> {
+        if self.holds(cidr.addr).await? {
+            return Ok(Claim::Claimed);
+        }
+        if dad.probes > 0 {
+            if let Some(mac) = self.probe_conflict(cidr.addr, dad).await? {
+                return Ok(Claim::Conflict { mac });
+            }
+        }
+        let mut req = self
+            .handle
+            .address()
+            .add(self.index, cidr.addr, cidr.prefix);
+        if cidr.addr.is_ipv6() {
+            // We probed already; the kernel's own DAD would keep the address tentative (and
+            // unusable) for a second.
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(Claim::Claimed),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -EEXIST => Ok(Claim::Claimed),
+            Err(e) => Err(self.nl_err("add", cidr.addr)(e)),
+        }
+    }
+
+    /// Removes `addr` from the interface; absent is fine. Returns whether it was there.
+    pub async fn release(&self, addr: IpAddr) -> Result<bool, AddressError> {
+        let Some(msg) = self.find(addr).await? else {
+            return Ok(false);
+        };
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -EADDRNOTAVAIL => Ok(false),
+            Err(e) => Err(self.nl_err("delete", addr)(e)),
+        }
+    }
+
+    fn packet_socket(&self, proto: u16) -> Result<PacketSocket, AddressError> {
+        PacketSocket::open(&self.interface, self.index, proto)
+    }
+
+    /// Sends `count` gratuitous ARPs (IPv4) or unsolicited neighbour advertisements (IPv6)
+    /// for `addr`, `spacing` apart.
+    pub async fn announce(
+        &self,
+        addr: IpAddr,
+        count: u32,
+        spacing: Duration,
+    ) -> Result<(), AddressError> {
+        let (proto, frame) = match addr {
+            IpAddr::V4(a) => (ETH_P_ARP, garp_frame(&self.mac, a)),
+            IpAddr::V6(a) => (ETH_P_IPV6, unsolicited_na_frame(&self.mac, a)),
+        };
+        let sock = self.packet_socket(proto)?;
+        for i in 0..count {
+            if i > 0 {
+                tokio::time::sleep(spacing).await;
+            }
+            sock.send(&frame)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the duplicate-address probes and listens; returns the MAC of a host that answers
+    /// for `addr` (or probes for it at the same time and wins the tie: lower MAC wins).
+    async fn probe_conflict(
+        &self,
+        addr: IpAddr,
+        dad: DadSettings,
+    ) -> Result<Option<[u8; 6]>, AddressError> {
+        let (proto, frame) = match addr {
+            IpAddr::V4(a) => (ETH_P_ARP, arp_probe_frame(&self.mac, a)),
+            IpAddr::V6(a) => (ETH_P_IPV6, dad_ns_frame(&self.mac, a)),
+        };
+        let sock = self.packet_socket(proto)?;
+        let mut buf = [0u8; 1600];
+        for _ in 0..dad.probes {
+            sock.send(&frame)?;
+            let until = tokio::time::Instant::now() + dad.wait;
+            loop {
+                let n = match tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
+                    Err(_) => break,
+                    Ok(r) => r?,
+                };
+                if let Some(mac) = conflict_in(&buf[..n], addr, &self.mac) {
+                    return Ok(Some(mac));
+                }
+            }
+        }
+        Ok(None)
+    }
+}

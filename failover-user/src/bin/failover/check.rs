@@ -1,0 +1,46 @@
+//! `failover check-config`: validate a configuration without touching the system.
+use std::{path::PathBuf, process::ExitCode};
+
+use failover::config::Config;
+
+/// Arguments of `failover check-config`.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The TOML file.
+    file: PathBuf,
+}
+
+/// Loads, validates and preflights the file; prints a summary and the warnings. Exit status 0
+/// when valid, 1 when not.
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let file = args.file;
+    let cfg = match Config::load(&file).and_then(|c| c.preflight().map(|()| c)) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("failover: {}", failover::error_chain(&e));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    println!(
+        "{}: ok (node {} id {}, P {}, M {}, {:?} heartbeat, detection about {:?}, boot {:?}, takeover {})",
+        file.display(),
+        cfg.node.name,
+        cfg.node.id,
+        cfg.addresses.primary,
+        cfg.addresses.monitor,
+        cfg.heartbeat.kind,
+        cfg.detection_time(),
+        cfg.boot.method,
+        cfg.takeover,
+    );
+    if cfg.boot.allow_unfenced_takeover {
+        println!(
+            "warning: boot.allow_unfenced_takeover = true: this host may take the primary \
+             address without confirming the old primary is off"
+        );
+    }
+    if cfg.boot.insecure {
+        println!("warning: boot.insecure = true: the BMC's TLS certificate is not verified");
+    }
+    Ok(ExitCode::SUCCESS)
+}

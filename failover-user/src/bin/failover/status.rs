@@ -1,0 +1,64 @@
+//! `failover status`: ask a running daemon where it stands.
+use std::{path::PathBuf, process::ExitCode};
+
+use failover::{config::Config, control};
+
+/// Arguments of `failover status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The daemon's control socket.
+    #[arg(
+        long,
+        default_value = "/run/failover/control.sock",
+        conflicts_with = "config"
+    )]
+    socket: PathBuf,
+    /// Read the control socket path from this configuration file instead.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Print the status as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Queries the daemon and prints its status.
+pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let socket = match args.config {
+        Some(c) => Config::load(&c)?.control.socket,
+        None => args.socket,
+    };
+    let st = control::query_status(&socket).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&st)?);
+    } else {
+        print(&st);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(st: &control::Status) {
+    println!("node:      {}", st.node);
+    println!("role:      {}", st.role);
+    println!("epoch:     {}", st.epoch);
+    let p = &st.peer;
+    let age = p
+        .last_reply_age_ms
+        .map_or("never".to_string(), |a| format!("{a} ms ago"));
+    println!(
+        "peer:      {} ({}): {}, last reply {age}, {} consecutive misses",
+        p.name, p.address, p.state, p.consecutive_misses
+    );
+    println!(
+        "holds:     {}",
+        if st.addresses_held.is_empty() {
+            "nothing".to_string()
+        } else {
+            st.addresses_held.join(", ")
+        }
+    );
+    match &st.last_boot {
+        Some(b) => println!("last boot: {} {} ({} ms ago)", b.action, b.result, b.age_ms),
+        None => println!("last boot: none"),
+    }
+    println!("uptime:    {} s", st.uptime_s);
+}

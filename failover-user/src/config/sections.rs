@@ -1,0 +1,376 @@
+//! One serde struct per section, each with its defaults next to its fields.
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use super::{Cidr, HumanDuration};
+
+/// `[node]`: this host.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Name used in logs, events and hook environments.
+    pub name: String,
+    /// Numeric id carried in heartbeats; must differ from the peer's.
+    pub id: u32,
+    /// Interface that carries the service and monitor addresses.
+    pub interface: String,
+    /// This host's own, permanent address on that interface.
+    pub address: Cidr,
+    /// The peer host's permanent address (named in hooks and fence commands).
+    pub peer: IpAddr,
+    /// The peer's name, for logs and the fence command's environment. Default: "peer".
+    #[serde(default = "default_peer_name")]
+    pub peer_name: String,
+}
+
+fn default_peer_name() -> String {
+    "peer".into()
+}
+
+/// `[addresses]`: the two floating addresses.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingAddresses {
+    /// The primary (service) address P.
+    pub primary: Cidr,
+    /// The monitor address M.
+    pub monitor: Cidr,
+}
+
+/// Heartbeat form.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeartbeatKind {
+    /// ICMP echo: sees the kernel and link, not the daemon.
+    Icmp,
+    /// UDP heartbeat answered by the daemon: sees a dead or frozen daemon too.
+    Udp,
+}
+
+/// `[heartbeat]`: the first signal and its deadlines.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// `udp` (default) or `icmp`.
+    #[serde(default = "default_kind")]
+    pub kind: HeartbeatKind,
+    /// UDP port of heartbeats and join probes. Default 7788.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Time between probes. Default 2ms.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Deadline of one probe (the predetermined time period). Default 10ms.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Consecutive probes without an in-time reply that make a failure. Default 10.
+    #[serde(default = "default_misses")]
+    pub misses: u32,
+}
+
+fn default_kind() -> HeartbeatKind {
+    HeartbeatKind::Udp
+}
+fn default_port() -> u16 {
+    7788
+}
+fn default_interval() -> HumanDuration {
+    HumanDuration(Duration::from_millis(2))
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(10))
+}
+fn default_misses() -> u32 {
+    10
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            kind: default_kind(),
+            port: default_port(),
+            interval: default_interval(),
+            timeout: default_timeout(),
+            misses: default_misses(),
+        }
+    }
+}
+
+/// How the monitor boots (and fences) the primary.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMethod {
+    /// Through the peer's BMC (Redfish).
+    Redfish,
+    /// An operator command called with `off`, `on`, `reboot` or `status`.
+    Command,
+    /// No fencing at all: only with `allow_unfenced_takeover = true`.
+    None,
+}
+
+/// `[boot]`: fencing and booting the peer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// `redfish`, `command` or `none`.
+    pub method: BootMethod,
+    /// For `method = "command"`: the program, called as `COMMAND ACTION`.
+    pub command: Option<PathBuf>,
+    /// Time limit of one boot action. Default 60s.
+    #[serde(default = "default_boot_timeout")]
+    pub timeout: HumanDuration,
+    /// First retry delay after a failed fence; doubles up to `retry_max`. Default 1s.
+    #[serde(default = "default_retry")]
+    pub retry: HumanDuration,
+    /// Longest retry delay. Default 30s.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: HumanDuration,
+    /// Take P without a confirmed fence. Required for `method = "none"`. Default false.
+    #[serde(default)]
+    pub allow_unfenced_takeover: bool,
+    /// Redfish: the BMC's base URL (`https://bmc-b`).
+    pub url: Option<String>,
+    /// Redfish: the system, as an `@odata.id` path, Id, Name or UUID. Default: the only one.
+    pub system: Option<String>,
+    /// Redfish: user name.
+    pub username: Option<String>,
+    /// Redfish: file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// Redfish: environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Redfish: CA certificate(s) (PEM) to verify the BMC with instead of the system store.
+    pub ca_file: Option<PathBuf>,
+    /// Redfish: do not verify the BMC's certificate. Default false; warned about at start.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Redfish: TCP + TLS connect timeout. Default 5s.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Redfish: timeout of one request. Default 30s.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// Redfish: extra attempts after a transport failure. Default 2.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Redfish: how long to wait for PowerState Off after the off request (the fence
+    /// confirmation). Default 60s.
+    #[serde(default = "default_fence_timeout")]
+    pub fence_timeout: HumanDuration,
+    /// Redfish: PowerState polling interval. Default 500ms.
+    #[serde(default = "default_power_poll")]
+    pub power_poll: HumanDuration,
+    /// Redfish: reset types to try for the fence, in order. Default ForceOff,
+    /// GracefulShutdown, PushPowerButton.
+    pub off_types: Option<Vec<String>>,
+    /// Redfish: reset types to power on. Default On, ForceOn, PushPowerButton.
+    pub on_types: Option<Vec<String>>,
+    /// Redfish: reset types for a restart (takeover = false). Default ForceRestart,
+    /// GracefulRestart, PowerCycle.
+    pub restart_types: Option<Vec<String>>,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_fence_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_power_poll() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+
+fn default_boot_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_retry() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_retry_max() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+/// `[hooks]`: operator programs run on role changes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Run after this host became primary (P claimed).
+    pub on_primary: Option<PathBuf>,
+    /// Run after this host became monitor (M claimed).
+    pub on_monitor: Option<PathBuf>,
+    /// Run on a fault (fence failed, conflict).
+    pub on_fault: Option<PathBuf>,
+    /// Time limit of one hook. Default 30s.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_hook_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            on_primary: None,
+            on_monitor: None,
+            on_fault: None,
+            timeout: default_hook_timeout(),
+        }
+    }
+}
+
+/// `[garp]`: announcements after claiming an address.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Garp {
+    /// Gratuitous ARPs / unsolicited NAs per claim. Default 5.
+    #[serde(default = "default_garp_count")]
+    pub count: u32,
+    /// Spacing between them. Default 20ms.
+    #[serde(default = "default_garp_spacing")]
+    pub spacing: HumanDuration,
+    /// Repeat a single announcement this often while holding P; "0s" disables. Default "0s".
+    #[serde(default = "default_garp_refresh")]
+    pub refresh: HumanDuration,
+    /// Duplicate-address probes (ARP probe / DAD neighbour solicitation) before claiming an
+    /// address; 0 disables them. Default 2.
+    #[serde(default = "default_dad_probes")]
+    pub dad_probes: u32,
+    /// How long to listen for an answer after each probe. Default 3ms.
+    #[serde(default = "default_dad_wait")]
+    pub dad_wait: HumanDuration,
+}
+
+fn default_dad_probes() -> u32 {
+    2
+}
+fn default_dad_wait() -> HumanDuration {
+    HumanDuration(Duration::from_millis(3))
+}
+
+fn default_garp_count() -> u32 {
+    5
+}
+fn default_garp_spacing() -> HumanDuration {
+    HumanDuration(Duration::from_millis(20))
+}
+fn default_garp_refresh() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
+}
+
+impl Default for Garp {
+    fn default() -> Self {
+        Garp {
+            count: default_garp_count(),
+            spacing: default_garp_spacing(),
+            refresh: default_garp_refresh(),
+            dad_probes: default_dad_probes(),
+            dad_wait: default_dad_wait(),
+        }
+    }
+}
+
+/// `[control]`: status socket and metrics.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// Unix socket for `failover status`. Default /run/failover/control.sock.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Prometheus text endpoint; absent disables it.
+    pub metrics: Option<SocketAddr>,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/failover/control.sock")
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: default_socket(),
+            metrics: None,
+        }
+    }
+}
+
+/// `[paths]`: where state lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// bpffs directory for the pinned maps. Default /sys/fs/bpf/failover.
+    #[serde(default = "default_bpffs")]
+    pub bpffs_dir: PathBuf,
+    /// Persistent state (the epoch). Default /var/lib/failover.
+    #[serde(default = "default_state")]
+    pub state_dir: PathBuf,
+}
+
+fn default_bpffs() -> PathBuf {
+    PathBuf::from(crate::fastpath::DEFAULT_PIN_DIR)
+}
+fn default_state() -> PathBuf {
+    PathBuf::from("/var/lib/failover")
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            bpffs_dir: default_bpffs(),
+            state_dir: default_state(),
+        }
+    }
+}
+
+/// `[sync]`: copy the primary's data directory to the monitor every N heartbeats (claims 14,
+/// 21). Absent: no copy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSync {
+    /// The service's data directory. On the monitor it becomes a symlink to the last complete
+    /// copy (`DIR.gen-N`); on the primary it is read.
+    pub dir: PathBuf,
+    /// Copy after this many heartbeats. Default 500 (1 s at a 2 ms interval).
+    #[serde(default = "default_every")]
+    pub every: u32,
+    /// TCP port of the sync channel on the node address. Default 7789.
+    #[serde(default = "default_sync_port")]
+    pub port: u16,
+    /// File with the key shared by both hosts: 64 hex digits, mode 0600.
+    pub key_file: PathBuf,
+    /// Shell command run in `dir` on the primary before each copy (a consistent snapshot).
+    pub snapshot_command: Option<String>,
+    /// Limit of the snapshot command. Default 30s.
+    #[serde(default = "default_snapshot_timeout")]
+    pub snapshot_timeout: HumanDuration,
+    /// Sending rate cap in Mbit/s; 0 = none. Default 0.
+    #[serde(default)]
+    pub bandwidth_mbit: u32,
+    /// Connect timeout of the monitor's pull. Default 2s.
+    #[serde(default = "default_sync_connect")]
+    pub connect_timeout: HumanDuration,
+}
+
+fn default_every() -> u32 {
+    500
+}
+fn default_sync_port() -> u16 {
+    7789
+}
+fn default_snapshot_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_sync_connect() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}

@@ -1,0 +1,204 @@
+//! Parsing and validation tables: every error names the file and the field.
+use super::*;
+
+const GOOD: &str = r#"
+join_timeout = "300ms"
+[node]
+name = "a"
+id = 1
+interface = "eth0"
+address = "10.0.0.1/24"
+peer = "10.0.0.2"
+[addresses]
+primary = "10.0.0.100/24"
+monitor = "10.0.0.101/24"
+[heartbeat]
+interval = "1ms"
+timeout = "10ms"
+misses = 15
+[boot]
+method = "command"
+command = "/usr/local/sbin/fence-peer"
+"#;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(Path::new("test.toml"), text).map_err(|e| e.to_string())
+}
+
+#[test]
+fn good_config_with_defaults() {
+    let c = parse(GOOD).expect("valid");
+    assert_eq!(c.heartbeat.kind, HeartbeatKind::Udp);
+    assert_eq!(c.join_timeout.0, Duration::from_millis(300));
+    assert!(c.takeover);
+    assert_eq!(c.detection_time(), Duration::from_millis(24));
+    assert_eq!(c.addresses.primary.to_string(), "10.0.0.100/24");
+}
+
+#[test]
+fn bad_configs_name_the_field() {
+    // (edit applied to GOOD, text the error must contain)
+    let rows: &[(&str, &str, &str)] = &[
+        (
+            "[node]",
+            "[node]\ncolour = \"red\"",
+            "node.colour: unknown field `colour`",
+        ),
+        (
+            "timeout = \"10ms\"",
+            "timeout = \"soon\"",
+            "heartbeat.timeout: \"soon\" is not a duration",
+        ),
+        (
+            "misses = 15",
+            "misses = 0",
+            "heartbeat.misses: must be at least 1",
+        ),
+        (
+            "monitor = \"10.0.0.101/24\"",
+            "monitor = \"10.0.0.100/24\"",
+            "addresses.monitor",
+        ),
+        (
+            "monitor = \"10.0.0.101/24\"",
+            "monitor = \"10.0.0.101\"",
+            "no prefix length",
+        ),
+        (
+            "monitor = \"10.0.0.101/24\"",
+            "monitor = \"10.0.0.101/33\"",
+            "longer than 32",
+        ),
+        (
+            "monitor = \"10.0.0.101/24\"",
+            "monitor = \"fd00::1/64\"",
+            "same family",
+        ),
+        (
+            "peer = \"10.0.0.2\"",
+            "peer = \"10.0.0.100\"",
+            "node.peer: 10.0.0.100 is a floating address",
+        ),
+        (
+            "command = \"/usr/local/sbin/fence-peer\"",
+            "",
+            "boot.command: required",
+        ),
+        (
+            "method = \"command\"",
+            "method = \"none\"",
+            "boot.method: \"none\" takes the primary",
+        ),
+        (
+            "method = \"command\"",
+            "method = \"ipmi\"",
+            "unknown variant `ipmi`",
+        ),
+        (
+            "interval = \"1ms\"",
+            "interval = \"1us\"",
+            "heartbeat.timeout",
+        ),
+        ("id = 1", "", "node: missing field `id`"),
+        (
+            "misses = 15",
+            "misses = \"ten\"",
+            "heartbeat.misses: invalid type: string \"ten\"",
+        ),
+    ];
+    for (from, to, want) in rows {
+        assert!(GOOD.contains(from), "row edits {from:?}");
+        let text = GOOD.replacen(from, to, 1);
+        let err = parse(&text).expect_err(want);
+        assert!(err.starts_with("test.toml: "), "{err}");
+        assert!(err.contains(want), "want {want:?} in {err:?}");
+    }
+}
+
+#[test]
+fn unfenced_takeover_needs_the_explicit_opt_in() {
+    let text = GOOD.replacen(
+        "method = \"command\"",
+        "method = \"none\"\nallow_unfenced_takeover = true",
+        1,
+    );
+    let c = parse(&text).expect("opted in");
+    assert_eq!(c.boot.method, BootMethod::None);
+}
+
+#[test]
+fn redfish_settings_are_checked_field_by_field() {
+    let redfish = |extra: &str| {
+        GOOD.replacen(
+            "method = \"command\"\ncommand = \"/usr/local/sbin/fence-peer\"",
+            &format!("method = \"redfish\"\n{extra}"),
+            1,
+        )
+    };
+    let ok =
+        "url = \"https://bmc-b\"\nusername = \"admin\"\npassword_file = \"/etc/failover/bmc.pw\"";
+    let c = parse(&redfish(ok)).expect("valid redfish");
+    assert_eq!(c.boot.fence_timeout.0, Duration::from_secs(60));
+    for (extra, want) in [
+        ("username = \"admin\"\npassword_env = \"PW\"", "boot.url: required"),
+        ("url = \"bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"", "boot.url"),
+        ("url = \"http://bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"", "clear text"),
+        ("url = \"https://bmc-b\"\npassword_env = \"PW\"", "boot.username"),
+        ("url = \"https://bmc-b\"\nusername = \"a\"", "boot.password_file: set exactly one"),
+        (
+            "url = \"https://bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"\npassword_file = \"/x\"",
+            "set exactly one",
+        ),
+        (
+            "url = \"https://bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"\nca_file = \"/ca\"\ninsecure = true",
+            "boot.insecure",
+        ),
+        (
+            "url = \"https://bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"\noff_types = []",
+            "boot.off_types",
+        ),
+        (
+            "url = \"https://bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"\npassword = \"x\"",
+            "unknown field `password`",
+        ),
+    ] {
+        let err = parse(&redfish(extra)).expect_err(want);
+        assert!(err.contains(want), "want {want:?} in {err:?}");
+    }
+}
+
+#[test]
+fn sync_settings_are_checked() {
+    let with = |extra: &str| format!("{GOOD}[sync]\n{extra}");
+    let c = parse(&with(
+        "dir = \"/var/lib/app\"\nkey_file = \"/etc/failover/sync.key\"",
+    ))
+    .expect("valid sync");
+    let sy = c.sync.expect("sync section");
+    assert_eq!((sy.every, sy.port, sy.bandwidth_mbit), (500, 7789, 0));
+    for (extra, want) in [
+        ("key_file = \"/k\"", "sync: missing field `dir`"),
+        ("dir = \"/var/lib/app\"", "missing field `key_file`"),
+        ("dir = \"data\"\nkey_file = \"/k\"", "sync.dir"),
+        ("dir = \"/data\"\nkey_file = \"/k\"", "sync.dir"),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nevery = 0",
+            "sync.every",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nport = 7788",
+            "sync.port",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nsnapshot_command = \" \"",
+            "sync.snapshot_command",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nkey = \"abc\"",
+            "unknown field `key`",
+        ),
+    ] {
+        let err = parse(&with(extra)).expect_err(want);
+        assert!(err.contains(want), "want {want:?} in {err:?}");
+    }
+}

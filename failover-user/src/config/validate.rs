@@ -1,0 +1,235 @@
+//! Validation: values that parse but make no sense, named by field.
+use std::path::Path;
+
+use super::{BootMethod, Config, ConfigError, HeartbeatKind};
+
+impl Config {
+    pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: field.to_string(),
+                message,
+            })
+        };
+        if self.node.name.trim().is_empty() {
+            return bad("node.name", "must not be empty".into());
+        }
+        if self.node.interface.is_empty() || self.node.interface.len() > 15 {
+            return bad(
+                "node.interface",
+                format!(
+                    "{:?} is not an interface name (1-15 bytes)",
+                    self.node.interface
+                ),
+            );
+        }
+        let p = self.addresses.primary;
+        let m = self.addresses.monitor;
+        if p.addr == m.addr {
+            return bad(
+                "addresses.monitor",
+                format!(
+                    "{} is also the primary address; P and M must differ",
+                    m.addr
+                ),
+            );
+        }
+        if p.addr.is_ipv4() != m.addr.is_ipv4() {
+            return bad(
+                "addresses.monitor",
+                "must be of the same family (IPv4 or IPv6) as addresses.primary".into(),
+            );
+        }
+        for (field, a) in [
+            ("node.address", self.node.address.addr),
+            ("node.peer", self.node.peer),
+        ] {
+            if a == p.addr || a == m.addr {
+                return bad(
+                    field,
+                    format!("{a} is a floating address; a node address must be permanent"),
+                );
+            }
+        }
+        if self.node.address.addr == self.node.peer {
+            return bad("node.peer", "must differ from node.address".into());
+        }
+        let hb = &self.heartbeat;
+        if hb.interval.0.is_zero() {
+            return bad("heartbeat.interval", "must be greater than zero".into());
+        }
+        if hb.timeout.0.is_zero() {
+            return bad("heartbeat.timeout", "must be greater than zero".into());
+        }
+        if hb.misses == 0 {
+            return bad("heartbeat.misses", "must be at least 1".into());
+        }
+        if hb.kind == HeartbeatKind::Udp && hb.port == 0 {
+            return bad("heartbeat.port", "must be a UDP port (1-65535)".into());
+        }
+        let in_flight = crate::detector::probes_in_flight(hb.timeout.0, hb.interval.0);
+        if in_flight >= failover_common::ARRIVAL_SLOTS as u128 / 2 {
+            return bad(
+                "heartbeat.timeout",
+                format!(
+                    "{:?} spans {in_flight} probes at interval {:?}; keep it under {}",
+                    hb.timeout.0,
+                    hb.interval.0,
+                    failover_common::ARRIVAL_SLOTS / 2
+                ),
+            );
+        }
+        if self.realtime_priority > 99 {
+            return bad(
+                "realtime_priority",
+                format!(
+                    "{} is not a SCHED_FIFO priority; expected 1-99, or 0 for normal scheduling",
+                    self.realtime_priority
+                ),
+            );
+        }
+        if self.join_timeout.0.is_zero() {
+            return bad("join_timeout", "must be greater than zero".into());
+        }
+        match self.boot.method {
+            BootMethod::Command if self.boot.command.is_none() => {
+                return bad(
+                    "boot.command",
+                    "required with method = \"command\": the program to call with off/on/reboot/status"
+                        .into(),
+                );
+            }
+            BootMethod::None if !self.boot.allow_unfenced_takeover => {
+                return bad(
+                    "boot.method",
+                    "\"none\" takes the primary address without fencing the old primary, which can \
+                     leave two hosts answering on it; set boot.allow_unfenced_takeover = true to \
+                     accept that risk, or use \"redfish\" or \"command\""
+                        .into(),
+                );
+            }
+            BootMethod::None if !self.takeover => {
+                return bad(
+                    "boot.method",
+                    "\"none\" cannot reboot the primary, which is all that takeover = false does; \
+                     use \"command\" or \"redfish\""
+                        .into(),
+                );
+            }
+            BootMethod::Redfish => self.validate_redfish(path)?,
+            _ => {}
+        }
+        if self.boot.timeout.0.is_zero() {
+            return bad("boot.timeout", "must be greater than zero".into());
+        }
+        if self.boot.retry.0.is_zero() || self.boot.retry_max.0 < self.boot.retry.0 {
+            return bad(
+                "boot.retry",
+                "must be greater than zero and at most boot.retry_max".into(),
+            );
+        }
+        if self.garp.count > 0 && self.garp.spacing.0.is_zero() && self.garp.count > 1 {
+            return bad(
+                "garp.spacing",
+                "must be greater than zero when garp.count > 1".into(),
+            );
+        }
+        if let Some(sy) = &self.sync {
+            if sy.every == 0 {
+                return bad("sync.every", "must be at least 1 heartbeat".into());
+            }
+            if sy.port == 0 || sy.port == self.heartbeat.port {
+                return bad(
+                    "sync.port",
+                    "must be a TCP port (1-65535) other than heartbeat.port".into(),
+                );
+            }
+            if !sy.dir.is_absolute() || sy.dir.parent().is_none_or(|p| p == Path::new("/")) {
+                return bad(
+                    "sync.dir",
+                    "must be an absolute path below a parent directory (copies are staged beside it)"
+                        .into(),
+                );
+            }
+            if sy
+                .snapshot_command
+                .as_deref()
+                .is_some_and(|c| c.trim().is_empty())
+            {
+                return bad("sync.snapshot_command", "must not be empty".into());
+            }
+        }
+        if self.garp.dad_probes > 0 && self.garp.dad_wait.0.is_zero() {
+            return bad(
+                "garp.dad_wait",
+                "must be greater than zero when garp.dad_probes > 0".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_redfish(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: format!("boot.{field}"),
+                message: message.to_string(),
+            })
+        };
+        let b = &self.boot;
+        let Some(url) = &b.url else {
+            return bad(
+                "url",
+                "required with method = \"redfish\": the BMC's base URL, e.g. \"https://bmc-b\"",
+            );
+        };
+        match url::Url::parse(url) {
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "http" && b.insecure => {}
+            Ok(u) if u.scheme() == "http" => {
+                return bad("url", "http:// sends the BMC password in clear text; use https://, or set boot.insecure = true to accept that")
+            }
+            Ok(_) => return bad("url", "expected an https:// URL"),
+            Err(e) => return bad("url", &format!("{url:?} is not a URL ({e})")),
+        }
+        if b.username.as_deref().unwrap_or("").is_empty() {
+            return bad("username", "required with method = \"redfish\"");
+        }
+        match (&b.password_file, &b.password_env) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return bad(
+                    "password_file",
+                    "set exactly one of boot.password_file and boot.password_env (the password itself never goes into the config)",
+                )
+            }
+        }
+        if b.ca_file.is_some() && b.insecure {
+            return bad(
+                "insecure",
+                "boot.ca_file and boot.insecure = true exclude each other",
+            );
+        }
+        for (field, d) in [
+            ("connect_timeout", b.connect_timeout),
+            ("request_timeout", b.request_timeout),
+            ("fence_timeout", b.fence_timeout),
+            ("power_poll", b.power_poll),
+        ] {
+            if d.0.is_zero() {
+                return bad(field, "must be greater than zero");
+            }
+        }
+        for (field, list) in [
+            ("off_types", &b.off_types),
+            ("on_types", &b.on_types),
+            ("restart_types", &b.restart_types),
+        ] {
+            if list.as_ref().is_some_and(|l| l.is_empty()) {
+                return bad(field, "must list at least one reset type");
+            }
+        }
+        Ok(())
+    }
+}

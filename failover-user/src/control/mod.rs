@@ -1,0 +1,49 @@
+//! What the daemon tells operators besides events: the status socket (`failover status`) and
+//! the Prometheus text endpoint.
+mod metrics;
+mod status;
+
+use std::{io, path::PathBuf};
+
+pub use metrics::{bind_metrics, serve_metrics, Metrics, DETECTION_BUCKETS_MS};
+pub use status::{
+    bind_control, query_status, serve_control, BootStatus, PeerStatus, SharedStatus, Status,
+    SyncStatus,
+};
+
+/// A control-plane failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The control socket could not be set up.
+    #[error("control socket {}: {what}: {source}", path.display())]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// OS error.
+        source: io::Error,
+    },
+    /// Another daemon answers on the control socket.
+    #[error("control socket {}: another failover daemon is running and answering on it", path.display())]
+    InUse {
+        /// Socket path.
+        path: PathBuf,
+    },
+    /// The metrics listener could not bind.
+    #[error("metrics listener {addr}: {source}")]
+    Metrics {
+        /// Listen address.
+        addr: std::net::SocketAddr,
+        /// OS error.
+        source: io::Error,
+    },
+    /// The status request failed (client side).
+    #[error("status from {}: {message}", path.display())]
+    Status {
+        /// Socket path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}

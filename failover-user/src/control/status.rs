@@ -1,0 +1,171 @@
+//! The status socket: one JSON object per connection, root only (mode 0600).
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{UnixListener, UnixStream},
+};
+
+use super::ControlError;
+use crate::sys::monotonic_ns;
+
+/// What `failover status` reports.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// This node's name.
+    pub node: String,
+    /// Current role.
+    pub role: String,
+    /// Current epoch.
+    pub epoch: u64,
+    /// The peer as this host sees it.
+    pub peer: PeerStatus,
+    /// Floating addresses this host holds now.
+    pub addresses_held: Vec<String>,
+    /// The last boot action on the peer, if any.
+    pub last_boot: Option<BootStatus>,
+    /// Seconds since the daemon started.
+    pub uptime_s: u64,
+    /// The data copy, when `[sync]` is configured.
+    pub sync: Option<SyncStatus>,
+}
+
+/// The last complete copy of the primary's data held here (the recovery point).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncStatus {
+    /// Generation of the current copy (0: none yet).
+    pub generation: u64,
+    /// Milliseconds since that copy was completed.
+    pub age_ms: Option<u64>,
+    /// Unix ms when it was completed.
+    pub completed_unix_ms: u64,
+    /// Copies completed by this daemon.
+    pub copies: u64,
+    /// Copies that failed.
+    pub failures: u64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The peer's state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    /// Peer name.
+    pub name: String,
+    /// Peer node address.
+    pub address: String,
+    /// `unknown` (not monitored), `unseen` (monitoring, never answered), `alive`, `missing`
+    /// (misses below the limit), `failed`, `fenced`, or `heard` (as primary: the monitor's
+    /// heartbeats arrive).
+    pub state: String,
+    /// Milliseconds since the last in-time reply (monitor) or heartbeat received (primary).
+    pub last_reply_age_ms: Option<u64>,
+    /// Consecutive probes without an in-time reply.
+    pub consecutive_misses: u32,
+}
+
+/// The last boot action.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BootStatus {
+    /// `off`, `on` or `reboot`.
+    pub action: String,
+    /// `running`, `done` or `failed: REASON`.
+    pub result: String,
+    /// Milliseconds since it was requested.
+    pub age_ms: u64,
+    /// CLOCK_MONOTONIC ns when it was requested (for computing `age_ms`).
+    #[serde(skip)]
+    pub at_ns: u64,
+}
+
+/// Shared status, written by the daemon loop, read by the servers.
+pub type SharedStatus = Arc<Mutex<Status>>;
+
+/// Binds the control socket at `path` (mode 0600, parent created). A stale socket file left by
+/// a crashed daemon is replaced; one that still answers is an error.
+pub async fn bind_control(path: &Path) -> Result<UnixListener, ControlError> {
+    let err = |what, source| ControlError::Socket {
+        path: path.to_path_buf(),
+        what,
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err("create directory", e))?;
+    }
+    if path.exists() {
+        // A live daemon answers with its status at once. A connect alone proves nothing: a
+        // killed daemon whose last thread is still exiting keeps the listener for a few ms.
+        let answered = async {
+            let mut c = UnixStream::connect(path).await.ok()?;
+            let mut buf = String::new();
+            c.read_to_string(&mut buf).await.ok()?;
+            serde_json::from_str::<Status>(buf.trim()).ok()
+        };
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), answered).await {
+            return Err(ControlError::InUse {
+                path: path.to_path_buf(),
+            });
+        }
+        std::fs::remove_file(path).map_err(|e| err("remove stale socket", e))?;
+    }
+    let l = UnixListener::bind(path).map_err(|e| err("bind", e))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| err("chmod 0600", e))?;
+    Ok(l)
+}
+
+/// Serves `status` requests: each connection gets the status as one JSON line.
+pub async fn serve_control(listener: UnixListener, status: SharedStatus) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = {
+            let s = status.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = s.clone();
+            if let Some(b) = s.last_boot.as_mut() {
+                b.age_ms = monotonic_ns().saturating_sub(b.at_ns) / 1_000_000;
+            }
+            if let Some(sy) = s.sync.as_mut() {
+                sy.age_ms = (sy.completed_unix_ms > 0)
+                    .then(|| crate::sync::unix_ms().saturating_sub(sy.completed_unix_ms));
+            }
+            serde_json::to_string(&s).unwrap_or_default()
+        };
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                conn.write_all(body.as_bytes()).await?;
+                conn.write_all(b"\n").await?;
+                conn.shutdown().await
+            })
+            .await;
+        });
+    }
+}
+
+/// Asks the daemon at `path` for its status.
+pub async fn query_status(path: &Path) -> Result<Status, ControlError> {
+    let bad = |message: String| ControlError::Status {
+        path: path.to_path_buf(),
+        message,
+    };
+    let work = async {
+        let mut c = UnixStream::connect(path)
+            .await
+            .map_err(|e| bad(format!("connect: {e} (is the daemon running?)")))?;
+        let mut buf = String::new();
+        c.read_to_string(&mut buf)
+            .await
+            .map_err(|e| bad(format!("read: {e}")))?;
+        serde_json::from_str(buf.trim()).map_err(|e| bad(format!("not a status object: {e}")))
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .map_err(|_| bad("no answer within 5s".into()))?
+}

@@ -1,0 +1,165 @@
+//! The floating addresses as the runtime handles them: claim (duplicate-address probe, add),
+//! announce (GARP / unsolicited NA burst, and the periodic refresh for P), release, and the
+//! removal of what a previous run left behind.
+use std::{net::IpAddr, sync::atomic::Ordering, time::Duration};
+
+use super::{Daemon, DaemonError, Tasks};
+use crate::{
+    address::{mac_string, Claim, DadSettings},
+    config::Cidr,
+    event::Event,
+    role::{Addr, Input, Role},
+};
+
+/// What this host has on its interface, as netlink last confirmed it.
+#[derive(Copy, Clone, Debug, Default)]
+pub(super) struct Held {
+    primary: bool,
+    monitor: bool,
+}
+
+impl Held {
+    fn set(&mut self, a: Addr, held: bool) {
+        match a {
+            Addr::Primary => self.primary = held,
+            Addr::Monitor => self.monitor = held,
+        }
+    }
+
+    /// The addresses held, P first.
+    pub(super) fn addrs(&self) -> Vec<Addr> {
+        [(Addr::Primary, self.primary), (Addr::Monitor, self.monitor)]
+            .into_iter()
+            .filter_map(|(a, h)| h.then_some(a))
+            .collect()
+    }
+}
+
+/// The address's name in events.
+fn which(a: Addr) -> &'static str {
+    match a {
+        Addr::Primary => "primary",
+        Addr::Monitor => "monitor",
+    }
+}
+
+impl Daemon {
+    pub(super) fn cidr(&self, a: Addr) -> Cidr {
+        match a {
+            Addr::Primary => self.cfg.addresses.primary,
+            Addr::Monitor => self.cfg.addresses.monitor,
+        }
+    }
+
+    /// A daemon starts in `Joining`, holding nothing (rule 3). An address found on the
+    /// interface was left by a previous run that did not shut down cleanly: remove it before
+    /// joining, so that this host never answers on an address it has not claimed in this run.
+    pub(super) async fn clear_leftovers(&mut self) -> Result<(), DaemonError> {
+        for a in [Addr::Primary, Addr::Monitor] {
+            let cidr = self.cidr(a);
+            if self.addrs.release(cidr.addr).await? {
+                self.emit(
+                    Event::AddressReleased,
+                    &format!(
+                        "{} address {cidr} was left on {} by a previous run; removed before joining",
+                        which(a),
+                        self.cfg.node.interface
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims `a` (duplicate-address probe, then add) and announces it; the result is the
+    /// machine's `Claimed` input.
+    pub(super) async fn claim(&mut self, a: Addr) -> Input {
+        let cidr = self.cidr(a);
+        let dad = DadSettings {
+            probes: self.cfg.garp.dad_probes,
+            wait: self.cfg.garp.dad_wait.0,
+        };
+        let ok = match self.addrs.claim(cidr, dad).await {
+            Ok(Claim::Claimed) => true,
+            Ok(Claim::Conflict { mac }) => {
+                tracing::warn!(address = %cidr, holder = %mac_string(&mac),
+                    "duplicate-address probe: another host answers for this address");
+                false
+            }
+            Err(e) => {
+                self.emit(Event::DaemonError, &crate::error_chain(&e));
+                false
+            }
+        };
+        if ok {
+            self.held.set(a, true);
+            if a == Addr::Primary && self.machine.role() == Role::TakingOver {
+                self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
+                self.report_served_copy();
+            }
+            self.announce(a, cidr.addr);
+        }
+        Input::Claimed { addr: a, ok }
+    }
+
+    /// Sends the GARP / NA burst in the background and, for P, starts the periodic refresh.
+    fn announce(&mut self, which: Addr, addr: IpAddr) {
+        let g = &self.cfg.garp;
+        let (count, spacing, every) = (g.count, g.spacing.0, g.refresh.0);
+        let addrs = self.addrs.clone();
+        let events = self.events.clone();
+        let refresh = which == Addr::Primary;
+        // The claim completes the role change that the burst belongs to.
+        let role = if refresh {
+            Role::Primary
+        } else {
+            Role::Monitor
+        }
+        .name();
+        let epoch =
+            self.machine.epoch() + u64::from(refresh && self.machine.role() != Role::Primary);
+        let t = tokio::spawn(async move {
+            match addrs.announce(addr, count, spacing).await {
+                Ok(()) => events.emit(
+                    Event::GarpSent,
+                    role,
+                    epoch,
+                    &format!("{count} announcements of {addr}, {spacing:?} apart"),
+                ),
+                Err(e) => events.emit(Event::DaemonError, role, epoch, &crate::error_chain(&e)),
+            }
+            if !refresh || every.is_zero() {
+                return;
+            }
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = addrs.announce(addr, 1, Duration::ZERO).await {
+                    tracing::warn!("{}", crate::error_chain(&e));
+                }
+            }
+        });
+        if refresh {
+            Tasks::replace(&mut self.tasks.refresh, Some(t));
+        }
+    }
+
+    /// Removes `a` from the interface (absent is fine).
+    pub(super) async fn release(&mut self, a: Addr) {
+        let cidr = self.cidr(a);
+        if a == Addr::Primary {
+            Tasks::replace(&mut self.tasks.refresh, None);
+        }
+        match self.addrs.release(cidr.addr).await {
+            Ok(removed) => {
+                self.held.set(a, false);
+                if removed {
+                    self.emit(
+                        Event::AddressReleased,
+                        &format!("{} address {cidr}", which(a)),
+                    );
+                }
+            }
+            Err(e) => self.emit(Event::DaemonError, &crate::error_chain(&e)),
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The runtime of `failover run`: the imperative shell around the pure role machine.
+//!
+//! One loop owns the machine. It feeds inputs (timers, probe verdicts, join results, boot
+//! results, signals) into [`Machine::step`] and executes the returned actions in order.
+//! Short actions (claiming an address: a few milliseconds of duplicate-address probing) run
+//! inline; long ones (join period, boot, hooks, retry timers) run as tasks that report back
+//! through a channel, so the loop keeps serving the status socket and signals meanwhile.
+//!
+//! - `start`: wiring, from the configuration to a running daemon.
+//! - `monitor`: the monitor's probing state and its tick.
+//! - `hold`: claiming, announcing and releasing the floating addresses.
+//! - `copy`: the data copy's tasks (the primary's server, the monitor's pulls).
+//! - `status`: what the loop publishes to the responders, the status socket and metrics.
+mod copy;
+mod hold;
+mod monitor;
+mod start;
+mod status;
+
+use std::{collections::VecDeque, sync::Arc};
+
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+
+use crate::{
+    address::AddressHandle,
+    config::Config,
+    control::{self, BootStatus, Metrics, SharedStatus},
+    event::{Emitter, Event},
+    fastpath::FastPathError,
+    fence::Fencer,
+    hooks::HookRun,
+    role::{Action, BootAction, Input, Machine},
+    signal::{
+        join::JoinJob,
+        probe::ProbeError,
+        responder::{Identity, ResponderCounters},
+    },
+    state::EpochStore,
+    sys::{self, monotonic_ns},
+};
+
+use copy::Copier;
+use hold::Held;
+use monitor::Monitor;
+
+/// A failure that stops the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A file or program the configuration names is missing or unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Not root, or a system call failed.
+    #[error(transparent)]
+    Sys(#[from] sys::SysError),
+    /// Netlink or packet socket.
+    #[error(transparent)]
+    Address(#[from] crate::address::AddressError),
+    /// Status socket or metrics listener.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    /// The epoch file.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The heartbeat / join responder.
+    #[error(transparent)]
+    Responder(#[from] crate::signal::responder::ResponderError),
+    /// The XDP fast path.
+    #[error(transparent)]
+    FastPath(#[from] FastPathError),
+    /// The prober.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// Redfish settings (the password source, the URL).
+    #[error(transparent)]
+    Redfish(#[from] crate::fence::redfish::RedfishError),
+    /// The sync key, store or listener.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
+}
+
+/// Background tasks whose handles are kept so that a newer request replaces an older one.
+#[derive(Default)]
+struct Tasks {
+    join: Option<JoinHandle<()>>,
+    retry: Option<JoinHandle<()>>,
+    refresh: Option<JoinHandle<()>>,
+    boot: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    fn replace(slot: &mut Option<JoinHandle<()>>, new: Option<JoinHandle<()>>) {
+        if let Some(old) = std::mem::replace(slot, new) {
+            old.abort();
+        }
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in [
+            &mut self.join,
+            &mut self.retry,
+            &mut self.refresh,
+            &mut self.boot,
+        ] {
+            Tasks::replace(t, None);
+        }
+    }
+}
+
+/// Removes the control socket file on drop.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The running daemon.
+pub struct Daemon {
+    cfg: Config,
+    machine: Machine,
+    identity: Arc<Identity>,
+    addrs: AddressHandle,
+    epochs: EpochStore,
+    events: Emitter,
+    status: SharedStatus,
+    metrics: Arc<Metrics>,
+    fencer: Fencer,
+    hooks: mpsc::UnboundedSender<HookRun>,
+    tx: mpsc::UnboundedSender<Input>,
+    monitor: Option<Monitor>,
+    grace: Option<Instant>,
+    held: Held,
+    primary_counters: Arc<ResponderCounters>,
+    tasks: Tasks,
+    started: Instant,
+    _socket_file: SocketFile,
+    copier: Option<Copier>,
+}
+
+/// Runs the daemon until `shutdown` resolves (then releases what it holds and returns).
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    sys::require_root("failover run")?;
+    // The same checks as `check-config`, before anything is touched.
+    cfg.preflight()?;
+    sys::raise_memlock();
+    // Before any thread or task exists, so all of the daemon's threads inherit it.
+    let rt_result = (cfg.realtime_priority > 0).then(|| sys::set_realtime(cfg.realtime_priority));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut d = Daemon::start(cfg, tx).await?;
+    if let Some(Err(e)) = rt_result {
+        d.emit(
+            Event::DaemonError,
+            &format!(
+                "SCHED_FIFO priority {} refused ({e}); running with normal scheduling, so a busy \
+                 host may delay heartbeat answers",
+                d.cfg.realtime_priority
+            ),
+        );
+    }
+    tokio::pin!(shutdown);
+    let result = loop {
+        let wake = d.next_wake();
+        let step = tokio::select! {
+            biased;
+            _ = &mut shutdown => break Ok(()),
+            Some(input) = rx.recv() => d.feed(input).await,
+            _ = sleep_until_opt(wake) => d.on_timer().await,
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+    };
+    if let Err(e) = &result {
+        d.emit(Event::DaemonError, &crate::error_chain(e));
+    }
+    d.stop().await;
+    result
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Daemon {
+    fn emit(&self, event: Event, detail: &str) {
+        self.events.emit(
+            event,
+            self.machine.role().name(),
+            self.machine.epoch(),
+            detail,
+        );
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let tick = self.monitor.as_ref().map(|m| m.next_tick);
+        match (tick, self.grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Feeds one input and everything it leads to, executing actions in order.
+    async fn feed(&mut self, input: Input) -> Result<(), DaemonError> {
+        let mut queue = VecDeque::from([input]);
+        while let Some(i) = queue.pop_front() {
+            let actions = self.machine.step(i);
+            self.publish();
+            for a in actions {
+                if let Some(next) = self.execute(a).await? {
+                    queue.push_back(next);
+                }
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    async fn execute(&mut self, action: Action) -> Result<Option<Input>, DaemonError> {
+        match action {
+            Action::Emit(n) => {
+                if n.event == Event::FenceFailed {
+                    self.metrics
+                        .fence_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.emit(n.event, &n.detail);
+            }
+            Action::SendJoin { doubled } => self.send_join(doubled),
+            Action::Claim(a) => return Ok(Some(self.claim(a).await)),
+            Action::Release(a) => self.release(a).await,
+            Action::StartMonitoring => self.start_monitoring()?,
+            Action::StopMonitoring => {
+                // Detaching XDP and unpinning takes milliseconds: not on the way to the fence.
+                if let Some(m) = self.monitor.take() {
+                    tokio::task::spawn_blocking(move || drop(m));
+                }
+                self.grace = None;
+                if let Some(c) = self.copier.as_mut() {
+                    c.stop();
+                }
+            }
+            Action::Boot(action) => self.boot(action),
+            Action::Hook(hook) => {
+                let _ = self.hooks.send(HookRun {
+                    hook,
+                    role: self.machine.role().name(),
+                    epoch: self.machine.epoch(),
+                });
+            }
+            Action::BumpEpoch => {
+                if let Err(e) = self.epochs.store(self.machine.epoch()) {
+                    self.emit(Event::DaemonError, &crate::error_chain(&e));
+                }
+            }
+            Action::Retry(delay) => {
+                let tx = self.tx.clone();
+                let t = tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Input::RetryDue);
+                });
+                Tasks::replace(&mut self.tasks.retry, Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    /// One join period in the background; its result comes back as `JoinDone`.
+    fn send_join(&mut self, doubled: bool) {
+        let window = self.cfg.join_timeout.0 * if doubled { 2 } else { 1 };
+        let job = JoinJob {
+            interface: self.cfg.node.interface.clone(),
+            local: self.cfg.node.address.addr,
+            port: self.cfg.heartbeat.port,
+            monitor: self.cfg.addresses.monitor.addr,
+            primary: self.cfg.addresses.primary.addr,
+            node: self.cfg.node.id,
+            window,
+        };
+        let tx = self.tx.clone();
+        let t = tokio::spawn(async move {
+            let (monitor, primary) = job.run().await;
+            let _ = tx.send(Input::JoinDone { monitor, primary });
+        });
+        Tasks::replace(&mut self.tasks.join, Some(t));
+    }
+
+    /// Runs a boot action on the peer in the background; its result comes back as `BootDone`.
+    fn boot(&mut self, action: BootAction) {
+        let at_ns = monotonic_ns();
+        {
+            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            st.last_boot = Some(BootStatus {
+                action: action.name().into(),
+                result: "running".into(),
+                age_ms: 0,
+                at_ns,
+            });
+        }
+        let fencer = self.fencer.clone();
+        let tx = self.tx.clone();
+        let status = self.status.clone();
+        let events = self.events.clone();
+        let (role, epoch) = (self.machine.role().name(), self.machine.epoch());
+        let t = tokio::spawn(async move {
+            let res = fencer.run(action).await;
+            let ms = (monotonic_ns() - at_ns) as f64 / 1e6;
+            let result = match &res {
+                Ok(()) => "done".to_string(),
+                Err(e) => format!("failed: {}", crate::error_chain(e)),
+            };
+            events.emit(
+                Event::BootResult,
+                role,
+                epoch,
+                &format!("{} {result} after {ms:.1}ms", action.name()),
+            );
+            if let Some(b) = status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_boot
+                .as_mut()
+                .filter(|b| b.at_ns == at_ns)
+            {
+                b.result = result;
+            }
+            let _ = tx.send(Input::BootDone {
+                action,
+                ok: res.is_ok(),
+            });
+        });
+        // Power-on runs alongside; only a fence or reboot replaces an earlier boot task.
+        if action == BootAction::On {
+            drop(t);
+        } else {
+            Tasks::replace(&mut self.tasks.boot, Some(t));
+        }
+    }
+
+    async fn on_timer(&mut self) -> Result<(), DaemonError> {
+        let now = Instant::now();
+        if self.grace.is_some_and(|g| g <= now) {
+            self.grace = None;
+            self.feed(Input::GraceExpired).await?;
+        }
+        if self.monitor.as_ref().is_some_and(|m| m.next_tick <= now) {
+            self.tick().await?;
+        }
+        Ok(())
+    }
+
+    /// Clean shutdown: release what is held, stop probing (the control socket goes with the
+    /// daemon).
+    async fn stop(&mut self) {
+        let _ = self.feed(Input::Shutdown).await;
+        // Belt and braces: whatever the role, nothing stays on the interface.
+        for a in self.held.addrs() {
+            self.release(a).await;
+        }
+        self.monitor = None;
+        self.emit(Event::DaemonStopped, "released all floating addresses");
+    }
+}

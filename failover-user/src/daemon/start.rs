@@ -1,0 +1,184 @@
+//! Wiring: from a validated configuration to a running daemon in `Joining`.
+use std::sync::{atomic::Ordering, Arc};
+
+use tokio::{sync::mpsc, time::Instant};
+
+use super::{Copier, Daemon, DaemonError, Held, SocketFile, Tasks};
+use crate::{
+    address::{mac_string, AddressHandle},
+    config::{BootMethod, Config},
+    control::{self, Metrics, SharedStatus, Status},
+    event::{Emitter, Event},
+    fence::Fencer,
+    hooks::{self, HookPrograms},
+    role::{Input, Machine, Policy},
+    signal::{
+        responder::{Identity, Responder, ResponderCounters},
+        wire::Kind,
+    },
+    state::EpochStore,
+};
+
+/// The protocol's settings, from the configuration.
+fn policy(cfg: &Config) -> Policy {
+    Policy {
+        takeover: cfg.takeover,
+        no_fence: cfg.boot.method == BootMethod::None,
+        allow_unfenced: cfg.boot.allow_unfenced_takeover,
+        retry: cfg.boot.retry.0,
+        retry_max: cfg.boot.retry_max.0,
+        preferred_primary: cfg.preferred_primary,
+    }
+}
+
+/// Binds the two responders and starts them. Heartbeats and joins to P are answered by
+/// whoever holds P, joins to M by whoever holds M. The sockets are bound with IP_FREEBIND, so
+/// they exist before the address does and only see traffic while this host holds it; replies
+/// leave from that address. Returns the counters of the one on P.
+fn start_responders(
+    cfg: &Config,
+    identity: &Arc<Identity>,
+) -> Result<Arc<ResponderCounters>, DaemonError> {
+    let port = cfg.heartbeat.port;
+    let on_p = Responder::bind(
+        cfg.addresses.primary.addr,
+        port,
+        identity.clone(),
+        &[Kind::Heartbeat, Kind::Join],
+    )?;
+    let counters = on_p.counters.clone();
+    let on_m = Responder::bind(
+        cfg.addresses.monitor.addr,
+        port,
+        identity.clone(),
+        &[Kind::Join],
+    )?;
+    for r in [on_p, on_m] {
+        tokio::spawn(async move {
+            if let Err(e) = r.serve().await {
+                tracing::error!("{}", crate::error_chain(&e));
+            }
+        });
+    }
+    Ok(counters)
+}
+
+impl Daemon {
+    pub(super) async fn start(
+        cfg: Config,
+        tx: mpsc::UnboundedSender<Input>,
+    ) -> Result<Daemon, DaemonError> {
+        let events = Emitter::new(&cfg.node.name, &cfg.node.peer_name);
+        let epochs = EpochStore::new(&cfg.paths.state_dir);
+        let epoch = epochs.load()?;
+        let metrics = Arc::new(Metrics::default());
+        let status: SharedStatus = Arc::new(std::sync::Mutex::new(Status {
+            node: cfg.node.name.clone(),
+            ..Default::default()
+        }));
+
+        let addrs = AddressHandle::open(&cfg.node.interface).await?;
+        // The control socket before anything is changed: it refuses a second daemon with the
+        // same socket. Removed when the daemon ends, also when the start fails below.
+        let control = control::bind_control(&cfg.control.socket).await?;
+        let socket_file = SocketFile(cfg.control.socket.clone());
+        tokio::spawn(control::serve_control(control, status.clone()));
+        if let Some(addr) = cfg.control.metrics {
+            let l = control::bind_metrics(addr).await?;
+            tokio::spawn(control::serve_metrics(
+                l,
+                metrics.clone(),
+                cfg.node.name.clone(),
+            ));
+        }
+
+        let fencer = Fencer::from_config(&cfg)?;
+        let identity = Arc::new(Identity {
+            node: cfg.node.id,
+            ..Default::default()
+        });
+        identity.epoch.store(epoch, Ordering::Relaxed);
+        let primary_counters = start_responders(&cfg, &identity)?;
+        let hooks = hooks::spawn_runner(
+            HookPrograms {
+                on_primary: cfg.hooks.on_primary.clone(),
+                on_monitor: cfg.hooks.on_monitor.clone(),
+                on_fault: cfg.hooks.on_fault.clone(),
+                timeout: cfg.hooks.timeout.0,
+                peer: cfg.node.peer_name.clone(),
+                node: cfg.node.name.clone(),
+            },
+            events.clone(),
+            metrics.clone(),
+        );
+        let copier = Copier::start(
+            &cfg,
+            identity.clone(),
+            events.clone(),
+            status.clone(),
+            metrics.clone(),
+        )?;
+        let mut d = Daemon {
+            machine: Machine::new(policy(&cfg), epoch),
+            identity,
+            addrs,
+            epochs,
+            events,
+            status,
+            metrics,
+            fencer,
+            hooks,
+            tx,
+            monitor: None,
+            grace: None,
+            held: Held::default(),
+            primary_counters,
+            tasks: Tasks::default(),
+            started: Instant::now(),
+            _socket_file: socket_file,
+            copier,
+            cfg,
+        };
+        d.warn_about_opt_outs();
+        d.clear_leftovers().await?;
+        d.emit(Event::DaemonStarted, &d.describe());
+        d.feed(Input::Start).await?;
+        Ok(d)
+    }
+
+    /// Operator opt-outs of a safety default are warnings at every start.
+    fn warn_about_opt_outs(&self) {
+        if self.cfg.boot.allow_unfenced_takeover {
+            self.emit(
+                Event::UnfencedTakeover,
+                "configured: boot.allow_unfenced_takeover = true; this host may take the primary \
+                 address without a confirmed fence",
+            );
+        }
+        if self.cfg.boot.method == BootMethod::Redfish && self.cfg.boot.insecure {
+            self.emit(
+                Event::TlsUnverified,
+                "configured: boot.insecure = true; the BMC's TLS certificate is not verified",
+            );
+        }
+    }
+
+    /// The settings that matter, for `daemon_started`.
+    fn describe(&self) -> String {
+        let c = &self.cfg;
+        format!(
+            "interface {} ({}), P {}, M {}, {:?} heartbeat every {:?}, deadline {:?}, {} misses (detection about {:?}), boot {:?}, takeover {}",
+            c.node.interface,
+            mac_string(&self.addrs.mac()),
+            c.addresses.primary,
+            c.addresses.monitor,
+            c.heartbeat.kind,
+            c.heartbeat.interval.0,
+            c.heartbeat.timeout.0,
+            c.heartbeat.misses,
+            c.detection_time(),
+            c.boot.method,
+            c.takeover,
+        )
+    }
+}

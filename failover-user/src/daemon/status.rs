@@ -1,0 +1,69 @@
+//! What the loop publishes after every step: role and epoch to the responders (they carry
+//! them in answers), gauges to the metrics, and the status that `failover status` reads.
+use std::sync::atomic::Ordering;
+
+use super::Daemon;
+use crate::{role::Role, sys::monotonic_ns};
+
+impl Daemon {
+    /// Copies role and epoch to the responders, metrics and status.
+    pub(super) fn publish(&self) {
+        let role = self.machine.role();
+        let epoch = self.machine.epoch();
+        self.identity.role.store(role.code(), Ordering::Relaxed);
+        self.identity.epoch.store(epoch, Ordering::Relaxed);
+        self.metrics
+            .role
+            .store(u64::from(role.code()), Ordering::Relaxed);
+        self.metrics.epoch.store(epoch, Ordering::Relaxed);
+        let now = monotonic_ns();
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.role = role.name().to_string();
+        st.epoch = epoch;
+        st.uptime_s = self.started.elapsed().as_secs();
+        st.addresses_held = self
+            .held
+            .addrs()
+            .into_iter()
+            .map(|a| self.cidr(a).to_string())
+            .collect();
+        let p = &mut st.peer;
+        p.name = self.cfg.node.peer_name.clone();
+        p.address = self.cfg.node.peer.to_string();
+        match (&self.monitor, role) {
+            (Some(m), _) => {
+                p.consecutive_misses = m.consecutive_misses();
+                p.last_reply_age_ms = m.last_in_time_ns.map(|t| now.saturating_sub(t) / 1_000_000);
+                p.state = if !m.armed() {
+                    "unseen"
+                } else if m.consecutive_misses() == 0 {
+                    "alive"
+                } else {
+                    "missing"
+                }
+                .into();
+            }
+            (None, Role::Booting) => p.state = "failed".into(),
+            (None, Role::Primary | Role::TakingOver) if self.machine.fence_confirmed() => {
+                p.state = "fenced".into()
+            }
+            (None, Role::Primary) => {
+                let last = self
+                    .primary_counters
+                    .last_request_ns
+                    .load(Ordering::Relaxed);
+                p.consecutive_misses = 0;
+                p.last_reply_age_ms = (last != 0).then(|| now.saturating_sub(last) / 1_000_000);
+                p.state = match p.last_reply_age_ms {
+                    Some(age) if age < 1000 => "heard",
+                    _ => "unknown",
+                }
+                .into();
+            }
+            (None, _) => {
+                p.state = "unknown".into();
+                p.consecutive_misses = 0;
+            }
+        }
+    }
+}

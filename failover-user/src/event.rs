@@ -1,0 +1,242 @@
+//! Events: every decision of the daemon, with its stable name, as a tracing line.
+//!
+//! [`Event`] is the one place where the names live; other tools match on them (the JSON
+//! `event` field), so a name never changes once released. [`Emitter`] stamps each event with
+//! the node, its role and epoch and the peer, and writes it with target `failover::event`
+//! (per-probe events: `failover::event::probe`; each copy's `sync_started` / `sync_done`:
+//! `failover::event::sync`). docs/protocol.md has the table.
+use crate::sys::monotonic_ns;
+
+/// A stable event name.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// The daemon started; the settings are in the detail.
+    DaemonStarted,
+    /// The daemon stopped cleanly, addresses released.
+    DaemonStopped,
+    /// A fatal or recoverable runtime error.
+    DaemonError,
+    /// The second signal was sent to M (and P).
+    JoinProbeSent,
+    /// A monitor answered the join probe (claim 11), or both M and P did (conflict).
+    JoinAnswered,
+    /// Nobody answered at M (claim 12).
+    JoinSilent,
+    /// A floating address was added to the interface.
+    AddressClaimed,
+    /// A floating address was removed from the interface.
+    AddressReleased,
+    /// A claim was refused: another host answers for the address.
+    AddressConflict,
+    /// The gratuitous ARP / unsolicited NA burst after a claim is done.
+    GarpSent,
+    /// The role changed; the detail is `from -> to`.
+    RoleChanged,
+    /// A probe was answered after its deadline.
+    ProbeLate,
+    /// A probe was never answered.
+    ProbeLost,
+    /// Just before `primary_failed`: the XDP stamp of the last in-time reply (`at_ns`).
+    LastReply,
+    /// The primary failed: consecutive misses, or `startup_grace` ran out.
+    PrimaryFailed,
+    /// A boot action on the peer was asked for.
+    BootRequested,
+    /// A boot action finished; its outcome and duration.
+    BootResult,
+    /// A boot result the machine took note of without acting on it.
+    BootDone,
+    /// The peer's power state Off was confirmed: the fence.
+    FenceConfirmed,
+    /// The fence was not confirmed.
+    FenceFailed,
+    /// A reboot or power-on was not confirmed.
+    BootFailed,
+    /// `boot.method = "none"`: P taken without a fence (operator opt-out).
+    FenceSkipped,
+    /// P taken although the fence failed (operator opt-out), or that opt-out is configured.
+    UnfencedTakeover,
+    /// `boot.insecure = true` with Redfish: the BMC's certificate is not verified.
+    TlsUnverified,
+    /// The monitor started a data copy.
+    SyncStarted,
+    /// A data copy completed and became current.
+    SyncDone,
+    /// A data copy failed (monitor), or serving one failed (primary).
+    SyncFailed,
+    /// At takeover: the generation of the data copy served, and its age.
+    ServingCopy,
+    /// A hook exited 0.
+    HookRan,
+    /// A hook failed or timed out.
+    HookFailed,
+}
+
+impl Event {
+    /// Every event, in the order of the docs' table.
+    pub const ALL: [Event; 30] = [
+        Event::DaemonStarted,
+        Event::DaemonStopped,
+        Event::DaemonError,
+        Event::JoinProbeSent,
+        Event::JoinAnswered,
+        Event::JoinSilent,
+        Event::AddressClaimed,
+        Event::AddressReleased,
+        Event::AddressConflict,
+        Event::GarpSent,
+        Event::RoleChanged,
+        Event::ProbeLate,
+        Event::ProbeLost,
+        Event::LastReply,
+        Event::PrimaryFailed,
+        Event::BootRequested,
+        Event::BootResult,
+        Event::BootDone,
+        Event::FenceConfirmed,
+        Event::FenceFailed,
+        Event::BootFailed,
+        Event::FenceSkipped,
+        Event::UnfencedTakeover,
+        Event::TlsUnverified,
+        Event::SyncStarted,
+        Event::SyncDone,
+        Event::SyncFailed,
+        Event::ServingCopy,
+        Event::HookRan,
+        Event::HookFailed,
+    ];
+
+    /// The stable name: the `event` field of the log line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::DaemonStarted => "daemon_started",
+            Event::DaemonStopped => "daemon_stopped",
+            Event::DaemonError => "daemon_error",
+            Event::JoinProbeSent => "join_probe_sent",
+            Event::JoinAnswered => "join_answered",
+            Event::JoinSilent => "join_silent",
+            Event::AddressClaimed => "address_claimed",
+            Event::AddressReleased => "address_released",
+            Event::AddressConflict => "address_conflict",
+            Event::GarpSent => "garp_sent",
+            Event::RoleChanged => "role_changed",
+            Event::ProbeLate => "probe_late",
+            Event::ProbeLost => "probe_lost",
+            Event::LastReply => "last_reply",
+            Event::PrimaryFailed => "primary_failed",
+            Event::BootRequested => "boot_requested",
+            Event::BootResult => "boot_result",
+            Event::BootDone => "boot_done",
+            Event::FenceConfirmed => "fence_confirmed",
+            Event::FenceFailed => "fence_failed",
+            Event::BootFailed => "boot_failed",
+            Event::FenceSkipped => "fence_skipped",
+            Event::UnfencedTakeover => "unfenced_takeover",
+            Event::TlsUnverified => "tls_unverified",
+            Event::SyncStarted => "sync_started",
+            Event::SyncDone => "sync_done",
+            Event::SyncFailed => "sync_failed",
+            Event::ServingCopy => "serving_copy",
+            Event::HookRan => "hook_ran",
+            Event::HookFailed => "hook_failed",
+        }
+    }
+
+    /// Faults log at WARN, the rest at INFO.
+    pub fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Event::FenceFailed
+                | Event::BootFailed
+                | Event::HookFailed
+                | Event::AddressConflict
+                | Event::PrimaryFailed
+                | Event::UnfencedTakeover
+                | Event::FenceSkipped
+                | Event::DaemonError
+                | Event::TlsUnverified
+                | Event::SyncFailed
+        )
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Writes events, stamped with who we are (node, peer) and where we stand (role, epoch).
+#[derive(Clone, Debug)]
+pub struct Emitter {
+    node: String,
+    peer: String,
+}
+
+impl Emitter {
+    /// Events of node `node` whose peer is `peer`.
+    pub fn new(node: &str, peer: &str) -> Emitter {
+        Emitter {
+            node: node.to_string(),
+            peer: peer.to_string(),
+        }
+    }
+
+    /// Records one event: a tracing line (WARN for faults, INFO otherwise). With
+    /// `--log-format json` every field is a top-level JSON key.
+    pub fn emit(&self, event: Event, role: &str, epoch: u64, detail: &str) {
+        let ts_ns = monotonic_ns();
+        let name = event.name();
+        // Targets and levels are part of a tracing callsite's static metadata: one macro
+        // call per combination.
+        macro_rules! ev {
+            ($lvl:ident, $target:literal) => {
+                tracing::$lvl!(target: $target, event = name, ts_ns, node = %self.node, role,
+                    epoch, peer = %self.peer, detail, "{name}: {detail}")
+            };
+        }
+        match event {
+            Event::ProbeLate | Event::ProbeLost => ev!(info, "failover::event::probe"),
+            Event::SyncStarted | Event::SyncDone => ev!(info, "failover::event::sync"),
+            e if e.is_fault() => ev!(warn, "failover::event"),
+            _ => ev!(info, "failover::event"),
+        }
+    }
+
+    /// The `last_reply` event, emitted just before `primary_failed`: `at_ns` is the XDP stamp
+    /// of the last in-time reply (CLOCK_MONOTONIC), so detection can be read off the events.
+    pub fn last_reply(&self, role: &str, epoch: u64, at_ns: u64) {
+        let ts_ns = monotonic_ns();
+        let name = Event::LastReply.name();
+        let detail = format!(
+            "last in-time reply {:.1} ms before the failure decision",
+            ts_ns.saturating_sub(at_ns) as f64 / 1e6
+        );
+        tracing::info!(target: "failover::event", event = name, ts_ns, at_ns,
+            node = %self.node, role, epoch, peer = %self.peer, detail = %detail, "{name}: {detail}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_snake_case_and_documented() {
+        let docs = include_str!("../../docs/protocol.md");
+        let mut seen = std::collections::HashSet::new();
+        for e in Event::ALL {
+            let n = e.name();
+            assert!(seen.insert(n), "{n} twice");
+            assert!(
+                n.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{n} is not snake_case"
+            );
+            assert!(
+                docs.contains(&format!("`{n}`")),
+                "{n} is missing from docs/protocol.md"
+            );
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! Table tests of the role machine: every row of the protocol, and random input sequences.
+use super::*;
+use Input::*;
+
+const S: Policy = Policy {
+    takeover: true,
+    no_fence: false,
+    allow_unfenced: false,
+    retry: Duration::from_secs(1),
+    retry_max: Duration::from_secs(8),
+    preferred_primary: false,
+};
+
+// Epoch 0, so that the epoch a test checks is this host's own count; epochs observed
+// from the peer have their own test.
+const PEER: Answer = Answer {
+    role: 2,
+    epoch: 0,
+    node: 2,
+};
+
+fn names(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Emit(e) => e.event.name().to_string(),
+            Action::SendJoin { .. } => "SendJoin".to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// Feeds `inputs` and returns (role after each input, all actions).
+fn run(policy: Policy, inputs: &[Input]) -> (Machine, Vec<Role>, Vec<Action>) {
+    let mut m = Machine::new(policy, 0);
+    let mut roles = Vec::new();
+    let mut all = Vec::new();
+    for i in inputs {
+        all.extend(m.step(*i));
+        roles.push(m.role());
+    }
+    (m, roles, all)
+}
+
+fn monitor_armed() -> Vec<Input> {
+    vec![
+        Start,
+        JoinDone {
+            monitor: None,
+            primary: Some(PEER),
+        },
+        Claimed {
+            addr: Addr::Monitor,
+            ok: true,
+        },
+        Liveness(LivenessEvent::Armed),
+    ]
+}
+
+fn failed() -> Input {
+    Liveness(LivenessEvent::Failed { consecutive: 10 })
+}
+
+#[test]
+fn claim_11_monitor_answers_so_become_primary() {
+    let (m, roles, acts) = run(
+        S,
+        &[
+            Start,
+            JoinDone {
+                monitor: Some(PEER),
+                primary: None,
+            },
+            Claimed {
+                addr: Addr::Primary,
+                ok: true,
+            },
+        ],
+    );
+    assert_eq!(roles, vec![Role::Joining, Role::Joining, Role::Primary]);
+    let n = names(&acts);
+    assert_eq!(
+        n,
+        vec![
+            "join_probe_sent",
+            "SendJoin",
+            "join_answered",
+            "Claim(Primary)",
+            "BumpEpoch",
+            "address_claimed",
+            "role_changed",
+            "Hook(OnPrimary)"
+        ]
+    );
+    assert_eq!(m.epoch(), 1, "promotion bumps the epoch");
+}
+
+#[test]
+fn claim_12_silence_so_become_monitor() {
+    for primary in [None, Some(PEER)] {
+        let (_, roles, acts) = run(
+            S,
+            &[
+                Start,
+                JoinDone {
+                    monitor: None,
+                    primary,
+                },
+                Claimed {
+                    addr: Addr::Monitor,
+                    ok: true,
+                },
+            ],
+        );
+        assert_eq!(roles.last(), Some(&Role::Monitor));
+        let n = names(&acts);
+        assert!(n.contains(&"join_silent".into()));
+        assert!(n.contains(&"Claim(Monitor)".into()));
+        assert!(n.contains(&"StartMonitoring".into()));
+        assert!(!n.contains(&"Claim(Primary)".into()));
+    }
+}
+
+#[test]
+fn conflict_when_both_answer_and_no_claim() {
+    let both = JoinDone {
+        monitor: Some(PEER),
+        primary: Some(PEER),
+    };
+    let (m, roles, acts) = run(S, &[Start, both, RetryDue, both]);
+    assert_eq!(
+        roles,
+        vec![
+            Role::Joining,
+            Role::Conflict,
+            Role::Conflict,
+            Role::Conflict
+        ]
+    );
+    let n = names(&acts);
+    assert!(!n.iter().any(|a| a.starts_with("Claim")), "{n:?}");
+    assert_eq!(n.iter().filter(|a| *a == "Hook(OnFault)").count(), 1);
+    assert_eq!(m.epoch(), 0);
+    // When it clears, the host joins normally.
+    let mut m = m;
+    let a = names(&m.step(JoinDone {
+        monitor: None,
+        primary: Some(PEER),
+    }));
+    assert!(a.contains(&"Claim(Monitor)".into()), "{a:?}");
+}
+
+#[test]
+fn cold_start_loser_rejoins_and_becomes_primary() {
+    let (m, roles, acts) = run(
+        S,
+        &[
+            Start,
+            JoinDone {
+                monitor: None,
+                primary: None,
+            },
+            // The other host won the duplicate-address race for M.
+            Claimed {
+                addr: Addr::Monitor,
+                ok: false,
+            },
+            RetryDue,
+            JoinDone {
+                monitor: Some(PEER),
+                primary: None,
+            },
+            Claimed {
+                addr: Addr::Primary,
+                ok: true,
+            },
+        ],
+    );
+    assert_eq!(roles.last(), Some(&Role::Primary));
+    let n = names(&acts);
+    assert!(n.contains(&"address_conflict".into()));
+    assert!(n.contains(&"Retry(1s)".into()));
+    assert_eq!(m.epoch(), 1);
+}
+
+#[test]
+fn never_fence_a_primary_not_yet_seen() {
+    let mut inputs = monitor_armed();
+    inputs.pop(); // no Armed
+    inputs.push(failed());
+    let (_, roles, acts) = run(S, &inputs);
+    assert_eq!(roles.last(), Some(&Role::Monitor));
+    assert!(!names(&acts).iter().any(|a| a.starts_with("Boot")));
+}
+
+#[test]
+fn startup_grace_fences_an_unseen_peer_but_not_a_seen_one() {
+    let mut inputs = monitor_armed();
+    inputs.pop();
+    inputs.push(GraceExpired);
+    let (_, roles, acts) = run(S, &inputs);
+    assert_eq!(roles.last(), Some(&Role::Booting));
+    assert!(names(&acts).contains(&"Boot(Off)".into()));
+
+    let mut inputs = monitor_armed();
+    inputs.push(GraceExpired);
+    let (_, roles, _) = run(S, &inputs);
+    assert_eq!(roles.last(), Some(&Role::Monitor));
+}
+
+#[test]
+fn never_claim_p_before_the_fence_is_confirmed() {
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    let (mut m, roles, acts) = run(S, &inputs);
+    assert_eq!(roles.last(), Some(&Role::Booting));
+    let n = names(&acts);
+    assert!(n.contains(&"primary_failed".into()));
+    assert!(n.contains(&"Boot(Off)".into()));
+    assert!(!n.contains(&"Claim(Primary)".into()));
+    // Unrelated inputs while booting claim nothing.
+    for i in [RetryDue, Liveness(LivenessEvent::Armed), GraceExpired] {
+        let a = names(&m.step(i));
+        assert!(!a.contains(&"Claim(Primary)".into()), "{i:?}: {a:?}");
+    }
+    let a = names(&m.step(BootDone {
+        action: BootAction::Off,
+        ok: true,
+    }));
+    assert_eq!(
+        a,
+        vec![
+            "fence_confirmed",
+            "role_changed",
+            "Release(Monitor)",
+            "Claim(Primary)"
+        ]
+    );
+    let a = names(&m.step(Claimed {
+        addr: Addr::Primary,
+        ok: true,
+    }));
+    assert!(
+        a.contains(&"Boot(On)".into()),
+        "fenced host powered back on: {a:?}"
+    );
+    assert_eq!(m.role(), Role::Primary);
+    assert_eq!(m.epoch(), 1);
+}
+
+#[test]
+fn bmc_failure_means_no_takeover_and_retries_with_backoff() {
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    let (mut m, _, _) = run(S, &inputs);
+    let mut delays = Vec::new();
+    for _ in 0..6 {
+        let a = m.step(BootDone {
+            action: BootAction::Off,
+            ok: false,
+        });
+        let n = names(&a);
+        assert!(n.contains(&"fence_failed".into()));
+        assert!(n.contains(&"Hook(OnFault)".into()));
+        assert!(!n.contains(&"Claim(Primary)".into()));
+        delays.extend(a.iter().filter_map(|x| match x {
+            Action::Retry(d) => Some(d.as_secs()),
+            _ => None,
+        }));
+        assert_eq!(
+            names(&m.step(RetryDue)),
+            vec!["boot_requested", "Boot(Off)"]
+        );
+        assert_eq!(m.role(), Role::Booting);
+    }
+    assert_eq!(delays, vec![1, 2, 4, 8, 8, 8]);
+}
+
+#[test]
+fn unfenced_opt_in_takes_over_after_a_failed_fence() {
+    let s = Policy {
+        allow_unfenced: true,
+        ..S
+    };
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    inputs.push(BootDone {
+        action: BootAction::Off,
+        ok: false,
+    });
+    let (_, roles, acts) = run(s, &inputs);
+    assert_eq!(roles.last(), Some(&Role::TakingOver));
+    let n = names(&acts);
+    assert!(n.contains(&"unfenced_takeover".into()));
+
+    let s = Policy {
+        no_fence: true,
+        allow_unfenced: true,
+        ..S
+    };
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    let (_, _, acts) = run(s, &inputs);
+    let n = names(&acts);
+    assert!(n.contains(&"fence_skipped".into()));
+    assert!(!n.contains(&"Boot(Off)".into()));
+    assert!(n.contains(&"Claim(Primary)".into()));
+}
+
+#[test]
+fn recovery_only_reboots_and_stays_monitor() {
+    let s = Policy {
+        takeover: false,
+        ..S
+    };
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    inputs.push(BootDone {
+        action: BootAction::Reboot,
+        ok: true,
+    });
+    let (m, roles, acts) = run(s, &inputs);
+    assert_eq!(roles.last(), Some(&Role::Monitor));
+    assert!(!m.armed(), "waits to see the rebooted peer answer again");
+    let n = names(&acts);
+    assert!(n.contains(&"Boot(Reboot)".into()));
+    assert!(!n.contains(&"Boot(Off)".into()));
+    assert!(!n.iter().any(|a| a == "Claim(Primary)"));
+    assert_eq!(n.iter().filter(|a| *a == "StartMonitoring").count(), 2);
+}
+
+#[test]
+fn takeover_conflict_goes_to_conflict() {
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    inputs.push(BootDone {
+        action: BootAction::Off,
+        ok: true,
+    });
+    inputs.push(Claimed {
+        addr: Addr::Primary,
+        ok: false,
+    });
+    let (m, roles, _) = run(S, &inputs);
+    assert_eq!(roles.last(), Some(&Role::Conflict));
+    assert_eq!(m.epoch(), 0);
+}
+
+#[test]
+fn shutdown_releases_what_is_held() {
+    let (mut m, _, _) = run(S, &monitor_armed());
+    assert_eq!(
+        names(&m.step(Shutdown)),
+        vec!["StopMonitoring", "Release(Monitor)"]
+    );
+    let (mut m, _, _) = run(
+        S,
+        &[
+            Start,
+            JoinDone {
+                monitor: Some(PEER),
+                primary: None,
+            },
+            Claimed {
+                addr: Addr::Primary,
+                ok: true,
+            },
+        ],
+    );
+    assert_eq!(names(&m.step(Shutdown)), vec!["Release(Primary)"]);
+}
+
+/// Random input sequences: a monitor only ever claims P after a confirmed fence (or an
+/// explicit opt-out), and a joining host only after an answer at M with P silent.
+#[test]
+fn random_inputs_never_claim_p_unsafely() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let pool = [
+        Start,
+        JoinDone {
+            monitor: None,
+            primary: None,
+        },
+        JoinDone {
+            monitor: None,
+            primary: Some(PEER),
+        },
+        JoinDone {
+            monitor: Some(PEER),
+            primary: None,
+        },
+        JoinDone {
+            monitor: Some(PEER),
+            primary: Some(PEER),
+        },
+        Liveness(LivenessEvent::Armed),
+        Liveness(LivenessEvent::Missed { consecutive: 1 }),
+        failed(),
+        GraceExpired,
+        BootDone {
+            action: BootAction::Off,
+            ok: true,
+        },
+        BootDone {
+            action: BootAction::Off,
+            ok: false,
+        },
+        BootDone {
+            action: BootAction::Reboot,
+            ok: true,
+        },
+        BootDone {
+            action: BootAction::On,
+            ok: true,
+        },
+        Claimed {
+            addr: Addr::Primary,
+            ok: true,
+        },
+        Claimed {
+            addr: Addr::Primary,
+            ok: false,
+        },
+        Claimed {
+            addr: Addr::Monitor,
+            ok: true,
+        },
+        Claimed {
+            addr: Addr::Monitor,
+            ok: false,
+        },
+        RetryDue,
+    ];
+    for takeover in [true, false] {
+        let s = Policy { takeover, ..S };
+        for _ in 0..2000 {
+            let mut m = Machine::new(s, 0);
+            let mut last_fence_ok = false;
+            for _ in 0..40 {
+                let i = pool[rng.gen_range(0..pool.len())];
+                let role_before = m.role();
+                let acts = m.step(i);
+                if matches!(
+                    i,
+                    BootDone {
+                        action: BootAction::Off,
+                        ok: true
+                    }
+                ) && role_before == Role::Booting
+                {
+                    last_fence_ok = true;
+                }
+                let last_join_ok = matches!(
+                    i,
+                    JoinDone {
+                        monitor: Some(_),
+                        primary: None
+                    }
+                );
+                if acts.contains(&Action::Claim(Addr::Primary)) {
+                    assert!(
+                        takeover || role_before == Role::Joining || role_before == Role::Conflict,
+                        "recovery-only never takes P from a monitor"
+                    );
+                    match role_before {
+                        Role::Joining | Role::Conflict => {
+                            assert!(last_join_ok, "join claim without M answering: {i:?}")
+                        }
+                        _ => assert!(
+                            last_fence_ok,
+                            "claim of P without a confirmed fence after {i:?}"
+                        ),
+                    }
+                }
+                if m.role() == Role::Monitor {
+                    last_fence_ok = false;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn promotion_goes_above_every_epoch_seen() {
+    // Claim 11 after hearing a monitor at epoch 7: the new primary takes epoch 8.
+    let seen = Answer { epoch: 7, ..PEER };
+    let (m, _, _) = run(
+        S,
+        &[
+            Start,
+            JoinDone {
+                monitor: Some(seen),
+                primary: None,
+            },
+            Claimed {
+                addr: Addr::Primary,
+                ok: true,
+            },
+        ],
+    );
+    assert_eq!(m.epoch(), 8);
+    // A monitor that observed the primary at epoch 5 takes over at 6; a lower report
+    // never lowers it.
+    let (mut m, _, _) = run(S, &monitor_armed());
+    m.observe_epoch(5);
+    m.observe_epoch(2);
+    m.step(failed());
+    m.step(BootDone {
+        action: BootAction::Off,
+        ok: true,
+    });
+    m.step(Claimed {
+        addr: Addr::Primary,
+        ok: true,
+    });
+    assert_eq!(m.epoch(), 6);
+}
+
+#[test]
+fn only_the_preferred_primarys_first_join_listens_longer() {
+    let joins = |preferred_primary| {
+        let mut m = Machine::new(
+            Policy {
+                preferred_primary,
+                ..S
+            },
+            0,
+        );
+        // Both answer: a conflict, retried with a second join.
+        let both = JoinDone {
+            monitor: Some(PEER),
+            primary: Some(PEER),
+        };
+        let mut doubled = Vec::new();
+        for input in [Start, both, RetryDue] {
+            for a in m.step(input) {
+                if let Action::SendJoin { doubled: d } = a {
+                    doubled.push(d);
+                }
+            }
+        }
+        doubled
+    };
+    assert_eq!(joins(true), vec![true, false]);
+    assert_eq!(joins(false), vec![false, false]);
+}

@@ -1,0 +1,179 @@
+//! The second signal: join probes to M (and P) and their answers, and the monitor's periodic
+//! join probe to P that learns the primary's epoch.
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::{net::UdpSocket, time::Instant};
+
+use super::wire::{Kind, Message};
+use crate::role::{Answer, Role};
+
+/// The monitor's periodic join probe to P: learns the primary's epoch whatever the heartbeat
+/// kind (XDP consumes the heartbeat replies that carry it too).
+pub struct EpochProbe {
+    sock: std::net::UdpSocket,
+    to: SocketAddr,
+    token: u64,
+    node: u32,
+    next: Instant,
+}
+
+const EPOCH_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+impl EpochProbe {
+    /// A probe from `local` on `interface` to `to` (P and the heartbeat port), sent by node
+    /// `node`; the first probe goes out at the first [`EpochProbe::poll`].
+    pub fn open(
+        interface: &str,
+        local: IpAddr,
+        to: SocketAddr,
+        node: u32,
+    ) -> std::io::Result<EpochProbe> {
+        Ok(EpochProbe {
+            sock: join_socket(interface, local)?,
+            to,
+            token: rand::random(),
+            node,
+            next: Instant::now(),
+        })
+    }
+
+    /// Sends when due (never blocks: the socket is non-blocking); returns the highest epoch
+    /// answered since the last call.
+    pub fn poll(&mut self, now: Instant) -> Option<u64> {
+        if now >= self.next {
+            self.next = now + EPOCH_PROBE_EVERY;
+            let _ = self
+                .sock
+                .send_to(&join_message(self.token, 0, self.node), self.to);
+        }
+        let mut best = None;
+        let mut buf = [0u8; 256];
+        while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+            if from.ip() != self.to.ip() {
+                continue;
+            }
+            if let Ok(r) = Message::decode(&buf[..n]) {
+                if r.kind == Kind::JoinReply && r.token == self.token {
+                    best = best.max(Some(r.epoch));
+                }
+            }
+        }
+        best
+    }
+}
+
+fn join_message(token: u64, seq: u64, node: u32) -> [u8; failover_common::wire::LEN] {
+    Message {
+        kind: Kind::Join,
+        role: Role::Joining.code(),
+        flags: 0,
+        token,
+        seq,
+        epoch: 0,
+        node,
+    }
+    .encode()
+}
+
+/// A UDP socket for join probes, bound to the node address on the interface.
+fn join_socket(interface: &str, local: IpAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = Socket::new(
+        Domain::for_address(SocketAddr::new(local, 0)),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    s.set_nonblocking(true)?;
+    s.bind_device(Some(interface.as_bytes()))?;
+    s.bind(&SocketAddr::new(local, 0).into())?;
+    Ok(s.into())
+}
+
+/// One join period: the second signal to M (and to P), resent a few times within the window.
+#[derive(Clone, Debug)]
+pub struct JoinJob {
+    /// Interface the probes leave through.
+    pub interface: String,
+    /// This host's node address (the source).
+    pub local: IpAddr,
+    /// UDP port of the responders.
+    pub port: u16,
+    /// M.
+    pub monitor: IpAddr,
+    /// P.
+    pub primary: IpAddr,
+    /// This node's id (answers from it are ignored).
+    pub node: u32,
+    /// The second time period.
+    pub window: Duration,
+}
+
+impl JoinJob {
+    /// Returns who answered at M and at P. A socket error counts as silence: the next step,
+    /// claiming M, probes for duplicates before taking anything.
+    pub async fn run(self) -> (Option<Answer>, Option<Answer>) {
+        match self.try_run().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(interface = %self.interface, error = %e,
+                    "join probe could not be sent; treating as silence");
+                tokio::time::sleep(self.window).await;
+                (None, None)
+            }
+        }
+    }
+
+    async fn try_run(&self) -> std::io::Result<(Option<Answer>, Option<Answer>)> {
+        let sock = UdpSocket::from_std(join_socket(&self.interface, self.local)?)?;
+        let token: u64 = rand::random();
+        let deadline = Instant::now() + self.window;
+        let resend = (self.window / 5).max(Duration::from_millis(1));
+        let (mut monitor, mut primary) = (None, None);
+        let mut seq = 0u64;
+        let mut next_send = Instant::now();
+        let mut buf = [0u8; 256];
+        while Instant::now() < deadline {
+            if Instant::now() >= next_send {
+                seq += 1;
+                let msg = join_message(token, seq, self.node);
+                for (target, got) in [
+                    (self.monitor, monitor.is_some()),
+                    (self.primary, primary.is_some()),
+                ] {
+                    if !got {
+                        if let Err(e) = sock.send_to(&msg, SocketAddr::new(target, self.port)).await
+                        {
+                            tracing::debug!(%target, error = %e, "join probe send failed");
+                        }
+                    }
+                }
+                next_send += resend;
+            }
+            let until = next_send.min(deadline);
+            let Ok(r) = tokio::time::timeout_at(until, sock.recv_from(&mut buf)).await else {
+                continue;
+            };
+            let (n, from) = r?;
+            let Ok(reply) = Message::decode(&buf[..n]) else {
+                continue;
+            };
+            if reply.kind != Kind::JoinReply || reply.token != token || reply.node == self.node {
+                continue;
+            }
+            let answer = Answer {
+                role: reply.role,
+                epoch: reply.epoch,
+                node: reply.node,
+            };
+            if from.ip() == self.monitor {
+                monitor.get_or_insert(answer);
+            } else if from.ip() == self.primary {
+                primary.get_or_insert(answer);
+            }
+        }
+        Ok((monitor, primary))
+    }
+}
