@@ -97,15 +97,26 @@ impl Daemon {
                 self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
                 self.report_served_copy();
             }
-            self.announce(a, cidr.addr);
+            self.announce(a, cidr.addr).await;
         }
         Input::Claimed { addr: a, ok }
     }
 
-    /// Sends the GARP / NA burst in the background and, for P, starts the periodic refresh.
-    fn announce(&mut self, which: Addr, addr: IpAddr) {
+    /// Sends the first GARP / NA at once, the rest of the burst in the background, and for P
+    /// starts the periodic refresh.
+    ///
+    /// The first one is sent before the loop goes on (RFC 5227 announces right after the
+    /// claim): what follows a claim (attaching XDP to monitor, persisting the epoch) keeps
+    /// this thread busy for tens of milliseconds, and a host that is still probing for the
+    /// same address at a cold start must hear the announcement within its probe window.
+    async fn announce(&mut self, which: Addr, addr: IpAddr) {
         let g = &self.cfg.garp;
         let (count, spacing, every) = (g.count, g.spacing.0, g.refresh.0);
+        let first = if count > 0 {
+            self.addrs.announce(addr, 1, Duration::ZERO).await
+        } else {
+            Ok(())
+        };
         let addrs = self.addrs.clone();
         let events = self.events.clone();
         let refresh = which == Addr::Primary;
@@ -119,7 +130,15 @@ impl Daemon {
         let epoch =
             self.machine.epoch() + u64::from(refresh && self.machine.role() != Role::Primary);
         let t = tokio::spawn(async move {
-            match addrs.announce(addr, count, spacing).await {
+            let rest = async {
+                first?;
+                if count > 1 {
+                    tokio::time::sleep(spacing).await;
+                    addrs.announce(addr, count - 1, spacing).await?;
+                }
+                Ok::<(), crate::address::AddressError>(())
+            };
+            match rest.await {
                 Ok(()) => events.emit(
                     Event::GarpSent,
                     role,
