@@ -19,9 +19,14 @@ pub struct EpochProbe {
     token: u64,
     node: u32,
     next: Instant,
+    /// P answered at least once.
+    answered: bool,
 }
 
 const EPOCH_PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Until P first answers: at a cold start the monitor starts probing before P exists, and a
+/// takeover in the first second must still go above the primary's epoch.
+const EPOCH_PROBE_UNTIL_ANSWERED: Duration = Duration::from_millis(20);
 
 impl EpochProbe {
     /// A probe from `local` on `interface` to `to` (P and the heartbeat port), sent by node
@@ -38,6 +43,7 @@ impl EpochProbe {
             token: rand::random(),
             node,
             next: Instant::now(),
+            answered: false,
         })
     }
 
@@ -45,7 +51,12 @@ impl EpochProbe {
     /// answered since the last call.
     pub fn poll(&mut self, now: Instant) -> Option<u64> {
         if now >= self.next {
-            self.next = now + EPOCH_PROBE_EVERY;
+            self.next = now
+                + if self.answered {
+                    EPOCH_PROBE_EVERY
+                } else {
+                    EPOCH_PROBE_UNTIL_ANSWERED
+                };
             let _ = self
                 .sock
                 .send_to(&join_message(self.token, 0, self.node), self.to);
@@ -59,6 +70,7 @@ impl EpochProbe {
             if let Ok(r) = Message::decode(&buf[..n]) {
                 if r.kind == Kind::JoinReply && r.token == self.token {
                     best = best.max(Some(r.epoch));
+                    self.answered = true;
                 }
             }
         }
