@@ -202,7 +202,10 @@ impl Config {
                 }
             })?;
         cfg.file = path.to_path_buf();
-        cfg.resolve_relative(path.parent().unwrap_or(Path::new("")));
+        // Against the file's directory made absolute: `--config failover.toml` must not leave
+        // `fence-peer.sh` to a PATH lookup when the daemon runs it.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        cfg.resolve_relative(&std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
         cfg.validate(path)?;
         Ok(cfg)
     }

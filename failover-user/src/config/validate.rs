@@ -1,7 +1,7 @@
 //! Validation: values that parse but make no sense, named by field.
 use std::path::Path;
 
-use super::{BootMethod, Config, ConfigError, HeartbeatKind};
+use super::{BootMethod, Config, ConfigError};
 
 impl Config {
     pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -65,8 +65,12 @@ impl Config {
         if hb.misses == 0 {
             return bad("heartbeat.misses", "must be at least 1".into());
         }
-        if hb.kind == HeartbeatKind::Udp && hb.port == 0 {
-            return bad("heartbeat.port", "must be a UDP port (1-65535)".into());
+        if hb.port == 0 {
+            return bad(
+                "heartbeat.port",
+                "must be a UDP port (1-65535): join probes use it whatever the heartbeat kind"
+                    .into(),
+            );
         }
         let in_flight = crate::detector::probes_in_flight(hb.timeout.0, hb.interval.0);
         if in_flight >= failover_common::ARRIVAL_SLOTS as u128 / 2 {
