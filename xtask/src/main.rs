@@ -1,48 +1,80 @@
-//! `cargo xtask`: setup, build, run, demo, test. See README.md.
-mod bench_sync;
-mod bench_xdp;
-mod demo;
+//! `cargo xtask`: the project's tasks (setup, build, run, demo, bench, bench-sync, bench-xdp,
+//! test). See README.md.
+//!
+//! xtask depends on no crate of this workspace (anyhow, clap and serde_json only): it must
+//! compile on a bare machine with nothing but the stable toolchain, because the workspace
+//! crates' build scripts need the eBPF toolchain that `setup` installs. Product code (the lab,
+//! the benchmarks) lives in the `failover-lab` binary, which xtask builds and runs.
+mod build;
+mod lab;
 mod setup;
+mod step;
+mod test;
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
+    process::{Command, ExitCode},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use build::{Artifacts, Profile};
+use step::Runner;
+
+/// The command line.
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "failover project tasks")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "failover project tasks",
+    long_about = "failover project tasks. Every task that needs tools runs `setup` first, which \
+                  is a quick no-op once they are installed. Steps print one line each; their \
+                  output goes to target/xtask/logs/<step>.log and is shown when a step fails."
+)]
 struct Cli {
+    /// Stream every step's output (cargo, apt-get, tests) instead of capturing it in
+    /// target/xtask/logs/.
+    #[arg(long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+/// The subcommands. Names and flags are documented in README.md: keep them stable.
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what build and tests need (apt packages, rust-src for nightly, bpf-linker).
-    /// Idempotent: a quick no-op when everything is present.
+    /// Install what build and tests need: Debian packages (llvm-22-dev, bpftool, iproute2,
+    /// iputils, nftables, python3-venv, util-linux, openssl) with apt-get, rust-src for the
+    /// nightly toolchain, bpf-linker 0.13.0 built against LLVM 22, and sushy-tools 2.2.0 (the
+    /// Redfish emulator of the tests) in target/sushy-venv.
+    ///
+    /// Idempotent: checks first and installs only what is missing, so a second run is a quick
+    /// no-op. Installing Debian packages needs root. It never installs or updates the nightly
+    /// toolchain itself.
     Setup,
-    /// Build the failover binary (with the XDP object embedded).
+    /// Run setup, then build target/<profile>/failover (the daemon, XDP object embedded) and
+    /// target/<profile>/failover-lab (the lab and the benchmarks).
     Build {
-        /// Release profile.
+        /// Build with the release profile (target/release) instead of debug (target/debug).
         #[arg(long)]
         release: bool,
     },
-    /// Build, then run `failover ARGS` as root.
+    /// Run setup and build, then run `failover ARGS` as root (through `sudo -E` when not root)
+    /// and exit with its status.
     Run {
-        /// Release profile.
+        /// Run the release build instead of the debug build.
         #[arg(long)]
         release: bool,
-        /// Arguments for failover.
+        /// Arguments for failover, after `--`: `cargo xtask run -- probe --interface eth0 ...`.
         #[arg(last = true)]
         args: Vec<String>,
     },
     /// The main job: the failover lab. Two hosts with lab BMCs and a client in network
     /// namespaces; a fault on the primary; detection, fence, takeover, rejoin (claim 12); then
     /// the recovery-only variant (claim 11). Prints both timelines. See docs/lab.md.
+    ///
+    /// Runs setup and the debug build first, then `failover-lab demo` as root.
     Demo {
         /// The fault injected on the primary: link, oneway, freeze, kill9, bmc-down, bmc-slow,
         /// loss, cpu.
@@ -56,10 +88,14 @@ enum Cmd {
         #[arg(long)]
         show_config: bool,
     },
-    /// Everything CI runs: setup, fmt, clippy (userspace and eBPF), unit and privileged tests.
+    /// Everything CI runs, as root: setup, the workspace check (xtask depends on no workspace
+    /// crate), fmt, clippy (userspace and eBPF), build, unit tests and privileged integration
+    /// tests.
     Test,
     /// Benchmark of the data copy: a full copy and a 1 % change of a generated tree over a
     /// veth link (throughput, CPU), then the lab's recovery point at the default sync.every.
+    ///
+    /// Runs setup and the release build first, then `failover-lab bench-sync` as root.
     BenchSync {
         /// Size of the generated tree, MiB.
         #[arg(long, default_value_t = 1024)]
@@ -70,6 +106,8 @@ enum Cmd {
     },
     /// Benchmark of the XDP program's cost per frame against a pass-only program
     /// (BPF_PROG_TEST_RUN, in the kernel).
+    ///
+    /// Runs setup and the release build first, then `failover-lab bench-xdp` as root.
     BenchXdp {
         /// Runs per measurement.
         #[arg(long, default_value_t = 1_000_000)]
@@ -82,8 +120,11 @@ enum Cmd {
     /// median, p95 and max of detection, fence, takeover and client outage, machine noted.
     /// With --fault loss or cpu (the primary stays healthy) it counts false takeovers over
     /// --window-s seconds per run instead.
+    ///
+    /// Runs setup and the release build first, then `failover-lab bench` as root.
     Bench {
-        /// Fault that causes the takeover.
+        /// Fault that causes the takeover: link, oneway, freeze, kill9, bmc-down, bmc-slow,
+        /// loss, cpu.
         #[arg(long, default_value = "link")]
         fault: String,
         /// Number of runs.
@@ -96,173 +137,116 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().cmd {
-        Cmd::Setup => setup::run(),
-        Cmd::Build { release } => build(release).map(|_| ()),
+/// Runs the task; errors end as one `xtask: ...` line and exit status 1.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.cmd, &Runner::new(cli.verbose)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one subcommand. The product commands replace xtask with their binary, so they return
+/// only on failure (`match never {}` turns their `Infallible` into `()`).
+fn dispatch(cmd: Cmd, runner: &Runner) -> Result<()> {
+    match cmd {
+        Cmd::Setup => setup::run(runner),
+        Cmd::Build { release } => prepare(runner, Profile::new(release)).map(drop),
         Cmd::Run { release, args } => {
-            let bin = build(release)?;
-            let mut c = as_root(&bin);
-            c.args(&args);
-            let st = c
-                .status()
-                .with_context(|| format!("run {}", bin.display()))?;
-            std::process::exit(st.code().unwrap_or(1));
+            lab::run_failover(&prepare(runner, Profile::new(release))?, &args)
+                .map(|never| match never {})
         }
         Cmd::Demo {
             fault,
             json,
             show_config,
-        } => {
-            setup::run()?;
-            let bin = build(false)?;
-            let lab_bin = bin.with_file_name("failover-lab");
-            demo::run(&bin, &lab_bin, &fault, json, show_config)
-        }
-        Cmd::Test => test(),
-        Cmd::BenchXdp { repeat, rounds } => {
-            setup::run()?;
-            bench_xdp::run(repeat, rounds.max(1))
-        }
-        Cmd::BenchSync { size_mib, rpo_runs } => {
-            // The copy runs in this process: measure optimised code, not a debug build.
-            if cfg!(debug_assertions) {
-                let mut c = cargo();
-                c.args([
-                    "run",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "xtask",
-                    "--",
-                    "bench-sync",
-                ]);
-                c.args(["--size-mib", &size_mib.to_string()]);
-                c.args(["--rpo-runs", &rpo_runs.to_string()]);
-                let st = c.status().context("run the release build of xtask")?;
-                std::process::exit(st.code().unwrap_or(1));
-            }
-            setup::run()?;
-            let bin = build(true)?;
-            let lab_bin = bin.with_file_name("failover-lab");
-            bench_sync::run(&bin, &lab_bin, size_mib, rpo_runs)
-        }
+        } => lab::demo(&prepare(runner, Profile::Debug)?, &fault, json, show_config)
+            .map(|never| match never {}),
         Cmd::Bench {
             fault,
             runs,
             window_s,
-        } => {
-            setup::run()?;
-            let bin = build(true)?;
-            let lab_bin = bin.with_file_name("failover-lab");
-            demo::bench(&bin, &lab_bin, &fault, runs, Duration::from_secs(window_s))
+        } => lab::bench(&prepare(runner, Profile::Release)?, &fault, runs, window_s)
+            .map(|never| match never {}),
+        Cmd::BenchSync { size_mib, rpo_runs } => {
+            lab::bench_sync(&prepare(runner, Profile::Release)?, size_mib, rpo_runs)
+                .map(|never| match never {})
         }
+        Cmd::BenchXdp { repeat, rounds } => {
+            lab::bench_xdp(&prepare(runner, Profile::Release)?, repeat, rounds)
+                .map(|never| match never {})
+        }
+        Cmd::Test => test::run(runner),
     }
 }
 
-/// The workspace root (xtask lives one level below it).
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask has a parent")
-        .to_path_buf()
+/// Setup, then the build: what every command that runs a binary needs first.
+fn prepare(runner: &Runner, profile: Profile) -> Result<Artifacts> {
+    setup::run(runner)?;
+    build::run(runner, profile)
 }
 
-fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("CARGO_MANIFEST_DIR is xtask/, which has a parent")
+}
+
+/// Cargo's target directory for the artifacts: `$CARGO_TARGET_DIR` when set (the child cargo
+/// inherits it, with the root as its working directory, so relative paths resolve against the
+/// root), else `<root>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root().join(dir),
+        _ => root().join("target"),
+    }
+}
+
+/// A `cargo` command in the workspace root. `$CARGO` is the cargo that runs xtask, so children
+/// use the same toolchain.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
     c
 }
 
-/// Runs `c`, failing with `what` when it does not succeed.
-fn status(mut c: Command, what: &str) -> Result<()> {
-    eprintln!("xtask: {what}");
-    let st = c.status().with_context(|| format!("{what}: spawn {c:?}"))?;
-    if !st.success() {
-        bail!("{what} failed ({st})");
-    }
-    Ok(())
+/// Whether this process runs as root: the effective uid, the second field of `Uid:` in
+/// /proc/self/status (no libc dependency for one number).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .as_deref()
+        .and_then(effective_uid)
+        == Some(0)
 }
 
-fn build(release: bool) -> Result<PathBuf> {
-    let mut c = cargo();
-    c.args(["build", "-p", "failover-user", "--bin", "failover"]);
-    c.args(["-p", "failover-tests", "--bin", "failover-lab"]);
-    if release {
-        c.arg("--release");
-    }
-    status(c, "build failover and failover-lab")?;
-    Ok(root()
-        .join("target")
-        .join(if release { "release" } else { "debug" })
-        .join("failover"))
+/// The effective uid from the text of /proc/<pid>/status.
+fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|uid| uid.parse().ok())
 }
 
-use failover_tests::is_root;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A command for `program`, through sudo when not root.
-fn as_root(program: &Path) -> Command {
-    if is_root() {
-        Command::new(program)
-    } else {
-        let mut c = Command::new("sudo");
-        c.arg("-E").arg(program);
-        c
+    #[test]
+    fn effective_uid_is_the_second_field() {
+        let status = "Name:\tcat\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(effective_uid(status), Some(0));
+        assert_eq!(effective_uid("Name:\tcat\n"), None);
     }
-}
 
-fn test() -> Result<()> {
-    if !is_root() {
-        bail!("cargo xtask test runs privileged tests (namespaces, XDP): run it as root");
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
     }
-    setup::run()?;
-    let mut c = cargo();
-    c.args(["fmt", "--all", "--", "--check"]);
-    status(c, "cargo fmt --check")?;
-    let mut c = cargo();
-    c.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
-    status(c, "clippy (userspace crates)")?;
-    // Through rustup: $CARGO is the stable cargo binary itself, which has no `+toolchain`.
-    let mut c = Command::new("rustup");
-    c.current_dir(root().join("failover-ebpf"));
-    c.args([
-        "run",
-        "nightly",
-        "cargo",
-        "clippy",
-        "-p",
-        "failover-ebpf",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--bins",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    // Keep the eBPF check's artifacts apart so host builds are not invalidated.
-    c.env(
-        "CARGO_TARGET_DIR",
-        root().join("target").join("ebpf-clippy"),
-    );
-    status(c, "clippy (eBPF crate)")?;
-    let bin = build(false)?;
-    let mut c = cargo();
-    c.args([
-        "test",
-        "-p",
-        "failover-common",
-        "-p",
-        "failover-user",
-        "-p",
-        "xtask",
-    ]);
-    status(c, "unit tests")?;
-    let mut c = cargo();
-    c.args(["test", "-p", "failover-tests", "--", "--test-threads=1"]);
-    c.env("FAILOVER_BIN", &bin);
-    status(c, "privileged integration tests")?;
-    eprintln!("xtask: all checks passed");
-    Ok(())
 }

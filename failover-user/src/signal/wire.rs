@@ -99,7 +99,10 @@ impl Message {
 
     /// Decodes a datagram; trailing bytes are ignored (room for later versions).
     pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
-        let Some(m) = buf.get(..LEN).and_then(|b| <&wire::Bytes>::try_from(b).ok()) else {
+        let Some(m) = buf
+            .get(..LEN)
+            .and_then(|b| <&wire::Bytes>::try_from(b).ok())
+        else {
             return Err(DecodeError::Short(buf.len()));
         };
         let magic = wire::get_u32(m, wire::OFF_MAGIC);

@@ -1,13 +1,13 @@
 //! BMC peers for the Redfish tests: the real sushy-emulator (PyPI sushy-tools 2.2.0, fake
 //! driver, installed by `cargo xtask setup` into target/sushy-venv) and, for what sushy cannot
-//! do, `tests/redfish/mock_bmc.py`. Each runs inside a network namespace, on its loopback or a
+//! do, `tests/harness/mock_bmc.py`. Each runs inside a network namespace, on its loopback or a
 //! bench address, and is killed on drop; certificates come from openssl.
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
-use crate::{run, spawn_ready, unique, ChildGuard, NetNs};
+use crate::{run, spawn_ready, unique, workspace, ChildGuard, NetNs};
 
 /// User name the BMCs accept.
 pub const USER: &str = "admin";
@@ -15,13 +15,6 @@ pub const USER: &str = "admin";
 pub const SUSHY_PASSWORD: &str = "sushy-pw-42";
 /// Password the mock BMC accepts.
 pub const MOCK_PASSWORD: &str = "s3cret-pw";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 /// The venv's bin directory (`$FAILOVER_SUSHY_VENV/bin`, default target/sushy-venv/bin).
 pub fn venv_bin() -> PathBuf {
@@ -224,10 +217,7 @@ impl Bmc {
         let dir = Bmc::dir();
         let pw = dir.join("password");
         std::fs::write(&pw, format!("{MOCK_PASSWORD}\n")).unwrap();
-        let script = workspace()
-            .join("tests")
-            .join("redfish")
-            .join("mock_bmc.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mock_bmc.py");
         let mut cmd = ns.command("/usr/bin/python3");
         cmd.arg(script).args([mode, "8001"]);
         cmd.stdout(std::process::Stdio::piped());

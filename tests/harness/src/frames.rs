@@ -105,11 +105,11 @@ pub fn udp(sport: u16, payload: &[u8]) -> Vec<u8> {
 
 /// A heartbeat message of `kind` with `token` and `seq`, laid out as `failover_common::wire`.
 pub fn heartbeat(kind: u8, token: u64, seq: u64) -> Vec<u8> {
-    let mut m = vec![0u8; wire::LEN];
-    m[..4].copy_from_slice(&wire::MAGIC.to_be_bytes());
+    let mut m = [0u8; wire::LEN];
+    wire::put_u32(&mut m, wire::OFF_MAGIC, wire::MAGIC);
     m[wire::OFF_VERSION] = wire::VERSION;
     m[wire::OFF_KIND] = kind;
-    m[wire::OFF_TOKEN..wire::OFF_TOKEN + 8].copy_from_slice(&token.to_be_bytes());
-    m[wire::OFF_SEQ..wire::OFF_SEQ + 8].copy_from_slice(&seq.to_be_bytes());
-    m
+    wire::put_u64(&mut m, wire::OFF_TOKEN, token);
+    wire::put_u64(&mut m, wire::OFF_SEQ, seq);
+    m.to_vec()
 }

@@ -4,7 +4,7 @@
 //! fast (timing lives in the benchmarks).
 use std::process::Output;
 
-use failover_tests::{
+use failover_harness::{
     failover_bin, last_json_line, require_root, run, spawn_ready, veth, BpffsDir, NetNs,
 };
 
@@ -20,8 +20,8 @@ fn pair() -> Pair {
     require_root("probe_netns");
     let a = NetNs::new("fo-pa");
     let b = NetNs::new("fo-pb");
-    let a_if = failover_tests::unique("va");
-    let b_if = failover_tests::unique("vb");
+    let a_if = failover_harness::unique("va");
+    let b_if = failover_harness::unique("vb");
     veth(&a, &a_if, "10.200.0.1/24", &b, &b_if, "10.200.0.2/24");
     a.ip(["addr", "add", "fd00:200::1/64", "dev", &a_if, "nodad"]);
     b.ip(["addr", "add", "fd00:200::2/64", "dev", &b_if, "nodad"]);

@@ -6,9 +6,12 @@
 //! them. Round-trip times are printed, never asserted.
 use std::process::Output;
 
-use failover_tests::{
+use failover_harness::{
     bmc::{Bmc, FakeSystem, MOCK_PASSWORD, SUSHY_PASSWORD, USER},
-    failover_bin, last_json_line, require_root, NetNs,
+    config::Fence,
+    failover_bin, last_json_line,
+    pair::{Host, Options, Pair},
+    require_root, NetNs,
 };
 
 const A: FakeSystem = FakeSystem {
@@ -303,7 +306,6 @@ fn sessions_task_monitors_and_if_match_against_the_mock() {
 /// the command-fence tests in daemon_pair.rs cover the takeover with a real power-off.
 #[test]
 fn daemon_fences_through_sushy_and_claims_p_only_after_power_off() {
-    use failover_tests::pair::{Options, Pair};
     let mut pair = Pair::new(Options::default());
     pair.sw.ip(["addr", "add", "10.91.0.250/24", "dev", "br0"]);
     let b = Bmc::sushy(&pair.sw, "10.91.0.250", &[A, B]);
@@ -343,7 +345,7 @@ fn daemon_fences_through_sushy_and_claims_p_only_after_power_off() {
     };
     assert_eq!(power(&pair), "On");
 
-    let mark = pair.mark(monitor);
+    let mark = pair.mark();
     pair.port(primary, false);
     let fenced = pair.wait_event(monitor, mark, "fence_confirmed", |_| true);
     let claimed = pair.wait_event(monitor, mark, "address_claimed", |v| {
@@ -374,7 +376,7 @@ fn daemon_fences_through_sushy_and_claims_p_only_after_power_off() {
     pair.ns(primary).ip([
         "addr",
         "add",
-        &pair.family.cidr(primary_octet(primary)),
+        &pair.opts.cidr(primary.octet()),
         "dev",
         "eth0",
     ]);
@@ -390,7 +392,7 @@ fn daemon_fences_through_sushy_and_claims_p_only_after_power_off() {
     );
     assert_eq!(power(&pair), "On");
     pair.port(primary, true);
-    let mark_r = pair.mark(primary);
+    let mark_r = pair.mark();
     pair.start(primary);
     pair.wait_role(primary, mark_r, "monitor");
     assert!(pair.holds(primary, &pair.m.clone()));
@@ -398,18 +400,10 @@ fn daemon_fences_through_sushy_and_claims_p_only_after_power_off() {
     assert!(!text.contains(SUSHY_PASSWORD), "no password in events");
 }
 
-fn primary_octet(h: failover_tests::pair::Host) -> u8 {
-    match h {
-        failover_tests::pair::Host::A => 1,
-        failover_tests::pair::Host::B => 2,
-    }
-}
-
 /// A BMC that refuses the fence (here: a wrong password, 401) means no takeover: fence_failed,
 /// retries, P never claimed, and the password never shows.
 #[test]
 fn daemon_never_takes_p_when_the_bmc_refuses() {
-    use failover_tests::pair::{Options, Pair};
     let mut pair = Pair::new(Options::default());
     pair.sw.ip(["addr", "add", "10.91.0.250/24", "dev", "br0"]);
     let b = Bmc::sushy(&pair.sw, "10.91.0.250", &[A, B]);
@@ -423,7 +417,7 @@ fn daemon_never_takes_p_when_the_bmc_refuses() {
     );
     let (primary, monitor) = pair.start_settled();
     let p = pair.p.clone();
-    let mark = pair.mark(monitor);
+    let mark = pair.mark();
     pair.port(primary, false);
     let first = pair.wait_event(monitor, mark, "fence_failed", |_| true);
     pair.wait_event(monitor, mark, "fence_failed", |v| {
@@ -441,8 +435,7 @@ fn daemon_never_takes_p_when_the_bmc_refuses() {
         !pair
             .events(monitor)
             .iter()
-            .skip(mark)
-            .any(|v| v["event"] == "address_claimed"),
+            .any(|v| v["event"] == "address_claimed" && v["ts_ns"].as_u64() > Some(mark)),
         "nothing claimed"
     );
     let text = serde_json::to_string(&pair.events(monitor)).unwrap() + &st.to_string();
@@ -453,23 +446,17 @@ fn daemon_never_takes_p_when_the_bmc_refuses() {
 
 /// Points both daemons' `[boot]` at sushy (system `host-<peer>`), with `password_file` and
 /// `extra` settings.
-fn fence_through(
-    pair: &failover_tests::pair::Pair,
-    b: &Bmc,
-    password_file: &std::path::Path,
-    extra: &str,
-) {
-    for h in [failover_tests::pair::Host::A, failover_tests::pair::Host::B] {
-        pair.replace_boot(
-            h,
-            &format!(
-                "[boot]\nmethod = \"redfish\"\nurl = \"{}\"\nsystem = \"host-{}\"\n\
-                 username = \"{USER}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n{extra}",
-                b.url,
-                h.other().name(),
-                password_file.display(),
-                b.certs.as_ref().unwrap().ca.display()
-            ),
-        );
+fn fence_through(pair: &Pair, b: &Bmc, password_file: &std::path::Path, extra: &str) {
+    for h in Host::BOTH {
+        pair.configure(h, |c| {
+            c.fence = Fence::Redfish {
+                url: b.url.clone(),
+                system: format!("host-{}", h.other().name()),
+                username: USER.into(),
+                password_file: password_file.to_path_buf(),
+                ca_file: Some(b.certs.as_ref().unwrap().ca.clone()),
+            };
+            c.boot = extra.to_string();
+        });
     }
 }

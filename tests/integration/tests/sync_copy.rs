@@ -50,7 +50,7 @@ impl AsRef<Path> for Tmp {
 }
 
 fn tmp(name: &str) -> Tmp {
-    let d = std::env::temp_dir().join(failover_tests::unique(&format!("fo-sync-{name}-")));
+    let d = std::env::temp_dir().join(failover_harness::unique(&format!("fo-sync-{name}-")));
     fs::create_dir_all(&d).unwrap();
     Tmp(d)
 }
@@ -365,11 +365,11 @@ impl Drop for Tmpfs {
 /// stays current, and the half-written stage is removed when the store is reopened.
 #[tokio::test]
 async fn a_full_disk_keeps_the_previous_copy() {
-    failover_tests::require_root("sync disk full (tmpfs mount)");
+    failover_harness::require_root("sync disk full (tmpfs mount)");
     let src = tmp("fsrc");
     let mnt_dir = tmp("fmnt");
     let mnt = Tmpfs(mnt_dir.to_path_buf());
-    failover_tests::run(
+    failover_harness::run(
         "mount",
         [
             "-t",

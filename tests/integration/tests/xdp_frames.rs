@@ -3,7 +3,7 @@
 //! Each row feeds one frame and checks the action and which counter moved. Needs root.
 use failover::fastpath::FastPath;
 use failover_common::{wire, Stats};
-use failover_tests::{
+use failover_harness::{
     frames::{echo, frame, heartbeat, udp, L3},
     require_root,
 };
@@ -234,7 +234,7 @@ fn rows() -> Vec<Row> {
         (
             "arp",
             {
-                let mut f = failover_tests::frames::eth(0x0806, None);
+                let mut f = failover_harness::frames::eth(0x0806, None);
                 f.extend_from_slice(&[0; 28]);
                 f
             },
@@ -267,7 +267,7 @@ fn rows() -> Vec<Row> {
         (
             "double vlan tag",
             {
-                let mut f = failover_tests::frames::eth(0x8100, Some(7));
+                let mut f = failover_harness::frames::eth(0x8100, Some(7));
                 f.extend_from_slice(&icmp_reply(&v4, None, ID, 1)[12..]);
                 f
             },
@@ -398,13 +398,13 @@ fn per_source_record_counts_replies() {
         fp.test_run(&icmp_reply(&L3::v4(), None, ID, seq))
             .expect("run");
     }
-    let src = std::net::Ipv4Addr::from(failover_tests::frames::SRC4);
+    let src = std::net::Ipv4Addr::from(failover_harness::frames::SRC4);
     let rec = fp
         .peer(src.into())
         .expect("read peers")
         .expect("peer recorded");
     assert_eq!((rec.replies, rec.last_seq), (3, 3));
     assert!(rec.first_ns <= rec.last_ns);
-    let src6 = std::net::Ipv6Addr::from(failover_tests::frames::SRC6);
+    let src6 = std::net::Ipv6Addr::from(failover_harness::frames::SRC6);
     assert!(fp.peer(src6.into()).expect("read peers").is_none());
 }

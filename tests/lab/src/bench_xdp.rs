@@ -1,18 +1,22 @@
 //! `cargo xtask bench-xdp`: the fast path's cost per frame against a pass-only XDP program
-//! (DESIGN target: at most 1.1x), both run in the kernel through BPF_PROG_TEST_RUN with
+//! (targets in docs/design.md), both run in the kernel through BPF_PROG_TEST_RUN with
 //! `repeat`, on the frame kinds that matter: a counted UDP heartbeat reply (the heaviest path),
 //! a counted ICMP echo reply, a reply with a foreign token, and unrelated TCP traffic.
 use anyhow::{Context as _, Result};
 use failover::fastpath::FastPath;
 use failover_common::wire;
-use failover_tests::frames::{echo, frame, heartbeat, udp, L3};
+use failover_harness::frames::{echo, frame, heartbeat, udp, L3};
+
+use crate::bench::machine;
 use serde_json::json;
 
 const PORT: u16 = 7788;
 const ID: u16 = 0x4242;
 const TOKEN: u64 = 0x0123_4567_89ab_cdef;
 
+/// Runs the bench: `rounds` measurements of `repeat` runs per frame kind.
 pub fn run(repeat: u32, rounds: usize) -> Result<()> {
+    anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
     let mut fp = FastPath::detached()
         .icmp_id(ID)
         .udp_port(PORT)
@@ -45,17 +49,9 @@ pub fn run(repeat: u32, rounds: usize) -> Result<()> {
         ),
         ("tcp, not ours", frame(&v4, None, 6, &[0; 20])),
     ];
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
-        c.lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, m)| m.trim().to_string())
-    });
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let (cores, cpu, kernel) = machine();
     println!(
-        "XDP cost per frame, BPF_PROG_TEST_RUN x {repeat}, median of {rounds} rounds; {} / kernel {}",
-        cpu.clone().unwrap_or_default(),
-        kernel.trim()
+        "XDP cost per frame, BPF_PROG_TEST_RUN x {repeat}, median of {rounds} rounds; {cores} cores, {cpu}, kernel {kernel}"
     );
     println!(
         "{:<32} {:>10} {:>10} {:>7}",
@@ -78,7 +74,7 @@ pub fn run(repeat: u32, rounds: usize) -> Result<()> {
     }
     println!(
         "{}",
-        json!({"repeat": repeat, "rounds": rounds, "cpu": cpu, "kernel": kernel.trim(), "cases": out})
+        json!({"repeat": repeat, "rounds": rounds, "cores": cores, "cpu": cpu, "kernel": kernel, "cases": out})
     );
     Ok(())
 }

@@ -11,7 +11,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use failover::sync::{pull, serve_one, Channel, Key, Store};
-use failover_tests::{lab, unique, veth, NetNs};
+use failover_harness::{unique, veth, NetNs};
+
+use crate::{bench::machine, demo, fault::Fault, lab::LabOptions};
 use serde_json::json;
 
 fn thread_cpu() -> Duration {
@@ -132,7 +134,8 @@ fn copy_once(
     Ok((wall, scpu, ccpu, rep))
 }
 
-pub fn run(bin: &Path, lab_bin: &Path, size_mib: usize, rpo_runs: usize) -> Result<()> {
+/// Runs the bench: two copies over a veth link, then `rpo_runs` lab takeovers.
+pub fn run(failover: &Path, size_mib: usize, rpo_runs: usize) -> Result<()> {
     let a = NetNs::new("fo-bsa");
     let b = NetNs::new("fo-bsb");
     veth(
@@ -177,19 +180,21 @@ pub fn run(bin: &Path, lab_bin: &Path, size_mib: usize, rpo_runs: usize) -> Resu
 
     // The recovery point at the default every (500 heartbeats = 1 s), from the lab's client.
     let mut rpo = Vec::new();
-    let opts = lab::LabOptions {
+    let opts = LabOptions {
         sync_every: 500,
         fault_jitter: Duration::from_secs(1),
-        ..lab::LabOptions::new(bin.to_path_buf(), lab_bin.to_path_buf())
+        ..demo::prepare(failover)?
     };
     for i in 0..rpo_runs {
-        let rep = std::panic::catch_unwind(|| lab::scenario(&opts, "link", Duration::ZERO))
-            .map_err(|_| anyhow::anyhow!("lab run {} failed", i + 1))?;
-        let s = &rep["summary"]["sync"];
-        eprintln!("lab run {:>2}: {s}", i + 1);
-        if let Some(x) = s["rpo_ms"].as_f64() {
-            rpo.push(x);
-        }
+        let rep = demo::run_scenario(
+            &opts,
+            Fault::Link,
+            Duration::ZERO,
+            &format!("lab run {}", i + 1),
+        )?;
+        let s = rep.summary.sync;
+        eprintln!("lab run {:>2}: {}", i + 1, json!(s));
+        rpo.extend(s.and_then(|s| s.rpo_ms));
     }
     rpo.sort_by(|a, b| a.total_cmp(b));
     let q = |p: f64| {
@@ -204,18 +209,12 @@ pub fn run(bin: &Path, lab_bin: &Path, size_mib: usize, rpo_runs: usize) -> Resu
         q(0.95),
         q(1.0)
     );
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
-        c.lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, m)| m.trim().to_string())
-    });
+    let (cores, cpu, kernel) = machine();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "{}",
-        json!({"machine": {"cores": std::thread::available_parallelism().map_or(0, |n| n.get()), "cpu": cpu,
-            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()},
+        json!({"machine": {"cores": cores, "cpu": cpu, "kernel": kernel},
             "full": full, "one_percent": delta,
             "rpo_ms": {"runs": rpo.len(), "min": q(0.0), "median": q(0.5), "p95": q(0.95), "max": q(1.0)}})
     )?;

@@ -1,0 +1,650 @@
+//! The one two-host fixture: hosts A and B and a client on a switch, each a network
+//! namespace, with a generated configuration per host, an event log per host, and, by
+//! default, a `command` fence that really powers a host off (it kills every process in the
+//! host's namespace, flushes its addresses and takes its link down). The lab (tests/lab)
+//! builds on it with BMCs and a management network.
+//!
+//! ```text
+//!   ns A (eth0 .1) --\                      /-- ns client (eth0 .3)
+//!                     pa -- br0 (ns sw) -- pc
+//!   ns B (eth0 .2) --/ pb                       P .100, M .101
+//! ```
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{
+    config::{Fence, HostConfig},
+    events::EventLog,
+    failover_bin,
+    guard::write_exec,
+    mono_ns,
+    netns::{add_addr, bridge_port, holds},
+    BpffsDir, ChildGuard, NetNs, TempDir,
+};
+
+/// Address family of the bench.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4: 10.N.0.0/24.
+    V4,
+    /// IPv6: fdN::/64.
+    V6,
+}
+
+/// A host of the pair.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// Node 1.
+    A,
+    /// Node 2.
+    B,
+}
+
+impl Host {
+    /// Both hosts.
+    pub const BOTH: [Host; 2] = [Host::A, Host::B];
+
+    /// Lower-case name, as in the configs and events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Host::A => "a",
+            Host::B => "b",
+        }
+    }
+
+    /// The other host.
+    pub fn other(self) -> Host {
+        match self {
+            Host::A => Host::B,
+            Host::B => Host::A,
+        }
+    }
+
+    /// The host's address number in the bench subnets (and its node id).
+    pub fn octet(self) -> u8 {
+        match self {
+            Host::A => 1,
+            Host::B => 2,
+        }
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.octet() - 1)
+    }
+}
+
+/// How the fixture names its namespaces.
+#[derive(Clone, Debug)]
+pub enum Names {
+    /// Unique names (`fo-sw1234x0`, ...), so that tests never collide.
+    Unique,
+    /// `{prefix}sw`, `{prefix}a`, `{prefix}b`, `{prefix}client`: the lab's fixed names,
+    /// which a leftover lab is found by.
+    Fixed(&'static str),
+}
+
+/// Settings of the fixture.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Address family.
+    pub family: Family,
+    /// The subnet number N of 10.N.0.0/24 (or fdN::/64).
+    pub subnet: u8,
+    /// Namespace names.
+    pub names: Names,
+    /// `heartbeat.kind` ("udp" or "icmp").
+    pub heartbeat: &'static str,
+    /// The command fence fails every action (an unreachable BMC).
+    pub fence_fails: bool,
+    /// Sample both hosts' addresses every 2 ms and count samples with P on both. It spawns
+    /// `ip` twice per sample: the lab, which judges split brain from its client instead,
+    /// leaves it off.
+    pub watch: bool,
+    /// Echo the daemons' log lines to stderr as `[a] ...`.
+    pub echo: bool,
+    /// The `failover` binary; default [`failover_bin`].
+    pub failover: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            family: Family::V4,
+            subnet: 91,
+            names: Names::Unique,
+            heartbeat: "udp",
+            fence_fails: false,
+            watch: true,
+            echo: true,
+            failover: None,
+        }
+    }
+}
+
+impl Options {
+    /// The `failover` binary.
+    pub fn failover(&self) -> PathBuf {
+        self.failover.clone().unwrap_or_else(failover_bin)
+    }
+
+    /// Address number `n` of the bench subnet.
+    pub fn addr(&self, n: u8) -> String {
+        match self.family {
+            Family::V4 => format!("10.{}.0.{n}", self.subnet),
+            Family::V6 => format!("fd{}::{n}", self.subnet),
+        }
+    }
+
+    /// Prefix length.
+    pub fn prefix(&self) -> u8 {
+        match self.family {
+            Family::V4 => 24,
+            Family::V6 => 64,
+        }
+    }
+
+    /// `addr/prefix` of address number `n`.
+    pub fn cidr(&self, n: u8) -> String {
+        format!("{}/{}", self.addr(n), self.prefix())
+    }
+}
+
+const FENCE: &str = r#"#!/bin/sh
+# Test fence: "powers off" the peer namespace. Logs every call.
+. "$(dirname "$0")/fence-$FAILOVER_NODE.env"
+echo "$1" >> "$LOG"
+case "$1" in
+  off)
+    [ "$FAIL" = 1 ] && { echo "BMC unreachable (test)" >&2; exit 1; }
+    ip netns pids "$NS" | xargs -r kill -9
+    # Power is off once every process is gone, not when the signal is sent.
+    while [ -n "$(ip netns pids "$NS")" ]; do sleep 0.005; done
+    ip -n "$NS" link set eth0 down
+    ip -n "$NS" addr flush dev eth0 scope global
+    echo off > "$STATE" ;;
+  on)
+    [ "$FAIL" = 1 ] && exit 1
+    ip -n "$NS" addr add $ADDR dev eth0
+    ip -n "$NS" link set eth0 up
+    echo on > "$STATE" ;;
+  reboot)
+    [ "$FAIL" = 1 ] && exit 1
+    ip netns pids "$NS" | xargs -r kill -9
+    while [ -n "$(ip netns pids "$NS")" ]; do sleep 0.005; done
+    ip -n "$NS" addr flush dev eth0 scope global
+    ip -n "$NS" addr add $ADDR dev eth0 ;;
+  status) cat "$STATE" ;;
+  *) exit 1 ;;
+esac
+"#;
+
+const HOOK: &str = r#"#!/bin/sh
+echo "$FAILOVER_HOOK $ROLE $EPOCH $PEER" >> "$(dirname "$0")/hooks-$FAILOVER_NODE.log"
+echo "hook $FAILOVER_HOOK ran"
+[ "$FAILOVER_HOOK" = on_fault ] && exit 3
+exit 0
+"#;
+
+/// Samples both hosts' addresses and counts samples in which both held P.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    both: Arc<AtomicU64>,
+    samples: Arc<AtomicU64>,
+}
+
+impl Watcher {
+    fn start(a: String, b: String, p: String) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let both = Arc::new(AtomicU64::new(0));
+        let samples = Arc::new(AtomicU64::new(0));
+        let (s, bo, sa) = (stop.clone(), both.clone(), samples.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if holds(&a, "eth0", &p) && holds(&b, "eth0", &p) {
+                    bo.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("[watch] BOTH HOSTS HOLD {p}");
+                }
+                sa.fetch_add(1, Ordering::Relaxed);
+                // Sampling pace, leaving CPU to the daemons; not synchronisation.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        Watcher {
+            stop,
+            thread: Some(thread),
+            both,
+            samples,
+        }
+    }
+
+    fn finish(&mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (
+            self.samples.load(Ordering::Relaxed),
+            self.both.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The whole bench; everything is torn down on drop.
+pub struct Pair {
+    /// The settings it was built with.
+    pub opts: Options,
+    /// The primary address.
+    pub p: String,
+    /// The monitor address.
+    pub m: String,
+    /// Switch namespace (bridge br0).
+    pub sw: NetNs,
+    /// Client namespace.
+    pub client: NetNs,
+    hosts: [NetNs; 2],
+    configs: Mutex<[HostConfig; 2]>,
+    logs: [EventLog; 2],
+    daemons: Mutex<[Option<ChildGuard>; 2]>,
+    watcher: Option<Watcher>,
+    /// Pins (each host appends `-a` / `-b`).
+    pub pins: BpffsDir,
+    /// Configs, scripts, logs, state; removed on drop unless FAILOVER_KEEP is set.
+    pub dir: TempDir,
+}
+
+impl Pair {
+    /// Builds the namespaces, bridge, scripts and configs (daemons not started).
+    pub fn new(opts: Options) -> Pair {
+        crate::require_root("the two-host fixture");
+        let ns = |role: &str, unique_prefix: &str| match &opts.names {
+            Names::Unique => NetNs::new(unique_prefix),
+            Names::Fixed(prefix) => NetNs::named(&format!("{prefix}{role}")),
+        };
+        let sw = ns("sw", "fo-sw");
+        sw.ip(["link", "add", "br0", "type", "bridge"]);
+        sw.ip(["link", "set", "br0", "up"]);
+        let a = ns("a", "fo-ha");
+        let b = ns("b", "fo-hb");
+        let client = ns("client", "fo-hc");
+        for (host, port, n) in [(&a, "pa", 1), (&b, "pb", 2), (&client, "pc", 3)] {
+            bridge_port(host, "eth0", &sw, port, "br0");
+            add_addr(host, "eth0", &opts.cidr(n));
+        }
+        let dir = TempDir::new("fo-pair-");
+        let pins = BpffsDir::new();
+        write_exec(&dir.join("fence.sh"), FENCE);
+        write_exec(&dir.join("hook.sh"), HOOK);
+        let hosts = [a, b];
+        for h in Host::BOTH {
+            let peer = h.other();
+            let env = format!(
+                "NS={}\nSTATE={}\nLOG={}\nADDR=\"{}{}\"\nFAIL={}\n",
+                hosts[peer.index()].name(),
+                dir.join(format!("power-{}", peer.name())).display(),
+                dir.join(format!("fence-{}.log", h.name())).display(),
+                opts.cidr(peer.octet()),
+                if opts.family == Family::V6 {
+                    " nodad"
+                } else {
+                    ""
+                },
+                u8::from(opts.fence_fails),
+            );
+            std::fs::write(dir.join(format!("fence-{}.env", h.name())), env).expect("env");
+            std::fs::write(dir.join(format!("power-{}", h.name())), "on\n").expect("power");
+        }
+        let configs = Host::BOTH.map(|h| Pair::default_config(&opts, &dir, &pins, h));
+        let logs = Host::BOTH.map(|h| {
+            EventLog::open(
+                &dir.join(format!("events-{}.fifo", h.name())),
+                h.name(),
+                opts.echo,
+            )
+        });
+        let (p, m) = (opts.addr(100), opts.addr(101));
+        let watcher = opts.watch.then(|| {
+            Watcher::start(
+                hosts[0].name().to_string(),
+                hosts[1].name().to_string(),
+                p.clone(),
+            )
+        });
+        let pair = Pair {
+            p,
+            m,
+            sw,
+            client,
+            hosts,
+            configs: Mutex::new(configs),
+            logs,
+            daemons: Mutex::new([None, None]),
+            watcher,
+            pins,
+            dir,
+            opts,
+        };
+        for h in Host::BOTH {
+            pair.write_config(h);
+        }
+        pair
+    }
+
+    /// The default configuration of `h`: the command fence, the test hook for every hook,
+    /// a metrics endpoint on the namespace's loopback.
+    fn default_config(opts: &Options, dir: &TempDir, pins: &BpffsDir, h: Host) -> HostConfig {
+        let peer = h.other();
+        let hook = dir.join("hook.sh").display().to_string();
+        HostConfig {
+            comment: format!(
+                "Generated by the failover test bench for host {}.",
+                h.name()
+            ),
+            top: vec![
+                ("join_timeout".into(), "\"200ms\"".into()),
+                ("startup_grace".into(), "\"20s\"".into()),
+            ],
+            name: h.name().into(),
+            id: u32::from(h.octet()),
+            interface: "eth0".into(),
+            address: opts.cidr(h.octet()),
+            peer: opts.addr(peer.octet()),
+            peer_name: peer.name().into(),
+            primary: opts.cidr(100),
+            monitor: opts.cidr(101),
+            heartbeat: opts.heartbeat,
+            fence: Fence::Command(dir.join("fence.sh")),
+            boot: "timeout = \"10s\"\nretry = \"100ms\"\nretry_max = \"400ms\"\n".into(),
+            hooks: format!("on_primary = {hook:?}\non_monitor = {hook:?}\non_fault = {hook:?}\n"),
+            socket: dir.join(format!("{}.sock", h.name())),
+            metrics: Some("127.0.0.1:9477".into()),
+            bpffs_dir: PathBuf::from(format!("{}-{}", pins.pins().display(), h.name())),
+            state_dir: dir.join(format!("state-{}", h.name())),
+            sync: None,
+            extra: String::new(),
+        }
+    }
+
+    /// The namespace of `h`.
+    pub fn ns(&self, h: Host) -> &NetNs {
+        &self.hosts[h.index()]
+    }
+
+    /// Path of `h`'s config file.
+    pub fn config_path(&self, h: Host) -> PathBuf {
+        self.dir.join(format!("{}.toml", h.name()))
+    }
+
+    /// `h`'s configuration.
+    pub fn config(&self, h: Host) -> HostConfig {
+        self.configs.lock().unwrap()[h.index()].clone()
+    }
+
+    /// Changes `h`'s configuration and rewrites its file (a running daemon is not told).
+    pub fn configure(&self, h: Host, f: impl FnOnce(&mut HostConfig)) {
+        f(&mut self.configs.lock().unwrap()[h.index()]);
+        self.write_config(h);
+    }
+
+    fn write_config(&self, h: Host) {
+        let text = self.configs.lock().unwrap()[h.index()].render();
+        std::fs::write(self.config_path(h), text).expect("write config");
+    }
+
+    /// The FIFO `h`'s daemons log into (for boot commands that start the daemon themselves).
+    pub fn event_fifo(&self, h: Host) -> &Path {
+        self.logs[h.index()].fifo()
+    }
+
+    /// Starts (or restarts) `h`'s daemon with JSON logs into its event log.
+    pub fn start(&self, h: Host) {
+        let mut cmd = self.ns(h).command(self.opts.failover());
+        cmd.args(["--log-format", "json", "run", "--config"])
+            .arg(self.config_path(h))
+            .env("FAILOVER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.logs[h.index()].writer());
+        let child = cmd.spawn().expect("spawn failover run");
+        let old = self.daemons.lock().unwrap()[h.index()].replace(ChildGuard(child));
+        drop(old);
+    }
+
+    /// Kills `h`'s daemon with SIGKILL (addresses stay, as after a crash).
+    pub fn kill9(&self, h: Host) {
+        if let Some(mut g) = self.daemons.lock().unwrap()[h.index()].take() {
+            let _ = g.0.kill();
+            let _ = g.0.wait();
+        }
+    }
+
+    /// Stops `h`'s daemon with SIGTERM; returns its exit status.
+    pub fn terminate(&self, h: Host) -> Option<std::process::ExitStatus> {
+        let g = self.daemons.lock().unwrap()[h.index()].take()?;
+        Some(g.terminate())
+    }
+
+    /// Now, as a point to wait from: events stamped later count.
+    pub fn mark(&self) -> u64 {
+        mono_ns()
+    }
+
+    /// All events of `h`, across its daemon's runs.
+    pub fn events(&self, h: Host) -> Vec<Value> {
+        self.logs[h.index()].events()
+    }
+
+    /// Waits (hang guard) for an event of `h` stamped after `since` named `name` for which
+    /// `pred` holds; returns it.
+    pub fn wait_event(
+        &self,
+        h: Host,
+        since: u64,
+        name: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.logs[h.index()].wait(since, name, pred)
+    }
+
+    /// [`Pair::wait_event`], giving up (panicking) as soon as `abort` returns true.
+    pub fn wait_event_unless(
+        &self,
+        h: Host,
+        since: u64,
+        name: &str,
+        pred: impl Fn(&Value) -> bool,
+        abort: impl Fn() -> bool,
+    ) -> Value {
+        self.logs[h.index()].wait_unless(since, name, pred, abort)
+    }
+
+    /// Whether `h` emitted `name` after `since` with `pred` holding.
+    pub fn emitted(&self, h: Host, since: u64, name: &str, pred: impl Fn(&Value) -> bool) -> bool {
+        self.logs[h.index()].any(since, name, pred)
+    }
+
+    /// Waits for a role change of `h` to `role` after `since`.
+    pub fn wait_role(&self, h: Host, since: u64, role: &str) -> Value {
+        self.wait_event(h, since, "role_changed", |v| v["role"] == role)
+    }
+
+    /// The lines of `h`'s fence log (what `h` asked of its peer's power).
+    pub fn fence_log(&self, h: Host) -> Vec<String> {
+        self.lines(&format!("fence-{}.log", h.name()))
+    }
+
+    /// The hook log of `h`.
+    pub fn hook_log(&self, h: Host) -> Vec<String> {
+        self.lines(&format!("hooks-{}.log", h.name()))
+    }
+
+    fn lines(&self, file: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Whether `h` has `addr` on eth0.
+    pub fn holds(&self, h: Host, addr: &str) -> bool {
+        self.ns(h).holds("eth0", addr)
+    }
+
+    /// MAC of `h`'s eth0.
+    pub fn mac(&self, h: Host) -> String {
+        self.ns(h).mac("eth0")
+    }
+
+    /// The client's neighbour entry for `addr`: (lladdr, state).
+    pub fn client_neighbour(&self, addr: &str) -> Option<(String, String)> {
+        let out = self.client.ip(["-j", "neigh", "show", addr, "dev", "eth0"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let e = v.get(0)?;
+        Some((
+            e["lladdr"].as_str()?.to_string(),
+            e["state"][0].as_str().unwrap_or("").to_string(),
+        ))
+    }
+
+    /// `h`'s Prometheus text, fetched inside its namespace.
+    pub fn metrics(&self, h: Host) -> String {
+        let out = self
+            .ns(h)
+            .command("/usr/bin/python3")
+            .args([
+                "-c",
+                "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9477/metrics',timeout=5).read().decode())",
+            ])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "metrics of {}: {}",
+            h.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pings `addr` from the client once; whether it answered (1 s limit).
+    pub fn client_ping(&self, addr: &str) -> bool {
+        self.client
+            .command("ping")
+            .args(["-c", "1", "-W", "1", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `failover status --json` of `h`, if its daemon answers.
+    pub fn try_status(&self, h: Host) -> Option<Value> {
+        let out = Command::new(self.opts.failover())
+            .args(["status", "--json", "--socket"])
+            .arg(self.config(h).socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// `failover status --json` of `h`; panics when it does not answer.
+    pub fn status(&self, h: Host) -> Value {
+        self.try_status(h)
+            .unwrap_or_else(|| panic!("status of {}: no answer", h.name()))
+    }
+
+    /// The switch port of `h`.
+    pub fn port_name(h: Host) -> &'static str {
+        match h {
+            Host::A => "pa",
+            Host::B => "pb",
+        }
+    }
+
+    /// Sets the switch port of `h` up or down (cutting or repairing its link).
+    pub fn port(&self, h: Host, up: bool) {
+        self.sw.ip([
+            "link",
+            "set",
+            "dev",
+            Pair::port_name(h),
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    /// Starts both daemons at once and waits for them to settle; returns (primary, monitor).
+    pub fn cold_start(&self) -> (Host, Host) {
+        let since = self.mark();
+        self.start(Host::A);
+        self.start(Host::B);
+        // One host becomes monitor (claim 12 at cold start), the other then hears it and
+        // becomes primary (claim 11). Whichever does first.
+        let deadline = std::time::Instant::now() + crate::events::HANG_GUARD;
+        let primary = loop {
+            if let Some(h) = Host::BOTH
+                .into_iter()
+                .find(|h| self.emitted(*h, since, "role_changed", |v| v["role"] == "primary"))
+            {
+                break h;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "neither host became primary"
+            );
+            // Either host may be the one: listen on each in turn for its next event.
+            for h in Host::BOTH {
+                self.logs[h.index()].wait_next(Duration::from_millis(50));
+            }
+        };
+        let monitor = primary.other();
+        self.wait_role(monitor, since, "monitor");
+        (primary, monitor)
+    }
+
+    /// Starts B, waits until it is monitor, then A, which hears B at M and becomes primary:
+    /// settled roles without the simultaneous cold start. Returns (primary, monitor) = (A, B).
+    pub fn start_settled(&self) -> (Host, Host) {
+        let since = self.mark();
+        self.start(Host::B);
+        self.wait_role(Host::B, since, "monitor");
+        self.start(Host::A);
+        self.wait_role(Host::A, since, "primary");
+        (Host::A, Host::B)
+    }
+
+    /// Stops the split-brain watcher and returns (samples, samples with two holders of P).
+    pub fn stop_watch(&mut self) -> (u64, u64) {
+        self.watcher.as_mut().map_or((0, 0), Watcher::finish)
+    }
+
+    /// Samples so far in which both hosts held P.
+    pub fn both_held_p(&self) -> u64 {
+        self.watcher
+            .as_ref()
+            .map_or(0, |w| w.both.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.stop_watch();
+        self.daemons
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .for_each(|d| drop(d.take()));
+        // The namespaces kill what is left in them (fence and hook children, frozen
+        // processes) when they are deleted.
+    }
+}

@@ -1,0 +1,1 @@
+//! The privileged tests live in `tests/`; this crate has no library code.

@@ -1,0 +1,134 @@
+//! `failover-lab`: the lab's processes (a lab BMC, the demo service, the client) and the
+//! commands `cargo xtask demo`, `bench`, `bench-sync` and `bench-xdp` run.
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use failover_lab::{
+    bench, bench_sync, bench_xdp,
+    bmc::{self, BmcArgs},
+    client::{self, ClientArgs},
+    demo,
+    fault::Fault,
+    service::{self, ServiceArgs},
+};
+
+/// The failover lab: two hosts with lab BMCs, a switch, a management network and a client,
+/// each a network namespace, running the real `failover run` (docs/lab.md). Needs root.
+#[derive(Parser)]
+#[command(name = "failover-lab")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A lab BMC for one host (run inside the management namespace).
+    Bmc(BmcArgs),
+    /// The demo service (run inside a host's namespace).
+    Service(ServiceArgs),
+    /// The lab's client (run inside the client namespace).
+    Client(ClientArgs),
+    /// The demo: the fault on the primary with takeover (claim 12), then recovery only
+    /// (claim 11); timelines on stderr.
+    Demo {
+        /// The `failover` binary to run on the hosts.
+        #[arg(long)]
+        failover: PathBuf,
+        /// The fault injected on the primary.
+        #[arg(long, value_enum, default_value_t = Fault::Link)]
+        fault: Fault,
+        /// Print the summary as one JSON object on the last line of stdout.
+        #[arg(long)]
+        json: bool,
+        /// Print the lab directory and the generated configs (kept on disk with
+        /// FAILOVER_LAB_KEEP=1).
+        #[arg(long)]
+        show_config: bool,
+    },
+    /// The takeover scenario N times: min, median, p95, max of each figure; with a fault that
+    /// leaves the primary healthy (loss, cpu), false takeovers over a window instead.
+    Bench {
+        /// The `failover` binary to run on the hosts.
+        #[arg(long)]
+        failover: PathBuf,
+        /// The fault.
+        #[arg(long, value_enum, default_value_t = Fault::Link)]
+        fault: Fault,
+        /// Number of runs.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        runs: u64,
+        /// For loss and cpu: how long each run watches for a false takeover, in seconds.
+        #[arg(long, default_value_t = 600)]
+        window_s: u64,
+    },
+    /// The data copy: a full copy and a 1 % change over a veth link, then the lab's recovery
+    /// point.
+    BenchSync {
+        /// The `failover` binary to run on the hosts.
+        #[arg(long)]
+        failover: PathBuf,
+        /// Size of the generated tree, MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: usize,
+        /// Lab runs for the recovery-point distribution.
+        #[arg(long, default_value_t = 10)]
+        rpo_runs: usize,
+    },
+    /// The XDP program's cost per frame against a pass-only program (BPF_PROG_TEST_RUN).
+    BenchXdp {
+        /// Runs per measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// Measurements per frame kind (the median is reported).
+        #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let r = match Cli::parse().cmd {
+        Cmd::Bmc(a) => {
+            bmc::run(a);
+            Ok(())
+        }
+        Cmd::Service(a) => {
+            service::run(a);
+            Ok(())
+        }
+        Cmd::Client(a) => {
+            client::run(a);
+            Ok(())
+        }
+        Cmd::Demo {
+            failover,
+            fault,
+            json,
+            show_config,
+        } => demo::run(&failover, fault, json, show_config),
+        Cmd::Bench {
+            failover,
+            fault,
+            runs,
+            window_s,
+        } => bench::run(
+            &failover,
+            fault,
+            runs as usize,
+            Duration::from_secs(window_s),
+        ),
+        Cmd::BenchSync {
+            failover,
+            size_mib,
+            rpo_runs,
+        } => bench_sync::run(&failover, size_mib, rpo_runs),
+        Cmd::BenchXdp { repeat, rounds } => bench_xdp::run(repeat, rounds as usize),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("failover-lab: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The faults of `cargo xtask demo --fault`, injected on a lab host and repaired afterwards.
+use std::process::Stdio;
+
+use failover_harness::{mono_ns, namespace_pids, pair::Host, signal_namespace, NetNs};
+
+use crate::lab::{bmc_addr, Lab};
+
+/// A fault on the primary.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// Its switch port goes down (a cut cable).
+    Link,
+    /// The switch drops everything it sends (a one-way partition).
+    Oneway,
+    /// Every process on it is frozen (SIGSTOP); the kernel still answers ICMP and ARP.
+    Freeze,
+    /// Its daemon is killed (SIGKILL); the host, its kernel and its service keep running.
+    Kill9,
+    /// Its link is cut and its BMC is unreachable; the BMC comes back later.
+    BmcDown,
+    /// Its link is cut and its BMC answers every request a second late.
+    BmcSlow,
+    /// 5 % of its frames are lost each way (the primary stays healthy).
+    Loss,
+    /// Both cores are saturated on it (the primary stays healthy).
+    Cpu,
+}
+
+impl Fault {
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Link => "link",
+            Fault::Oneway => "oneway",
+            Fault::Freeze => "freeze",
+            Fault::Kill9 => "kill9",
+            Fault::BmcDown => "bmc-down",
+            Fault::BmcSlow => "bmc-slow",
+            Fault::Loss => "loss",
+            Fault::Cpu => "cpu",
+        }
+    }
+
+    /// Faults after which the primary is healthy: nothing may fail over.
+    pub fn harmless(self) -> bool {
+        matches!(self, Fault::Loss | Fault::Cpu)
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn nft(sw: &NetNs, rules: &str) {
+    let mut c = sw
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    use std::io::Write as _;
+    c.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "nft {rules}");
+}
+
+/// An nft bridge table `fo_lab` on the switch with one forward rule.
+fn switch_rule(sw: &NetNs, rule: &str) {
+    nft(
+        sw,
+        &format!(
+            "table bridge fo_lab {{\n chain faults {{\n  type filter hook forward priority 0;\n  {rule}\n }}\n}}\n"
+        ),
+    );
+}
+
+impl Lab {
+    /// Injects `fault` on host `h` and records the time.
+    pub fn inject(&mut self, h: Host, fault: Fault) {
+        let port = failover_harness::pair::Pair::port_name(h);
+        let ns = self.pair.ns(h).name().to_string();
+        self.fault_ns = Some(mono_ns());
+        match fault {
+            Fault::Link => self.pair.port(h, false),
+            Fault::Oneway => switch_rule(&self.pair.sw, &format!("iifname \"{port}\" drop")),
+            Fault::Freeze => signal_namespace(&ns, libc::SIGSTOP),
+            Fault::Kill9 => {
+                // Only the daemon: found among the host's processes by its arguments (the
+                // BMC's own command line mentions the config too, but the BMC lives in the
+                // management namespace).
+                for pid in namespace_pids(&ns) {
+                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    if cmd.windows(11).any(|w| w == b"\0run\0--conf") {
+                        // SAFETY: plain kill(2) of the lab host's daemon.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+            Fault::BmcDown => {
+                self.pair.port(h, false);
+                self.mgmt
+                    .ip(["addr", "del", &format!("{}/24", bmc_addr(h)), "dev", "brm"]);
+            }
+            Fault::BmcSlow => {
+                std::fs::write(self.control_dir(h).join("slow_ms"), "1000").unwrap();
+                self.pair.port(h, false);
+            }
+            Fault::Loss => switch_rule(
+                &self.pair.sw,
+                &format!(
+                    "iifname \"{port}\" numgen random mod 100 < 5 drop\n  oifname \"{port}\" numgen random mod 100 < 5 drop"
+                ),
+            ),
+            Fault::Cpu => {
+                for _ in 0..2 {
+                    let c = self
+                        .pair
+                        .ns(h)
+                        .command("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("cpu burner");
+                    self.children.push(c);
+                }
+            }
+        }
+    }
+
+    /// Undoes a fault that outlives a power cycle (a cut cable, a switch rule), as a
+    /// technician would once the host is down; BMC faults are undone too.
+    pub fn repair(&mut self, h: Host, fault: Fault) {
+        match fault {
+            Fault::Link | Fault::BmcSlow => self.pair.port(h, true),
+            Fault::BmcDown => {
+                self.pair.port(h, true);
+                self.repair_bmc(h);
+            }
+            Fault::Oneway | Fault::Loss => {
+                let _ = self
+                    .pair
+                    .sw
+                    .command("nft")
+                    .args(["delete", "table", "bridge", "fo_lab"])
+                    .status();
+            }
+            Fault::Freeze | Fault::Kill9 | Fault::Cpu => {}
+        }
+        let _ = std::fs::remove_file(self.control_dir(h).join("slow_ms"));
+    }
+
+    /// Makes `h`'s BMC reachable again (after `bmc-down`).
+    pub fn repair_bmc(&mut self, h: Host) {
+        let _ = self
+            .mgmt
+            .command("ip")
+            .args(["addr", "add", &format!("{}/24", bmc_addr(h)), "dev", "brm"])
+            .stderr(Stdio::null())
+            .status();
+    }
+}

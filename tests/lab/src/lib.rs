@@ -1,0 +1,24 @@
+//! The failover lab (docs/lab.md) and everything that runs in it.
+//!
+//! - [`lab`]: the lab on the two-host fixture of `failover-harness`: a management network,
+//!   a lab BMC per host, the demo service and client.
+//! - [`fault`]: the faults, injected on the primary and repaired.
+//! - [`scenario`] and [`report`]: one fault from steady state to settled roles, as a typed
+//!   report (the contract of `cargo xtask demo --json`).
+//! - [`demo`], [`bench`], [`bench_sync`], [`bench_xdp`]: what `cargo xtask demo` and the
+//!   benches run, through the `failover-lab` binary.
+//! - [`bmc`], [`service`], [`client`]: the lab's own processes, run by that binary inside the
+//!   lab's namespaces.
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod bench_sync;
+pub mod bench_xdp;
+pub mod bmc;
+pub mod client;
+pub mod demo;
+pub mod fault;
+pub mod lab;
+pub mod report;
+pub mod scenario;
+pub mod service;
