@@ -1,4 +1,4 @@
-//! Persisted state: the epoch, bumped on every promotion (DESIGN rule 4).
+//! Persisted state: the epoch, bumped on every promotion (safety rule 4 of docs/design.md).
 //!
 //! Written atomically (temporary file, fsync, rename, fsync of the directory), so a crash leaves
 //! either the old or the new epoch, never a torn file.

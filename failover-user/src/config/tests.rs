@@ -202,3 +202,68 @@ fn sync_settings_are_checked() {
         assert!(err.contains(want), "want {want:?} in {err:?}");
     }
 }
+
+#[test]
+fn the_shipped_example_pair_loads_passes_preflight_and_mirrors() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"));
+    let load = |name: &str| {
+        let c = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        c.preflight()
+            .unwrap_or_else(|e| panic!("{name}: preflight: {e}"));
+        c
+    };
+    let (a, b) = (load("host-a.toml"), load("host-b.toml"));
+
+    // Exactly one preferred primary: host a.
+    assert!(a.preferred_primary && !b.preferred_primary);
+
+    // The same floating addresses, the node values swapped.
+    assert_eq!(a.addresses.primary, b.addresses.primary);
+    assert_eq!(a.addresses.monitor, b.addresses.monitor);
+    assert_eq!(a.node.address.addr, b.node.peer);
+    assert_eq!(b.node.address.addr, a.node.peer);
+    assert_eq!(
+        (&a.node.name, &a.node.peer_name),
+        (&b.node.peer_name, &b.node.name)
+    );
+    assert_ne!(a.node.id, b.node.id);
+    assert_eq!(a.node.interface, b.node.interface);
+
+    // What both hosts must agree on.
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        assert_eq!(x.heartbeat.kind, y.heartbeat.kind);
+        assert_eq!(x.heartbeat.port, y.heartbeat.port);
+        assert_eq!(x.heartbeat.interval, y.heartbeat.interval);
+        assert_eq!(x.heartbeat.timeout, y.heartbeat.timeout);
+        assert_eq!(x.heartbeat.misses, y.heartbeat.misses);
+        assert_eq!(x.join_timeout, y.join_timeout);
+        assert_eq!(x.startup_grace, y.startup_grace);
+        assert_eq!(x.takeover, y.takeover);
+        assert_eq!(x.garp.count, y.garp.count);
+        assert_eq!(x.garp.spacing, y.garp.spacing);
+        assert_eq!(x.garp.refresh, y.garp.refresh);
+        assert_eq!(x.garp.dad_probes, y.garp.dad_probes);
+        assert_eq!(x.garp.dad_wait, y.garp.dad_wait);
+        assert_eq!(x.sync.is_some(), y.sync.is_some());
+    }
+
+    // The relative command and hooks resolve to the scripts shipped beside the examples,
+    // whatever the working directory.
+    let shipped = |script: &str| dir.join(script).canonicalize().expect("shipped script");
+    for c in [&a, &b] {
+        assert_eq!(c.boot.method, BootMethod::Command);
+        let command = c.boot.command.as_deref().expect("boot.command");
+        assert!(command.is_absolute(), "{}", command.display());
+        assert_eq!(
+            command.canonicalize().expect("boot.command exists"),
+            shipped("fence-peer.sh")
+        );
+        for hook in [&c.hooks.on_primary, &c.hooks.on_monitor, &c.hooks.on_fault] {
+            let hook = hook.as_deref().expect("hook set");
+            assert_eq!(
+                hook.canonicalize().expect("hook exists"),
+                shipped("log-hook.sh")
+            );
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! The role state machine of DESIGN.md section 2: pure code, inputs in, actions out.
+//! The role state machine of docs/design.md ("Protocol"): pure code, inputs in, actions out.
 //!
 //! The runtime executes the actions in order and feeds their results back as inputs. Nothing
 //! here does I/O, so every claim is testable without root. Two rules are enforced here by

@@ -1,6 +1,6 @@
 //! `failover bmc` against the real sushy-emulator (HTTPS, basic auth, fake driver) and, for
 //! what sushy cannot do (sessions, 202 + task monitor, If-Match, misbehaving services), the
-//! small mock in tests/redfish/mock_bmc.py. Every BMC runs in a namespace of its own.
+//! small mock in tests/harness/mock_bmc.py. Every BMC runs in a namespace of its own.
 //!
 //! sushy applies power changes 1-11 s after a reset (randomly): the strategy tests wait for
 //! them. Round-trip times are printed, never asserted.
