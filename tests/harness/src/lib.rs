@@ -14,6 +14,8 @@ pub mod frames;
 pub mod guard;
 pub mod netns;
 pub mod pair;
+pub mod scripts;
+mod watch;
 
 use std::{
     ffi::OsStr,

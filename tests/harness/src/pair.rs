@@ -12,11 +12,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex,
-    },
-    thread::JoinHandle,
+    sync::Mutex,
     time::Duration,
 };
 
@@ -28,7 +24,9 @@ use crate::{
     failover_bin,
     guard::write_exec,
     mono_ns,
-    netns::{add_addr, bridge_port, holds},
+    netns::{add_addr, bridge_port},
+    scripts::{FENCE, HOOK},
+    watch::Watcher,
     BpffsDir, ChildGuard, NetNs, TempDir,
 };
 
@@ -156,87 +154,6 @@ impl Options {
     /// `addr/prefix` of address number `n`.
     pub fn cidr(&self, n: u8) -> String {
         format!("{}/{}", self.addr(n), self.prefix())
-    }
-}
-
-const FENCE: &str = r#"#!/bin/sh
-# Test fence: "powers off" the peer namespace. Logs every call.
-. "$(dirname "$0")/fence-$FAILOVER_NODE.env"
-echo "$1" >> "$LOG"
-case "$1" in
-  off)
-    [ "$FAIL" = 1 ] && { echo "BMC unreachable (test)" >&2; exit 1; }
-    ip netns pids "$NS" | xargs -r kill -9
-    # Power is off once every process is gone, not when the signal is sent.
-    while [ -n "$(ip netns pids "$NS")" ]; do sleep 0.005; done
-    ip -n "$NS" link set eth0 down
-    ip -n "$NS" addr flush dev eth0 scope global
-    echo off > "$STATE" ;;
-  on)
-    [ "$FAIL" = 1 ] && exit 1
-    ip -n "$NS" addr add $ADDR dev eth0
-    ip -n "$NS" link set eth0 up
-    echo on > "$STATE" ;;
-  reboot)
-    [ "$FAIL" = 1 ] && exit 1
-    ip netns pids "$NS" | xargs -r kill -9
-    while [ -n "$(ip netns pids "$NS")" ]; do sleep 0.005; done
-    ip -n "$NS" addr flush dev eth0 scope global
-    ip -n "$NS" addr add $ADDR dev eth0 ;;
-  status) cat "$STATE" ;;
-  *) exit 1 ;;
-esac
-"#;
-
-const HOOK: &str = r#"#!/bin/sh
-echo "$FAILOVER_HOOK $ROLE $EPOCH $PEER" >> "$(dirname "$0")/hooks-$FAILOVER_NODE.log"
-echo "hook $FAILOVER_HOOK ran"
-[ "$FAILOVER_HOOK" = on_fault ] && exit 3
-exit 0
-"#;
-
-/// Samples both hosts' addresses and counts samples in which both held P.
-struct Watcher {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    both: Arc<AtomicU64>,
-    samples: Arc<AtomicU64>,
-}
-
-impl Watcher {
-    fn start(a: String, b: String, p: String) -> Watcher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let both = Arc::new(AtomicU64::new(0));
-        let samples = Arc::new(AtomicU64::new(0));
-        let (s, bo, sa) = (stop.clone(), both.clone(), samples.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                if holds(&a, "eth0", &p) && holds(&b, "eth0", &p) {
-                    bo.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("[watch] BOTH HOSTS HOLD {p}");
-                }
-                sa.fetch_add(1, Ordering::Relaxed);
-                // Sampling pace, leaving CPU to the daemons; not synchronisation.
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
-        Watcher {
-            stop,
-            thread: Some(thread),
-            both,
-            samples,
-        }
-    }
-
-    fn finish(&mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        (
-            self.samples.load(Ordering::Relaxed),
-            self.both.load(Ordering::Relaxed),
-        )
     }
 }
 
@@ -630,9 +547,7 @@ impl Pair {
 
     /// Samples so far in which both hosts held P.
     pub fn both_held_p(&self) -> u64 {
-        self.watcher
-            .as_ref()
-            .map_or(0, |w| w.both.load(Ordering::Relaxed))
+        self.watcher.as_ref().map_or(0, Watcher::both)
     }
 }
 

@@ -1,0 +1,43 @@
+//! The bench's scripts: a `command` fence that really powers a host off, and a hook that
+//! logs what it was called with.
+
+/// The test fence: "powers off" the peer namespace (kills every process in it, flushes its
+/// addresses, takes its link down). Logs every call; reads its settings from
+/// `fence-$FAILOVER_NODE.env` beside it.
+pub const FENCE: &str = r#"#!/bin/sh
+# Test fence: "powers off" the peer namespace. Logs every call.
+. "$(dirname "$0")/fence-$FAILOVER_NODE.env"
+echo "$1" >> "$LOG"
+case "$1" in
+  off)
+    [ "$FAIL" = 1 ] && { echo "BMC unreachable (test)" >&2; exit 1; }
+    ip netns pids "$NS" | xargs -r kill -9
+    # Power is off once every process is gone, not when the signal is sent.
+    while [ -n "$(ip netns pids "$NS")" ]; do sleep 0.005; done
+    ip -n "$NS" link set eth0 down
+    ip -n "$NS" addr flush dev eth0 scope global
+    echo off > "$STATE" ;;
+  on)
+    [ "$FAIL" = 1 ] && exit 1
+    ip -n "$NS" addr add $ADDR dev eth0
+    ip -n "$NS" link set eth0 up
+    echo on > "$STATE" ;;
+  reboot)
+    [ "$FAIL" = 1 ] && exit 1
+    ip netns pids "$NS" | xargs -r kill -9
+    while [ -n "$(ip netns pids "$NS")" ]; do sleep 0.005; done
+    ip -n "$NS" addr flush dev eth0 scope global
+    ip -n "$NS" addr add $ADDR dev eth0 ;;
+  status) cat "$STATE" ;;
+  *) exit 1 ;;
+esac
+"#;
+
+/// The test hook: appends `HOOK ROLE EPOCH PEER` to `hooks-$FAILOVER_NODE.log`; `on_fault`
+/// exits 3, so a failing hook is seen too.
+pub const HOOK: &str = r#"#!/bin/sh
+echo "$FAILOVER_HOOK $ROLE $EPOCH $PEER" >> "$(dirname "$0")/hooks-$FAILOVER_NODE.log"
+echo "hook $FAILOVER_HOOK ran"
+[ "$FAILOVER_HOOK" = on_fault ] && exit 3
+exit 0
+"#;
