@@ -32,17 +32,17 @@ pub const MAX_TOKENS: u32 = 64;
 /// Maximum number of reply sources tracked.
 pub const MAX_PEERS: u32 = 256;
 
-/// `Config::flags`: count ICMP / ICMPv6 echo replies carrying `Config::icmp_id`.
+/// `FastPathConfig::flags`: count ICMP / ICMPv6 echo replies carrying `FastPathConfig::icmp_id`.
 pub const FLAG_ICMP: u32 = 1 << 0;
-/// `Config::flags`: count UDP heartbeat replies from `Config::udp_port`.
+/// `FastPathConfig::flags`: count UDP heartbeat replies from `FastPathConfig::udp_port`.
 pub const FLAG_UDP: u32 = 1 << 1;
-/// `Config::flags`: pass counted replies to the stack instead of consuming them (`XDP_DROP`).
+/// `FastPathConfig::flags`: pass counted replies to the stack instead of consuming them (`XDP_DROP`).
 pub const FLAG_PASS_COUNTED: u32 = 1 << 2;
 
 /// Configuration of the fast path. Key 0 of [`MAP_CONFIG`].
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Config {
+pub struct FastPathConfig {
     /// `FLAG_*` bits. Zero means the program counts nothing and passes everything.
     pub flags: u32,
     /// ICMP echo identifier of our probes (host order).
@@ -185,7 +185,7 @@ pub mod wire {
 mod user {
     use super::*;
     // SAFETY: all of these are repr(C), made of integers, without implicit padding.
-    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for FastPathConfig {}
     unsafe impl aya::Pod for PeerRecord {}
     unsafe impl aya::Pod for Arrival {}
     unsafe impl aya::Pod for Stats {}

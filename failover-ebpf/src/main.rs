@@ -26,13 +26,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use failover_common::{
-    wire, Arrival, Config, PeerKey, PeerRecord, Stats, ARRIVAL_SLOTS, FLAG_ICMP, FLAG_PASS_COUNTED,
-    FLAG_UDP, MAX_PEERS, MAX_TOKENS,
+    wire, Arrival, FastPathConfig, PeerKey, PeerRecord, Stats, ARRIVAL_SLOTS, FLAG_ICMP,
+    FLAG_PASS_COUNTED, FLAG_UDP, MAX_PEERS, MAX_TOKENS,
 };
 
 /// Configuration (key 0). Written by userspace before attaching; read here on every frame.
 #[btf_map]
-static FO_CONFIG: Array<Config, 1> = Array::new();
+static FO_CONFIG: Array<FastPathConfig, 1> = Array::new();
 
 /// Outstanding UDP heartbeat tokens (token -> userspace cookie). Written by userspace; read here.
 #[btf_map]
@@ -96,7 +96,7 @@ pub fn failover_xdp_pass(_ctx: XdpContext) -> u32 {
 pub fn failover_xdp(ctx: XdpContext) -> u32 {
     let cfg = match FO_CONFIG.get(0) {
         Some(c) => *c,
-        None => Config::default(),
+        None => FastPathConfig::default(),
     };
     let verdict = if cfg.flags & (FLAG_ICMP | FLAG_UDP) == 0 {
         FrameClass::NotOurs
@@ -146,7 +146,7 @@ fn be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
 }
 
 #[inline(always)]
-fn classify(ctx: &XdpContext, cfg: &Config) -> FrameClass {
+fn classify(ctx: &XdpContext, cfg: &FastPathConfig) -> FrameClass {
     let Some(mut proto) = be16(ctx, 12) else {
         return FrameClass::Truncated;
     };
@@ -209,7 +209,13 @@ fn classify(ctx: &XdpContext, cfg: &Config) -> FrameClass {
 }
 
 #[inline(always)]
-fn echo_reply(ctx: &XdpContext, cfg: &Config, l4: usize, src: PeerKey, reply: u8) -> FrameClass {
+fn echo_reply(
+    ctx: &XdpContext,
+    cfg: &FastPathConfig,
+    l4: usize,
+    src: PeerKey,
+    reply: u8,
+) -> FrameClass {
     let Some(h) = read::<[u8; ICMP_HLEN]>(ctx, l4) else {
         return FrameClass::Truncated;
     };
@@ -226,7 +232,7 @@ fn echo_reply(ctx: &XdpContext, cfg: &Config, l4: usize, src: PeerKey, reply: u8
 }
 
 #[inline(always)]
-fn heartbeat_reply(ctx: &XdpContext, cfg: &Config, l4: usize, src: PeerKey) -> FrameClass {
+fn heartbeat_reply(ctx: &XdpContext, cfg: &FastPathConfig, l4: usize, src: PeerKey) -> FrameClass {
     let Some(sport) = be16(ctx, l4) else {
         return FrameClass::Truncated;
     };

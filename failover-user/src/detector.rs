@@ -301,7 +301,7 @@ impl ProbeBook {
 
 /// Totals over judged probes, as printed by `failover probe`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Summary {
+pub struct ProbeSummary {
     /// Probes sent (including those whose send call failed).
     pub sent: u64,
     /// Replies before the deadline.
@@ -313,7 +313,7 @@ pub struct Summary {
     rtts_ns: Vec<u64>,
 }
 
-impl Summary {
+impl ProbeSummary {
     /// Adds one judged probe.
     pub fn add(&mut self, o: &Outcome) {
         self.sent += 1;
@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn summary_median() {
-        let mut s = Summary::default();
+        let mut s = ProbeSummary::default();
         assert_eq!(s.rtt_us(), None);
         for r in [4000, 1000, 3000] {
             s.add(&Outcome::InTime { rtt_ns: r });

@@ -19,8 +19,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use failover_common::{
-    Arrival, Config, PeerKey, PeerRecord, Stats, ARRIVAL_SLOTS, FLAG_ICMP, FLAG_PASS_COUNTED,
-    FLAG_UDP, MAP_ARRIVALS, MAP_CONFIG, MAP_NAMES, MAP_PEERS, MAP_STATS, MAP_TOKENS, PROGRAM_NAME,
+    Arrival, FastPathConfig, PeerKey, PeerRecord, Stats, ARRIVAL_SLOTS, FLAG_ICMP,
+    FLAG_PASS_COUNTED, FLAG_UDP, MAP_ARRIVALS, MAP_CONFIG, MAP_NAMES, MAP_PEERS, MAP_STATS,
+    MAP_TOKENS, PROGRAM_NAME,
 };
 
 use crate::sys::{self, SysError};
@@ -150,7 +151,7 @@ impl FastPathBuilder {
         self
     }
 
-    fn config(&self) -> Config {
+    fn config(&self) -> FastPathConfig {
         let mut flags = 0;
         if self.icmp_id.is_some() {
             flags |= FLAG_ICMP;
@@ -161,7 +162,7 @@ impl FastPathBuilder {
         if self.pass_counted {
             flags |= FLAG_PASS_COUNTED;
         }
-        Config {
+        FastPathConfig {
             flags,
             icmp_id: self.icmp_id.unwrap_or(0) as u32,
             udp_port: self.udp_port.unwrap_or(0) as u32,
@@ -372,8 +373,8 @@ impl FastPath {
     }
 
     /// Writes the configuration map.
-    pub fn set_config(&mut self, cfg: &Config) -> Result<(), FastPathError> {
-        let mut a: Array<&mut MapData, Config> =
+    pub fn set_config(&mut self, cfg: &FastPathConfig) -> Result<(), FastPathError> {
+        let mut a: Array<&mut MapData, FastPathConfig> =
             Array::try_from(self.map_mut(MAP_CONFIG)?).map_err(map_err(MAP_CONFIG, "open"))?;
         a.set(0, cfg, 0).map_err(map_err(MAP_CONFIG, "write"))
     }

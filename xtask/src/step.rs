@@ -22,7 +22,7 @@ pub struct Runner {
 }
 
 /// Reads a captured log and returns a short note for the step's line (e.g. test counts).
-pub type Summary = fn(&str) -> Option<String>;
+pub type Summarize = fn(&str) -> Option<String>;
 
 /// One step, configured with [`Step::hint`] and [`Step::summary`], run with [`Step::run`] or
 /// [`Step::check`].
@@ -34,7 +34,7 @@ pub struct Step<'a> {
     /// Shown after the name, in parentheses: what it does, how long it takes.
     hint: Option<&'a str>,
     /// Adds to the outcome, from the captured log.
-    summary: Option<Summary>,
+    summary: Option<Summarize>,
 }
 
 impl Runner {
@@ -67,7 +67,7 @@ impl<'a> Step<'a> {
     }
 
     /// Adds a note computed from the captured output to the outcome, e.g. "46 passed".
-    pub fn summary(self, summary: Summary) -> Self {
+    pub fn summary(self, summary: Summarize) -> Self {
         Self {
             summary: Some(summary),
             ..self

@@ -59,16 +59,16 @@ pub struct Metrics {
 
 /// A Prometheus metric type.
 #[derive(Copy, Clone)]
-enum Kind {
+enum MetricKind {
     Counter,
     Gauge,
 }
 
-impl Kind {
+impl MetricKind {
     fn name(self) -> &'static str {
         match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
         }
     }
 }
@@ -96,59 +96,59 @@ impl Metrics {
     /// times are in seconds.
     pub fn render(&self, node: &str) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut rows: Vec<(&str, &str, Kind, f64)> = vec![
+        let mut rows: Vec<(&str, &str, MetricKind, f64)> = vec![
             (
                 "failover_probes_sent_total",
                 "Heartbeat probes sent.",
-                Kind::Counter,
+                MetricKind::Counter,
                 g(&self.probes_sent) as f64,
             ),
             (
                 "failover_probes_in_time_total",
                 "Probes answered before their deadline.",
-                Kind::Counter,
+                MetricKind::Counter,
                 g(&self.probes_in_time) as f64,
             ),
             (
                 "failover_probes_late_total",
                 "Probes answered after their deadline.",
-                Kind::Counter,
+                MetricKind::Counter,
                 g(&self.probes_late) as f64,
             ),
             (
                 "failover_probes_lost_total",
                 "Probes never answered.",
-                Kind::Counter,
+                MetricKind::Counter,
                 g(&self.probes_lost) as f64,
             ),
             (
                 "failover_failovers_total",
                 "Takeovers of the primary address by this host.",
-                Kind::Counter,
+                MetricKind::Counter,
                 g(&self.failovers) as f64,
             ),
             (
                 "failover_fence_failures_total",
                 "Fence attempts without a confirmed power-off.",
-                Kind::Counter,
+                MetricKind::Counter,
                 g(&self.fence_failures) as f64,
             ),
             (
                 "failover_hook_failures_total",
                 "Hooks that failed or timed out.",
-                Kind::Counter,
+                MetricKind::Counter,
                 g(&self.hook_failures) as f64,
             ),
             (
                 "failover_role",
                 "Role code: 1 joining, 2 primary, 3 monitor, 4 booting, 5 taking_over, 6 conflict.",
-                Kind::Gauge,
+                MetricKind::Gauge,
                 g(&self.role) as f64,
             ),
             (
                 "failover_epoch",
                 "Highest epoch known (persisted at every promotion).",
-                Kind::Gauge,
+                MetricKind::Gauge,
                 g(&self.epoch) as f64,
             ),
         ];
@@ -157,25 +157,25 @@ impl Metrics {
                 (
                     "failover_sync_copies_total",
                     "Data copies completed by this daemon.",
-                    Kind::Counter,
+                    MetricKind::Counter,
                     g(&self.sync_copies) as f64,
                 ),
                 (
                     "failover_sync_bytes_total",
                     "Bytes that travelled for completed data copies.",
-                    Kind::Counter,
+                    MetricKind::Counter,
                     g(&self.sync_bytes) as f64,
                 ),
                 (
                     "failover_sync_failures_total",
                     "Data copies that failed.",
-                    Kind::Counter,
+                    MetricKind::Counter,
                     g(&self.sync_failures) as f64,
                 ),
                 (
                     "failover_sync_last_duration_seconds",
                     "Duration of the last completed data copy.",
-                    Kind::Gauge,
+                    MetricKind::Gauge,
                     g(&self.sync_last_ns) as f64 / 1e9,
                 ),
             ]);
@@ -185,7 +185,7 @@ impl Metrics {
                 rows.push((
                     "failover_sync_age_seconds",
                     "Age of the last complete data copy held here.",
-                    Kind::Gauge,
+                    MetricKind::Gauge,
                     age,
                 ));
             }

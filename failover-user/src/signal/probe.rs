@@ -11,7 +11,7 @@ use failover_common::{Stats, ARRIVAL_SLOTS};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
-    detector::{Deadlines, Outcome, Probe, ProbeBook, Summary},
+    detector::{Deadlines, Outcome, Probe, ProbeBook, ProbeSummary},
     fastpath::{AttachMode, FastPath, FastPathError},
     signal::wire::{Kind, Message},
     sys::{self, monotonic_ns},
@@ -333,7 +333,7 @@ impl ProbeOptions {
 #[derive(Debug, Clone)]
 pub struct ProbeReport {
     /// Per-outcome totals and RTTs.
-    pub summary: Summary,
+    pub summary: ProbeSummary,
     /// Fast-path counters at the end.
     pub stats: Stats,
     /// How XDP attached.
@@ -366,7 +366,7 @@ pub async fn run(
         "probing");
 
     let mut book = ProbeBook::new(deadlines);
-    let mut summary = Summary::default();
+    let mut summary = ProbeSummary::default();
     let mut ticker = tokio::time::interval(opts.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);

@@ -11,7 +11,7 @@ use failover_harness::{failover_bin, lab_bin, pair::Host, require_root, run, Net
 use failover_lab::{
     fault::Fault,
     lab::{leftovers, Lab, LabOptions},
-    report::Summary,
+    report::ScenarioSummary,
     scenario::scenario,
 };
 
@@ -23,7 +23,7 @@ fn opts(takeover: bool) -> LabOptions {
     }
 }
 
-fn run_scenario(fault: Fault, takeover: bool) -> Summary {
+fn run_scenario(fault: Fault, takeover: bool) -> ScenarioSummary {
     let report = scenario(&opts(takeover), fault, Duration::from_secs(4));
     eprintln!(
         "{fault} (takeover {takeover}): {}",
@@ -32,13 +32,13 @@ fn run_scenario(fault: Fault, takeover: bool) -> Summary {
     report.summary
 }
 
-fn assert_settled(s: &Summary, primary: Host, monitor: Host) {
+fn assert_settled(s: &ScenarioSummary, primary: Host, monitor: Host) {
     assert_eq!(s.split_brain, 0, "no split brain: {s:?}");
     assert_eq!(s.final_roles.of(primary), Some("primary"), "{s:?}");
     assert_eq!(s.final_roles.of(monitor), Some("monitor"), "{s:?}");
 }
 
-fn takeover_case(fault: Fault) -> Summary {
+fn takeover_case(fault: Fault) -> ScenarioSummary {
     let s = run_scenario(fault, true);
     assert_settled(&s, Host::B, Host::A);
     assert_eq!(

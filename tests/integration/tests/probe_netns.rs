@@ -8,7 +8,7 @@ use failover_harness::{
     failover_bin, last_json_line, require_root, run, spawn_ready, veth, BpffsDir, NetNs,
 };
 
-struct Pair {
+struct VethPair {
     a: NetNs,
     b: NetNs,
     a_if: String,
@@ -16,7 +16,7 @@ struct Pair {
     pins: BpffsDir,
 }
 
-fn pair() -> Pair {
+fn pair() -> VethPair {
     require_root("probe_netns");
     let a = NetNs::new("fo-pa");
     let b = NetNs::new("fo-pb");
@@ -25,7 +25,7 @@ fn pair() -> Pair {
     veth(&a, &a_if, "10.200.0.1/24", &b, &b_if, "10.200.0.2/24");
     a.ip(["addr", "add", "fd00:200::1/64", "dev", &a_if, "nodad"]);
     b.ip(["addr", "add", "fd00:200::2/64", "dev", &b_if, "nodad"]);
-    Pair {
+    VethPair {
         a,
         b,
         a_if,
@@ -34,7 +34,7 @@ fn pair() -> Pair {
     }
 }
 
-impl Pair {
+impl VethPair {
     fn probe(&self, target: &str, extra: &[&str]) -> Output {
         self.probe_on(&self.a_if, target, extra)
     }

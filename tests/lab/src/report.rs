@@ -1,5 +1,5 @@
 //! What one lab scenario shows: the contract fields of `cargo xtask demo --json` (a typed
-//! [`Summary`]) and the timeline, plus the two judgements read off the logs: split brain as
+//! [`ScenarioSummary`]) and the timeline, plus the two judgements read off the logs: split brain as
 //! the client saw it, and what the data copy achieved.
 use failover_harness::{events::ts, pair::Host};
 use serde::Serialize;
@@ -43,7 +43,7 @@ pub struct SyncReport {
 
 /// The contract fields of one scenario.
 #[derive(Clone, Debug, Serialize)]
-pub struct Summary {
+pub struct ScenarioSummary {
     /// The fault.
     pub fault: Fault,
     /// `takeover` of the configs.
@@ -81,10 +81,10 @@ pub struct Summary {
     pub answers_from_a_during_fault: Option<u64>,
 }
 
-impl Summary {
+impl ScenarioSummary {
     /// A summary with no figures yet.
-    pub fn new(fault: Fault, takeover: bool) -> Summary {
-        Summary {
+    pub fn new(fault: Fault, takeover: bool) -> ScenarioSummary {
+        ScenarioSummary {
             fault,
             takeover,
             detect_ms: None,
@@ -108,7 +108,7 @@ impl Summary {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     /// The contract fields.
-    pub summary: Summary,
+    pub summary: ScenarioSummary,
     /// What happened when, in ms from the fault, in order.
     pub timeline: Vec<(String, Option<f64>)>,
 }

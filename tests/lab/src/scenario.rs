@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::{
     fault::Fault,
     lab::{interrupted, Lab, LabOptions, P},
-    report::{ms_since, Report, Summary},
+    report::{ms_since, Report, ScenarioSummary},
 };
 
 /// Whether an event is the claim of P (not M).
@@ -56,7 +56,7 @@ pub fn scenario(opts: &LabOptions, fault: Fault, harmless_for: Duration) -> Repo
     lab.inject(Host::A, fault);
     let t0 = lab.fault_ns.expect("fault time");
     let mut timeline: Vec<(String, Option<u64>)> = vec![("fault on a".into(), Some(t0))];
-    let mut summary = Summary::new(fault, opts.takeover);
+    let mut summary = ScenarioSummary::new(fault, opts.takeover);
     if fault == Fault::BmcDown {
         // No confirmation, no takeover: two failed attempts, P unclaimed and unserved; then
         // the BMC comes back and the next attempt goes through.

@@ -64,7 +64,7 @@ fn error_message(body: &Value) -> String {
         .collect()
 }
 
-struct Answer {
+struct Reply {
     status: StatusCode,
     headers: header::HeaderMap,
     body: Value,
@@ -183,7 +183,7 @@ impl Client {
         if_match: Option<&str>,
         op: &str,
         idempotent: bool,
-    ) -> Result<Answer, RedfishError> {
+    ) -> Result<Reply, RedfishError> {
         let mut attempt = 0;
         loop {
             let mut req = self
@@ -235,7 +235,7 @@ impl Client {
                             message: error_message(&body),
                         });
                     }
-                    return Ok(Answer {
+                    return Ok(Reply {
                         status,
                         headers,
                         body,
