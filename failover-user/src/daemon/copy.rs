@@ -1,5 +1,11 @@
 //! The data copy's tasks (claims 14, 21): the primary's server, and the monitor's pull every
 //! `sync.every` heartbeats. The copy itself is in `crate::sync`.
+//!
+//! Each copy runs on a thread of the blocking pool with a small runtime of its own: scanning,
+//! hashing, deltas, encryption, fsyncs and renames of a large tree take seconds, and none of it
+//! may delay the control loop (the failure decision, the fence) any more than the heartbeat
+//! thread. A pull is cancelled when monitoring stops; its commit gate guarantees that a
+//! cancelled copy never switches the data directory once the takeover has begun.
 use std::{
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
@@ -15,7 +21,7 @@ use crate::{
     event::{Emitter, Event},
     role::Role,
     signal::responder::Identity,
-    sync::{self, Channel, Key, Store, SyncError},
+    sync::{self, Channel, CommitGate, Key, Store, SyncError},
 };
 
 /// The monitor's side of the copy, and the handle on the primary's server.
@@ -25,13 +31,34 @@ pub(super) struct Copier {
     peer: SocketAddr,
     store: Arc<Store>,
     key: Key,
-    /// The pull in flight, if any.
-    task: Option<JoinHandle<()>>,
-    /// Heartbeats since the last pull.
-    since: u32,
+    /// The pull in flight, if any: its thread, its cancel signal and its commit gate.
+    task: Option<Pull>,
     events: Emitter,
     status: SharedStatus,
     metrics: Arc<Metrics>,
+}
+
+/// A pull in flight.
+struct Pull {
+    thread: JoinHandle<()>,
+    cancel: tokio::sync::watch::Sender<bool>,
+    gate: CommitGate,
+}
+
+/// Runs `work` on a thread of the blocking pool, on a current-thread runtime of its own.
+fn on_copy_thread<F>(work: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(work),
+            Err(e) => tracing::error!(error = %e, "sync: no runtime for the copy thread"),
+        }
+    })
 }
 
 /// A listening TCP socket on `addr` (SO_REUSEADDR, so a restart can bind at once).
@@ -95,24 +122,18 @@ impl Copier {
             store,
             key,
             task: None,
-            since: 0,
             events,
             status,
             metrics,
         }))
     }
 
-    /// Counts a heartbeat; every `every` heartbeats (while P answers) pulls one copy, unless
-    /// one is still in flight.
-    pub(super) fn heartbeat(&mut self, armed: bool, epoch: u64) {
-        self.since += 1;
-        if self.since < self.cfg.every
-            || !armed
-            || self.task.as_ref().is_some_and(|t| !t.is_finished())
-        {
+    /// Pulls one copy, unless one is still in flight. The heartbeat thread says when: every
+    /// `sync.every` heartbeats while P answers.
+    pub(super) fn pull(&mut self, epoch: u64) {
+        if self.task.as_ref().is_some_and(|t| !t.thread.is_finished()) {
             return;
         }
-        self.since = 0;
         let (to, store, key, limit) = (
             self.peer,
             self.store.clone(),
@@ -124,7 +145,11 @@ impl Copier {
             self.status.clone(),
             self.metrics.clone(),
         );
-        self.task = Some(tokio::spawn(async move {
+        let (cancel, mut cancelled) = tokio::sync::watch::channel(false);
+        let gate = CommitGate::default();
+        let g = gate.clone();
+        let dir = self.cfg.dir.clone();
+        let thread = on_copy_thread(async move {
             let started = Instant::now();
             let role = Role::Monitor.name();
             events.emit(
@@ -133,11 +158,22 @@ impl Copier {
                 epoch,
                 &format!("pulling from {to}"),
             );
-            let r = async {
+            let work = async {
                 let mut ch = Channel::connect(to, &key, limit).await?;
-                sync::pull(&mut ch, &store).await
+                sync::pull(&mut ch, &store, &g).await
+            };
+            let r = tokio::select! {
+                r = work => r,
+                _ = cancelled.changed() => Err(SyncError::Cancelled),
+            };
+            if matches!(r, Err(SyncError::Cancelled)) {
+                // Monitoring stopped (a takeover): the previous copy stays; clear the staging
+                // this copy left, on this thread, now that nothing writes to it.
+                if let Err(e) = Store::open(&dir) {
+                    tracing::warn!("{}", crate::error_chain(&e));
+                }
+                return;
             }
-            .await;
             let took = started.elapsed();
             let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
             let sst = st.sync.get_or_insert_with(Default::default);
@@ -182,16 +218,20 @@ impl Copier {
                     events.emit(Event::SyncFailed, role, epoch, &msg);
                 }
             }
-        }));
+        });
+        self.task = Some(Pull {
+            thread,
+            cancel,
+            gate,
+        });
     }
 
-    /// Stops a copy in flight (it leaves the previous copy intact) and removes its staging.
+    /// Stops a copy in flight: after this returns it will not switch the data directory (it
+    /// leaves the previous copy intact and removes its own staging).
     pub(super) fn stop(&mut self) {
         if let Some(t) = self.task.take() {
-            t.abort();
-        }
-        if let Ok(s) = Store::open(&self.cfg.dir) {
-            self.store = Arc::new(s);
+            t.gate.close();
+            let _ = t.cancel.send(true);
         }
     }
 }
@@ -214,25 +254,34 @@ async fn serve(
             continue; // only the primary's data is offered
         }
         let epoch = identity.epoch.load(Ordering::Relaxed);
-        let mut ch = match Channel::accept(conn, &key, rate).await {
-            Ok(ch) => ch,
-            Err(e) => {
-                events.emit(Event::SyncFailed, role, epoch, &crate::error_chain(&e));
-                continue;
+        let Ok(conn) = conn.into_std() else { continue };
+        let (events, key, cfg) = (events.clone(), key.clone(), cfg.clone());
+        // One copy at a time, each on a copy thread.
+        let _ = on_copy_thread(async move {
+            let Ok(conn) = tokio::net::TcpStream::from_std(conn) else {
+                return;
+            };
+            let mut ch = match Channel::accept(conn, &key, rate).await {
+                Ok(ch) => ch,
+                Err(e) => {
+                    events.emit(Event::SyncFailed, role, epoch, &crate::error_chain(&e));
+                    return;
+                }
+            };
+            let snap = cfg
+                .snapshot_command
+                .as_deref()
+                .map(|c| (c, cfg.snapshot_timeout.0));
+            if let Err(e) = sync::serve_one(&mut ch, &cfg.dir, snap).await {
+                events.emit(
+                    Event::SyncFailed,
+                    role,
+                    epoch,
+                    &format!("serving {from}: {}", crate::error_chain(&e)),
+                );
             }
-        };
-        let snap = cfg
-            .snapshot_command
-            .as_deref()
-            .map(|c| (c, cfg.snapshot_timeout.0));
-        if let Err(e) = sync::serve_one(&mut ch, &cfg.dir, snap).await {
-            events.emit(
-                Event::SyncFailed,
-                role,
-                epoch,
-                &format!("serving {from}: {}", crate::error_chain(&e)),
-            );
-        }
+        })
+        .await;
     }
 }
 

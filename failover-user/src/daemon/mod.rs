@@ -7,11 +7,14 @@
 //! through a channel, so the loop keeps serving the status socket and signals meanwhile.
 //!
 //! - `start`: wiring, from the configuration to a running daemon.
-//! - `monitor`: the monitor's probing state and its tick.
+//! - `heartbeat`: the heartbeat thread, where the responders and the monitor run, away from
+//!   everything slow.
+//! - `monitor`: the monitor's probing state and its tick (on the heartbeat thread).
 //! - `hold`: claiming, announcing and releasing the floating addresses.
 //! - `copy`: the data copy's tasks (the primary's server, the monitor's pulls).
 //! - `status`: what the loop publishes to the responders, the status socket and metrics.
 mod copy;
+mod heartbeat;
 mod hold;
 mod monitor;
 mod start;
@@ -25,6 +28,7 @@ use crate::{
     address::AddressHandle,
     config::Config,
     control::{self, BootStatus, Metrics, SharedStatus},
+    detector::LivenessEvent,
     event::{Emitter, Event},
     fastpath::FastPathError,
     fence::Fencer,
@@ -40,8 +44,10 @@ use crate::{
 };
 
 use copy::Copier;
+use heartbeat::{Command, HeartbeatThread};
 use hold::Held;
-use monitor::Monitor;
+pub use monitor::MonitorStatus;
+use monitor::{Monitor, Report};
 
 /// A failure that stops the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +82,9 @@ pub enum DaemonError {
     /// The sync key, store or listener.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
+    /// The heartbeat thread could not start, or its monitor failed.
+    #[error("heartbeat thread: {0}")]
+    Heartbeat(String),
 }
 
 /// Background tasks whose handles are kept so that a newer request replaces an older one.
@@ -130,7 +139,10 @@ pub struct Daemon {
     fencer: Fencer,
     hooks: mpsc::UnboundedSender<HookRun>,
     tx: mpsc::UnboundedSender<Input>,
-    monitor: Option<Monitor>,
+    heartbeat: HeartbeatThread,
+    /// A monitor is probing on the heartbeat thread.
+    monitoring: bool,
+    monitor_status: Arc<MonitorStatus>,
     grace: Option<Instant>,
     held: Held,
     primary_counters: Arc<ResponderCounters>,
@@ -149,11 +161,10 @@ pub async fn run(
     // The same checks as `check-config`, before anything is touched.
     cfg.preflight()?;
     sys::raise_memlock();
-    // Before any thread or task exists, so all of the daemon's threads inherit it.
-    let rt_result = (cfg.realtime_priority > 0).then(|| sys::set_realtime(cfg.realtime_priority));
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut d = Daemon::start(cfg, tx).await?;
-    if let Some(Err(e)) = rt_result {
+    let (report_tx, mut reports) = mpsc::unbounded_channel();
+    let (mut d, rt_error) = Daemon::start(cfg, tx, report_tx).await?;
+    if let Some(e) = rt_error {
         d.emit(
             Event::DaemonError,
             &format!(
@@ -170,6 +181,7 @@ pub async fn run(
             biased;
             _ = &mut shutdown => break Ok(()),
             Some(input) = rx.recv() => d.feed(input).await,
+            Some(report) = reports.recv() => d.on_report(report).await,
             _ = sleep_until_opt(wake) => d.on_timer().await,
         };
         if let Err(e) = step {
@@ -201,11 +213,35 @@ impl Daemon {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let tick = self.monitor.as_ref().map(|m| m.next_tick);
-        match (tick, self.grace) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        self.grace
+    }
+
+    /// What the heartbeat thread reported.
+    async fn on_report(&mut self, report: Report) -> Result<(), DaemonError> {
+        match report {
+            Report::Liveness(event) => {
+                if event == LivenessEvent::Armed {
+                    // P answered: startup_grace no longer applies.
+                    self.grace = None;
+                }
+                self.feed(Input::Liveness(event)).await?;
+            }
+            Report::EpochSeen(e) => {
+                self.machine.observe_epoch(e);
+                self.publish();
+            }
+            Report::SyncDue => {
+                if let Some(c) = self.copier.as_mut() {
+                    c.pull(self.machine.epoch());
+                }
+            }
+            Report::Retired(m) => {
+                // Detaching XDP and unpinning take milliseconds: not on any hot path.
+                tokio::task::spawn_blocking(move || drop(m));
+            }
+            Report::Failed(why) => return Err(DaemonError::Heartbeat(why)),
         }
+        Ok(())
     }
 
     /// Feeds one input and everything it leads to, executing actions in order.
@@ -239,9 +275,8 @@ impl Daemon {
             Action::Release(a) => self.release(a).await,
             Action::StartMonitoring => self.start_monitoring()?,
             Action::StopMonitoring => {
-                // Detaching XDP and unpinning takes milliseconds: not on the way to the fence.
-                if let Some(m) = self.monitor.take() {
-                    tokio::task::spawn_blocking(move || drop(m));
+                if std::mem::take(&mut self.monitoring) {
+                    self.heartbeat.send(Command::StopMonitor);
                 }
                 self.grace = None;
                 if let Some(c) = self.copier.as_mut() {
@@ -291,6 +326,16 @@ impl Daemon {
             let _ = tx.send(Input::JoinDone { monitor, primary });
         });
         Tasks::replace(&mut self.tasks.join, Some(t));
+    }
+
+    /// Opens a monitor (sockets, XDP) and hands it to the heartbeat thread; arms
+    /// `startup_grace`.
+    fn start_monitoring(&mut self) -> Result<(), DaemonError> {
+        let m = Monitor::open(&self.cfg)?;
+        self.heartbeat.send(Command::Monitor(Box::new(m)));
+        self.monitoring = true;
+        self.grace = Some(Instant::now() + self.cfg.startup_grace.0);
+        Ok(())
     }
 
     /// Runs a boot action on the peer in the background; its result comes back as `BootDone`.
@@ -351,9 +396,6 @@ impl Daemon {
             self.grace = None;
             self.feed(Input::GraceExpired).await?;
         }
-        if self.monitor.as_ref().is_some_and(|m| m.next_tick <= now) {
-            self.tick().await?;
-        }
         Ok(())
     }
 
@@ -365,7 +407,9 @@ impl Daemon {
         for a in self.held.addrs() {
             self.release(a).await;
         }
-        self.monitor = None;
+        if std::mem::take(&mut self.monitoring) {
+            self.heartbeat.send(Command::StopMonitor);
+        }
         self.emit(Event::DaemonStopped, "released all floating addresses");
     }
 }

@@ -1,25 +1,68 @@
-//! The monitor's probing state and its tick: judge what is due from the XDP stamps, report,
-//! send the next probe (claims 1, 8, 9).
-use std::{net::SocketAddr, sync::atomic::Ordering, time::Duration};
+//! The monitor's probing (claims 1, 8, 9), run on the heartbeat thread: every `interval`,
+//! judge what is due from the XDP stamps, report, send the next probe.
+//!
+//! It is opened on the control thread (sockets, loading and attaching XDP: syscalls and bpffs
+//! files) and then moved to the heartbeat thread, which only sends probes and reads map slots.
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
-use super::{Daemon, DaemonError};
+use super::DaemonError;
 use crate::{
     config::{Config, HeartbeatKind},
+    control::Metrics,
     detector::{Deadlines, Liveness, LivenessEvent, Outcome, ProbeBook, Verdict},
-    event::Event,
+    event::{Emitter, Event},
     fastpath::{FastPath, FastPathError},
-    role::Input,
+    role::Role,
     signal::{
         join::EpochProbe,
         probe::{Prober, Signal},
+        responder::Identity,
     },
     sys::monotonic_ns,
 };
 
+/// What the monitor knows about P, shared with the status socket (written by the heartbeat
+/// thread, read when a status is rendered).
+#[derive(Debug, Default)]
+pub struct MonitorStatus {
+    /// A monitor is probing.
+    pub active: AtomicBool,
+    /// P has answered since probing began.
+    pub armed: AtomicBool,
+    /// Consecutive probes without an in-time reply.
+    pub consecutive: AtomicU32,
+    /// XDP stamp of the last in-time reply (0: none).
+    pub last_in_time_ns: AtomicU64,
+}
+
+/// What the monitor tells the control thread.
+#[derive(Debug)]
+pub(super) enum Report {
+    /// The liveness tracker concluded something.
+    Liveness(LivenessEvent),
+    /// The primary's epoch, from the epoch probe.
+    EpochSeen(u64),
+    /// `sync.every` heartbeats since the last copy while P answers: time for a copy.
+    SyncDue,
+    /// A stopped monitor, handed back to be dropped off the heartbeat thread (detaching XDP
+    /// and removing pins take milliseconds).
+    Retired(Box<Monitor>),
+    /// Reading the fast path failed: the daemon cannot judge probes any more.
+    Failed(String),
+}
+
 /// The monitor's probing state; exists only while this host signals P.
-pub(super) struct Monitor {
+#[derive(Debug)]
+pub struct Monitor {
     prober: Prober,
     fp: FastPath,
     /// Judges each probe at its deadline: failure detection.
@@ -27,12 +70,15 @@ pub(super) struct Monitor {
     /// Judges each probe with a late window: the probe_late / probe_lost events and metrics.
     report: ProbeBook,
     liveness: Liveness,
-    /// XDP stamp of the last reply that came in time.
-    pub(super) last_in_time_ns: Option<u64>,
+    last_in_time_ns: Option<u64>,
+    interval: Duration,
     /// When the next probe is due.
     pub(super) next_tick: Instant,
     /// Asks P for its epoch once a second (a join probe), so a takeover goes above it.
     epoch_probe: Option<EpochProbe>,
+    /// Copy after this many heartbeats (0: no copies).
+    sync_every: u32,
+    since_sync: u32,
 }
 
 fn signal_of(cfg: &Config) -> Signal {
@@ -44,9 +90,17 @@ fn signal_of(cfg: &Config) -> Signal {
     }
 }
 
+/// What a tick needs besides the monitor: where events, metrics and status go.
+pub(super) struct TickContext {
+    pub(super) events: Emitter,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) identity: Arc<Identity>,
+    pub(super) status: Arc<MonitorStatus>,
+}
+
 impl Monitor {
     /// Opens the prober and attaches the fast path configured for it.
-    fn open(cfg: &Config) -> Result<Monitor, DaemonError> {
+    pub(super) fn open(cfg: &Config) -> Result<Monitor, DaemonError> {
         let signal = signal_of(cfg);
         let prober = Prober::new(&cfg.node.interface, cfg.addresses.primary.addr, signal)?;
         let mut b =
@@ -91,44 +145,29 @@ impl Monitor {
             report: ProbeBook::new(deadlines),
             liveness: Liveness::new(cfg.heartbeat.misses),
             last_in_time_ns: None,
+            interval,
             next_tick: Instant::now(),
             epoch_probe,
+            sync_every: cfg.sync.as_ref().map_or(0, |s| s.every),
+            since_sync: 0,
         })
     }
 
-    /// Consecutive probes without an in-time reply.
-    pub(super) fn consecutive_misses(&self) -> u32 {
-        self.liveness.consecutive()
-    }
-
-    /// Whether P has answered since monitoring began.
-    pub(super) fn armed(&self) -> bool {
-        self.liveness.armed()
-    }
-}
-
-impl Daemon {
-    /// Starts signalling P and arms `startup_grace`.
-    pub(super) fn start_monitoring(&mut self) -> Result<(), DaemonError> {
-        self.monitor = Some(Monitor::open(&self.cfg)?);
-        self.grace = Some(Instant::now() + self.cfg.startup_grace.0);
-        Ok(())
-    }
-
-    /// One probe period: judge what is due, report, send the next probe.
-    pub(super) async fn tick(&mut self) -> Result<(), DaemonError> {
-        let Some(m) = self.monitor.as_mut() else {
-            return Ok(());
-        };
-        let interval = self.cfg.heartbeat.interval.0;
-        m.next_tick += interval;
+    /// One probe period: judge what is due, report, send the next probe. Only map reads,
+    /// one send, counters and (rarely) an event: nothing here waits.
+    pub(super) fn tick(
+        &mut self,
+        cx: &TickContext,
+        out: &mut Vec<Report>,
+    ) -> Result<(), FastPathError> {
+        self.next_tick += self.interval;
         let now_i = Instant::now();
-        if m.next_tick <= now_i {
+        if self.next_tick <= now_i {
             // Behind (the host stalled): do not burst; the XDP stamps still judge fairly.
-            m.next_tick = now_i + interval;
+            self.next_tick = now_i + self.interval;
         }
         let now = monotonic_ns();
-        let fp = &m.fp;
+        let fp = &self.fp;
         // Both books usually decide a probe on the same tick, when its reply is stamped: read
         // each arrival slot from the map once per tick.
         let mut read: Vec<(u64, failover_common::Arrival)> = Vec::new();
@@ -140,69 +179,71 @@ impl Daemon {
             read.push((seq, a));
             Ok(Some(a))
         };
-        let verdicts = m.detect.poll_deadlines(now, &mut lookup)?;
-        let outcomes = m.report.poll(now, &mut lookup)?;
-        let mut inputs = Vec::new();
+        let verdicts = self.detect.poll_deadlines(now, &mut lookup)?;
+        let outcomes = self.report.poll(now, &mut lookup)?;
+        let role = Role::from_code(cx.identity.role.load(Ordering::Relaxed))
+            .unwrap_or(Role::Monitor)
+            .name();
+        let epoch = cx.identity.epoch.load(Ordering::Relaxed);
         for (p, v) in &verdicts {
             if let Verdict::InTime { rtt_ns } = v {
-                m.last_in_time_ns = Some(p.sent_ns + rtt_ns);
-                self.grace = None;
+                self.last_in_time_ns = Some(p.sent_ns + rtt_ns);
             }
-            if let Some(ev) = m.liveness.observe(v) {
-                if let LivenessEvent::Failed { .. } = ev {
-                    if let Some(last) = m.last_in_time_ns {
-                        self.metrics.observe_detection(now.saturating_sub(last));
-                        self.events.last_reply(
-                            self.machine.role().name(),
-                            self.machine.epoch(),
-                            last,
-                        );
+            if let Some(event) = self.liveness.observe(v) {
+                if let LivenessEvent::Failed { .. } = event {
+                    if let Some(last) = self.last_in_time_ns {
+                        cx.metrics.observe_detection(now.saturating_sub(last));
+                        cx.events.last_reply(role, epoch, last);
                     }
                 }
-                inputs.push(Input::Liveness(ev));
+                out.push(Report::Liveness(event));
             }
         }
-        let mut late_lost = Vec::new();
         // Before P was first seen every probe is lost by definition: count, but only report
         // each one once armed.
-        let report = m.liveness.armed();
+        let armed = self.liveness.armed();
         for (p, o) in &outcomes {
-            let (counter, event) = match o {
-                Outcome::InTime { .. } => (&self.metrics.probes_in_time, None),
-                Outcome::Late { rtt_ns } => (
-                    &self.metrics.probes_late,
-                    Some((
-                        Event::ProbeLate,
-                        format!("seq {} answered after {:.3}ms", p.seq, *rtt_ns as f64 / 1e6),
-                    )),
-                ),
-                Outcome::Lost => (
-                    &self.metrics.probes_lost,
-                    Some((Event::ProbeLost, format!("seq {} not answered", p.seq))),
-                ),
+            let counter = match o {
+                Outcome::InTime { .. } => &cx.metrics.probes_in_time,
+                Outcome::Late { rtt_ns } => {
+                    if armed {
+                        let d =
+                            format!("seq {} answered after {:.3}ms", p.seq, *rtt_ns as f64 / 1e6);
+                        cx.events.emit(Event::ProbeLate, role, epoch, &d);
+                    }
+                    &cx.metrics.probes_late
+                }
+                Outcome::Lost => {
+                    if armed {
+                        let d = format!("seq {} not answered", p.seq);
+                        cx.events.emit(Event::ProbeLost, role, epoch, &d);
+                    }
+                    &cx.metrics.probes_lost
+                }
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            late_lost.extend(event.filter(|_| report));
         }
-        let seen_epoch = m.epoch_probe.as_mut().and_then(|e| e.poll(now_i));
-        let probe = m.prober.send();
-        m.detect.sent(probe);
-        m.report.sent(probe);
-        let armed = m.liveness.armed() && m.liveness.consecutive() == 0;
-        self.metrics.probes_sent.fetch_add(1, Ordering::Relaxed);
-        if let Some(c) = self.copier.as_mut() {
-            c.heartbeat(armed, self.machine.epoch());
+        if let Some(e) = self.epoch_probe.as_mut().and_then(|e| e.poll(now_i)) {
+            out.push(Report::EpochSeen(e));
         }
-        if let Some(e) = seen_epoch {
-            self.machine.observe_epoch(e);
+        let probe = self.prober.send();
+        self.detect.sent(probe);
+        self.report.sent(probe);
+        cx.metrics.probes_sent.fetch_add(1, Ordering::Relaxed);
+        if self.sync_every > 0 {
+            self.since_sync += 1;
+            let answering = armed && self.liveness.consecutive() == 0;
+            if self.since_sync >= self.sync_every && answering {
+                self.since_sync = 0;
+                out.push(Report::SyncDue);
+            }
         }
-        for (event, detail) in late_lost {
-            self.emit(event, &detail);
-        }
-        for i in inputs {
-            self.feed(i).await?;
-        }
-        self.publish();
+        let st = &cx.status;
+        st.armed.store(armed, Ordering::Relaxed);
+        st.consecutive
+            .store(self.liveness.consecutive(), Ordering::Relaxed);
+        st.last_in_time_ns
+            .store(self.last_in_time_ns.unwrap_or(0), Ordering::Relaxed);
         Ok(())
     }
 }

@@ -3,7 +3,11 @@ use std::sync::{atomic::Ordering, Arc};
 
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{Copier, Daemon, DaemonError, Held, SocketFile, Tasks};
+use super::{
+    heartbeat::HeartbeatThread,
+    monitor::{MonitorStatus, Report, TickContext},
+    Copier, Daemon, DaemonError, Held, SocketFile, Tasks,
+};
 use crate::{
     address::{mac_string, AddressHandle},
     config::{BootMethod, Config},
@@ -31,14 +35,14 @@ fn policy(cfg: &Config) -> Policy {
     }
 }
 
-/// Binds the two responders and starts them. Heartbeats and joins to P are answered by
-/// whoever holds P, joins to M by whoever holds M. The sockets are bound with IP_FREEBIND, so
-/// they exist before the address does and only see traffic while this host holds it; replies
-/// leave from that address. Returns the counters of the one on P.
-fn start_responders(
+/// Binds the two responders (the heartbeat thread serves them). Heartbeats and joins to P are
+/// answered by whoever holds P, joins to M by whoever holds M. The sockets are bound with
+/// IP_FREEBIND, so they exist before the address does and only see traffic while this host
+/// holds it; replies leave from that address. Returns them and the counters of the one on P.
+fn bind_responders(
     cfg: &Config,
     identity: &Arc<Identity>,
-) -> Result<Arc<ResponderCounters>, DaemonError> {
+) -> Result<(Vec<Responder>, Arc<ResponderCounters>), DaemonError> {
     let port = cfg.heartbeat.port;
     let on_p = Responder::bind(
         cfg.addresses.primary.addr,
@@ -53,21 +57,17 @@ fn start_responders(
         identity.clone(),
         &[Kind::Join],
     )?;
-    for r in [on_p, on_m] {
-        tokio::spawn(async move {
-            if let Err(e) = r.serve().await {
-                tracing::error!("{}", crate::error_chain(&e));
-            }
-        });
-    }
-    Ok(counters)
+    Ok((vec![on_p, on_m], counters))
 }
 
 impl Daemon {
+    /// Starts everything; returns the daemon and the SCHED_FIFO error of the heartbeat
+    /// thread, if its priority was refused.
     pub(super) async fn start(
         cfg: Config,
         tx: mpsc::UnboundedSender<Input>,
-    ) -> Result<Daemon, DaemonError> {
+        reports: mpsc::UnboundedSender<Report>,
+    ) -> Result<(Daemon, Option<std::io::Error>), DaemonError> {
         let events = Emitter::new(&cfg.node.name, &cfg.node.peer_name);
         let epochs = EpochStore::new(&cfg.paths.state_dir);
         let epoch = epochs.load()?;
@@ -98,7 +98,20 @@ impl Daemon {
             ..Default::default()
         });
         identity.epoch.store(epoch, Ordering::Relaxed);
-        let primary_counters = start_responders(&cfg, &identity)?;
+        let (responders, primary_counters) = bind_responders(&cfg, &identity)?;
+        let monitor_status = Arc::new(MonitorStatus::default());
+        let (heartbeat, rt_error) = HeartbeatThread::spawn(
+            responders,
+            TickContext {
+                events: events.clone(),
+                metrics: metrics.clone(),
+                identity: identity.clone(),
+                status: monitor_status.clone(),
+            },
+            reports,
+            cfg.realtime_priority,
+        )
+        .map_err(|e| DaemonError::Heartbeat(format!("cannot start: {e}")))?;
         let hooks = hooks::spawn_runner(
             HookPrograms {
                 on_primary: cfg.hooks.on_primary.clone(),
@@ -129,7 +142,9 @@ impl Daemon {
             fencer,
             hooks,
             tx,
-            monitor: None,
+            heartbeat,
+            monitoring: false,
+            monitor_status,
             grace: None,
             held: Held::default(),
             primary_counters,
@@ -143,7 +158,7 @@ impl Daemon {
         d.clear_leftovers().await?;
         d.emit(Event::DaemonStarted, &d.describe());
         d.feed(Input::Start).await?;
-        Ok(d)
+        Ok((d, rt_error))
     }
 
     /// Operator opt-outs of a safety default are warnings at every start.

@@ -30,24 +30,27 @@ impl Daemon {
         let p = &mut st.peer;
         p.name = self.cfg.node.peer_name.clone();
         p.address = self.cfg.node.peer.to_string();
-        match (&self.monitor, role) {
-            (Some(m), _) => {
-                p.consecutive_misses = m.consecutive_misses();
-                p.last_reply_age_ms = m.last_in_time_ns.map(|t| now.saturating_sub(t) / 1_000_000);
-                p.state = if !m.armed() {
+        let m = &self.monitor_status;
+        match (self.monitoring, role) {
+            (true, _) => {
+                let misses = m.consecutive.load(Ordering::Relaxed);
+                let last = m.last_in_time_ns.load(Ordering::Relaxed);
+                p.consecutive_misses = misses;
+                p.last_reply_age_ms = (last != 0).then(|| now.saturating_sub(last) / 1_000_000);
+                p.state = if !m.armed.load(Ordering::Relaxed) {
                     "unseen"
-                } else if m.consecutive_misses() == 0 {
+                } else if misses == 0 {
                     "alive"
                 } else {
                     "missing"
                 }
                 .into();
             }
-            (None, Role::Booting) => p.state = "failed".into(),
-            (None, Role::Primary | Role::TakingOver) if self.machine.fence_confirmed() => {
+            (false, Role::Booting) => p.state = "failed".into(),
+            (false, Role::Primary | Role::TakingOver) if self.machine.fence_confirmed() => {
                 p.state = "fenced".into()
             }
-            (None, Role::Primary) => {
+            (false, Role::Primary) => {
                 let last = self
                     .primary_counters
                     .last_request_ns
@@ -60,7 +63,7 @@ impl Daemon {
                 }
                 .into();
             }
-            (None, _) => {
+            (false, _) => {
                 p.state = "unknown".into();
                 p.consecutive_misses = 0;
             }

@@ -39,6 +39,20 @@ impl Role {
         }
     }
 
+    /// The role with `code`, if any.
+    pub fn from_code(code: u8) -> Option<Role> {
+        [
+            Role::Joining,
+            Role::Primary,
+            Role::Monitor,
+            Role::Booting,
+            Role::TakingOver,
+            Role::Conflict,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+
     /// Code carried in heartbeat and join replies.
     pub fn code(self) -> u8 {
         match self {

@@ -13,6 +13,7 @@ use crate::role::{Answer, Role};
 
 /// The monitor's periodic join probe to P: learns the primary's epoch whatever the heartbeat
 /// kind (XDP consumes the heartbeat replies that carry it too).
+#[derive(Debug)]
 pub struct EpochProbe {
     sock: std::net::UdpSocket,
     to: SocketAddr,

@@ -59,7 +59,9 @@ pub struct ResponderCounters {
 /// A bound responder.
 #[derive(Debug)]
 pub struct Responder {
-    sock: UdpSocket,
+    /// Bound and non-blocking; registered with a runtime only when it serves, so that it can
+    /// be bound on one thread and served on another.
+    sock: std::net::UdpSocket,
     addr: SocketAddr,
     identity: Arc<Identity>,
     kinds: &'static [Kind],
@@ -91,7 +93,7 @@ impl Responder {
         s.set_freebind(true).map_err(err)?;
         s.set_nonblocking(true).map_err(err)?;
         s.bind(&addr.into()).map_err(err)?;
-        let sock = UdpSocket::from_std(s.into()).map_err(err)?;
+        let sock: std::net::UdpSocket = s.into();
         let addr = sock.local_addr().map_err(err)?;
         Ok(Responder {
             sock,
@@ -107,13 +109,16 @@ impl Responder {
         self.addr
     }
 
-    /// Serves until the socket fails.
+    /// Serves until the socket fails (on the runtime of the calling task).
     pub async fn serve(self) -> Result<(), ResponderError> {
+        let sock = UdpSocket::from_std(self.sock).map_err(|source| ResponderError::Io {
+            addr: self.addr,
+            source,
+        })?;
         let mut buf = [0u8; 512];
         loop {
             let (n, from) =
-                self.sock
-                    .recv_from(&mut buf)
+                sock.recv_from(&mut buf)
                     .await
                     .map_err(|source| ResponderError::Io {
                         addr: self.addr,
@@ -134,7 +139,7 @@ impl Responder {
                 tracing::trace!(%from, len = n, "ignored a datagram that is not a request");
                 continue;
             };
-            match self.sock.send_to(&reply.encode(), from).await {
+            match sock.send_to(&reply.encode(), from).await {
                 Ok(_) => {
                     self.counters.answered.fetch_add(1, Ordering::Relaxed);
                     self.counters

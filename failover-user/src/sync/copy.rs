@@ -10,8 +10,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    channel::CHUNK, io_err, store::remove_any, Channel, FileSum, Generation, Manifest, Store,
-    SyncError,
+    channel::CHUNK, io_err, store::remove_any, Channel, CommitGate, FileSum, Generation, Manifest,
+    Store, SyncError,
 };
 
 /// The monitor's request: the hashes it already holds.
@@ -184,7 +184,14 @@ async fn run_snapshot(cmd: &str, root: &Path, limit: Duration) -> Result<(), Syn
 
 /// Monitor side: pulls one copy into `store`. Either the whole new copy becomes current or
 /// nothing changes.
-pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncError> {
+///
+/// The switch happens only while `gate` is open: once it is closed, the copy ends with
+/// [`SyncError::Cancelled`] and the directory keeps the previous copy.
+pub async fn pull(
+    ch: &mut Channel,
+    store: &Store,
+    gate: &CommitGate,
+) -> Result<CopyReport, SyncError> {
     let have_m = store.current_manifest()?;
     let have: BTreeMap<String, String> = have_m
         .entries
@@ -332,7 +339,7 @@ pub async fn pull(ch: &mut Channel, store: &Store) -> Result<CopyReport, SyncErr
     .await;
     match result {
         Ok((bytes_changed, bytes_sent, files_sent)) => {
-            let generation = store.commit(stage, &final_m)?;
+            let generation = store.commit(stage, &final_m, gate)?;
             Ok(CopyReport {
                 generation,
                 bytes_changed,

@@ -26,7 +26,7 @@ use std::{
 pub use channel::{Channel, Key};
 pub use copy::{pull, serve_one, CopyReport, DELTA_MAX, DELTA_MIN};
 pub use manifest::{hash_file, Entry, FileSum, Manifest};
-pub use store::{unix_ms, Generation, Stage, Store};
+pub use store::{unix_ms, CommitGate, Generation, Stage, Store};
 
 /// A sync failure: what was being done, with which file or peer.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,9 @@ pub enum SyncError {
     /// The primary's snapshot command failed.
     #[error("sync: snapshot command: {0}")]
     Snapshot(String),
+    /// The copy was stopped (a takeover began) before it switched the data directory.
+    #[error("sync: stopped before the switch; the previous copy stays current")]
+    Cancelled,
     /// The key file.
     #[error("sync: key file {}: {message}", path.display())]
     Key {

@@ -3,11 +3,30 @@ use std::{
     fs::{self, File},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use serde::{Deserialize, Serialize};
 
 use super::{hash_file, io_err, Manifest, SyncError};
+
+/// Whether a copy may still switch the data directory. Closing it waits only for a switch in
+/// progress (two renames); after that no copy switches, so the owner can take the directory
+/// over (a takeover starts serving it).
+#[derive(Clone, Debug, Default)]
+pub struct CommitGate(Arc<Mutex<bool>>);
+
+impl CommitGate {
+    /// No copy switches the directory from now on.
+    pub fn close(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    /// Whether it is closed.
+    pub fn is_closed(&self) -> bool {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// The receiving side's data directory and its generations.
 #[derive(Debug)]
@@ -201,7 +220,15 @@ impl Store {
     }
 
     /// Makes a verified stage the current generation. Returns it.
-    pub fn commit(&self, stage: Stage, manifest: &Manifest) -> Result<Generation, SyncError> {
+    pub fn commit(
+        &self,
+        stage: Stage,
+        manifest: &Manifest,
+        gate: &CommitGate,
+    ) -> Result<Generation, SyncError> {
+        if gate.is_closed() {
+            return Err(SyncError::Cancelled);
+        }
         stage.verify(manifest)?;
         let gen_path = self.gen_path(stage.number);
         remove_any(&gen_path)?;
@@ -225,7 +252,19 @@ impl Store {
             fs::rename(&self.dir, &aside).map_err(io_err("move aside", &self.dir))?;
         }
         let previous = self.current_number()?;
-        self.point_to(stage.number)?;
+        {
+            let closed = gate.0.lock().unwrap_or_else(|p| p.into_inner());
+            if *closed {
+                if moved_aside {
+                    fs::rename(&aside, &self.dir).map_err(io_err("restore", &self.dir))?;
+                }
+                remove_any(&gen_path)?;
+                let _ = fs::remove_file(&meta);
+                let _ = fs::remove_file(&mpath);
+                return Err(SyncError::Cancelled);
+            }
+            self.point_to(stage.number)?;
+        }
         // Verified again where the service will read it; the previous copy stays until then.
         if let Err(e) = self.verify_current(manifest, &stage.written) {
             if let Some(p) = previous {

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use failover::sync::{pull, serve_one, Channel, Key, Manifest, Store};
+use failover::sync::{pull, serve_one, Channel, CommitGate, Key, Manifest, Store};
 use tokio::net::TcpListener;
 
 /// A small deterministic generator (xorshift), so a failing seed can be replayed.
@@ -116,6 +116,26 @@ async fn copy(
     client_key: [u8; 32],
     snapshot: Option<&str>,
 ) -> Result<failover::sync::CopyReport, String> {
+    copy_gated(
+        src,
+        dst,
+        server_key,
+        client_key,
+        snapshot,
+        &CommitGate::default(),
+    )
+    .await
+}
+
+/// [`copy`] whose switch is allowed only while `gate` is open.
+async fn copy_gated(
+    src: &Path,
+    dst: &Path,
+    server_key: [u8; 32],
+    client_key: [u8; 32],
+    snapshot: Option<&str>,
+    gate: &CommitGate,
+) -> Result<failover::sync::CopyReport, String> {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let src = src.to_path_buf();
@@ -134,7 +154,7 @@ async fn copy(
     let r = async {
         let mut ch =
             Channel::connect(addr, &Key::from_bytes(client_key), Duration::from_secs(5)).await?;
-        pull(&mut ch, &store).await
+        pull(&mut ch, &store, gate).await
     }
     .await;
     let _ = server.await;
@@ -231,6 +251,36 @@ async fn interrupted_copies_never_leave_a_half_applied_tree() {
     fs::remove_dir_all(parent).unwrap();
 }
 
+/// A copy whose gate closed (monitoring stopped for a takeover) never switches the directory:
+/// it ends as cancelled, the previous copy stays current and nothing of the new one is left.
+#[tokio::test]
+async fn a_closed_commit_gate_keeps_the_previous_copy() {
+    let t = tmp("gate");
+    let (src, dst) = (t.0.join("src"), t.0.join("dst").join("data"));
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("state"), "v1").unwrap();
+    copy(&src, &dst, KEY, KEY, None).await.expect("first copy");
+    fs::write(src.join("state"), "v2").unwrap();
+    let gate = CommitGate::default();
+    gate.close();
+    let e = copy_gated(&src, &dst, KEY, KEY, None, &gate)
+        .await
+        .expect_err("a closed gate cancels the switch");
+    assert!(e.contains("stopped before the switch"), "{e}");
+    assert_eq!(fs::read_to_string(dst.join("state")).unwrap(), "v1");
+    let store = Store::open(&dst).unwrap();
+    assert_eq!(store.current().unwrap().map(|g| g.number), Some(1));
+    let left: Vec<_> = fs::read_dir(dst.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("gen-2") || n.contains("staging"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "nothing of the cancelled copy is left: {left:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_wrong_key_is_refused_and_nothing_is_written() {
     let (src, parent) = (tmp("ksrc"), tmp("kdst"));
@@ -311,7 +361,10 @@ async fn a_tampered_stream_is_detected_and_discarded() {
     let mut ch = Channel::connect(relay_addr, &Key::from_bytes(KEY), Duration::from_secs(5))
         .await
         .unwrap();
-    let e = pull(&mut ch, &store).await.unwrap_err().to_string();
+    let e = pull(&mut ch, &store, &CommitGate::default())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("failed authentication"), "{e}");
     let _ = server.await;
     assert_eq!(

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use failover::sync::{pull, serve_one, Channel, Key, Store};
+use failover::sync::{pull, serve_one, Channel, CommitGate, Key, Store};
 use failover_harness::{unique, veth, NetNs};
 
 use crate::{bench::machine, demo, fault::Fault, lab::LabOptions};
@@ -120,7 +120,7 @@ fn copy_once(
                 let mut ch =
                     Channel::connect("10.93.0.1:7789".parse()?, &k2, Duration::from_secs(5))
                         .await?;
-                let r = pull(&mut ch, &store).await?;
+                let r = pull(&mut ch, &store, &CommitGate::default()).await?;
                 Ok((w0.elapsed(), thread_cpu() - t0, r))
             })
         },

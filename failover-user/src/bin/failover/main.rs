@@ -92,10 +92,14 @@ fn parse_addr(s: &str) -> Result<IpAddr, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = logging::init(&cli.log_level, cli.log_format) {
-        eprintln!("failover: {e}");
-        return ExitCode::from(2);
-    }
+    // Held until the end of main: dropping it flushes the log lines still queued.
+    let _log = match logging::init(&cli.log_level, cli.log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("failover: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,0 +1,148 @@
+//! The heartbeat thread: everything that answers heartbeats and joins, sends probes and reads
+//! arrivals, on a thread of its own (SCHED_FIFO at `realtime_priority`) with its own runtime.
+//!
+//! Nothing slow shares it: no file I/O, hashing, HTTP, fsync or child process. The control
+//! thread (the role machine, fencing, hooks, the data copy, netlink, the status socket) can
+//! stall for as long as it likes without delaying a heartbeat answer or a probe. Log lines
+//! from here go through a non-blocking writer (`logging`), so even a slow log reader cannot
+//! stall it.
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::monitor::{Monitor, Report, TickContext};
+use crate::{signal::responder::Responder, sys};
+
+/// What the control thread asks of the heartbeat thread.
+pub(super) enum Command {
+    /// Start probing P with this monitor (opened on the control thread).
+    Monitor(Box<Monitor>),
+    /// Stop probing; the monitor comes back as `Report::Retired`.
+    StopMonitor,
+    /// End the thread.
+    Exit,
+}
+
+/// The running thread; ends it on drop.
+pub(super) struct HeartbeatThread {
+    commands: mpsc::UnboundedSender<Command>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HeartbeatThread {
+    /// Starts the thread with the responders it serves. Returns the SCHED_FIFO error, if the
+    /// priority was refused (the thread then runs with normal scheduling).
+    pub(super) fn spawn(
+        responders: Vec<Responder>,
+        cx: TickContext,
+        reports: mpsc::UnboundedSender<Report>,
+        realtime_priority: u8,
+    ) -> std::io::Result<(HeartbeatThread, Option<std::io::Error>)> {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (started, on_start) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("failover-heartbeat".into())
+            .spawn(move || {
+                let rt = (realtime_priority > 0).then(|| sys::set_realtime(realtime_priority));
+                let _ = started.send(rt.and_then(Result::err));
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "heartbeat thread: no runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(run(responders, cx, rx, reports));
+            })?;
+        let rt_error = on_start.recv().ok().flatten();
+        Ok((
+            HeartbeatThread {
+                commands,
+                thread: Some(thread),
+            },
+            rt_error,
+        ))
+    }
+
+    /// Sends a command (the thread outlives every sender but this one).
+    pub(super) fn send(&self, c: Command) {
+        let _ = self.commands.send(c);
+    }
+}
+
+impl Drop for HeartbeatThread {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Exit);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The thread's loop: serve the responders, tick the monitor, obey commands.
+async fn run(
+    responders: Vec<Responder>,
+    cx: TickContext,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    for r in responders {
+        tokio::spawn(async move {
+            if let Err(e) = r.serve().await {
+                tracing::error!("{}", crate::error_chain(&e));
+            }
+        });
+    }
+    let cx = Arc::new(cx);
+    let mut monitor: Option<Box<Monitor>> = None;
+    let mut out = Vec::new();
+    loop {
+        let wake = monitor.as_ref().map(|m| m.next_tick);
+        tokio::select! {
+            biased;
+            c = commands.recv() => match c {
+                Some(Command::Monitor(m)) => {
+                    cx.status.active.store(true, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(old) = monitor.replace(m) {
+                        let _ = reports.send(Report::Retired(old));
+                    }
+                }
+                Some(Command::StopMonitor) => {
+                    cx.status.active.store(false, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(old) = monitor.take() {
+                        let _ = reports.send(Report::Retired(old));
+                    }
+                }
+                Some(Command::Exit) | None => {
+                    if let Some(old) = monitor.take() {
+                        let _ = reports.send(Report::Retired(old));
+                    }
+                    return;
+                }
+            },
+            _ = sleep_until_opt(wake) => {
+                if let Some(m) = monitor.as_mut() {
+                    if let Err(e) = m.tick(&cx, &mut out) {
+                        out.push(Report::Failed(crate::error_chain(&e)));
+                        if let Some(old) = monitor.take() {
+                            out.push(Report::Retired(old));
+                        }
+                    }
+                    for r in out.drain(..) {
+                        let _ = reports.send(r);
+                    }
+                }
+            }
+        }
+    }
+}
