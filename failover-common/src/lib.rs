@@ -11,24 +11,26 @@ pub const BASELINE_PROGRAM_NAME: &str = "failover_xdp_pass";
 
 /// Map: the fast path's configuration (one entry). Written by userspace, read by XDP.
 pub const MAP_CONFIG: &str = "FO_CONFIG";
-/// Map: outstanding UDP heartbeat tokens. Written by userspace, read by XDP.
-pub const MAP_TOKENS: &str = "FO_TOKENS";
+/// Map: the probe streams, by the token their replies carry. Written by userspace, read by XDP.
+pub const MAP_STREAMS: &str = "FO_STREAMS";
 /// Map: per-source reply records. Written by XDP, read by userspace.
 pub const MAP_PEERS: &str = "FO_PEERS";
-/// Map: per-sequence arrival stamps (a ring). Written by XDP, read by userspace.
+/// Map: per-stream, per-sequence arrival stamps (one ring per stream). Written by XDP, read by
+/// userspace.
 pub const MAP_ARRIVALS: &str = "FO_ARRIVALS";
 /// Map: per-CPU statistics. Written by XDP, read by userspace.
 pub const MAP_STATS: &str = "FO_STATS";
 
 /// Every map the program owns, in the order they are pinned.
-pub const MAP_NAMES: [&str; 5] = [MAP_CONFIG, MAP_TOKENS, MAP_PEERS, MAP_ARRIVALS, MAP_STATS];
+pub const MAP_NAMES: [&str; 5] = [MAP_CONFIG, MAP_STREAMS, MAP_PEERS, MAP_ARRIVALS, MAP_STATS];
 
-/// Number of slots in the arrival ring; a probe's slot is `seq % ARRIVAL_SLOTS`.
+/// Number of slots in each stream's arrival ring; a probe's slot is
+/// `stream * ARRIVAL_SLOTS + seq % ARRIVAL_SLOTS`.
 ///
 /// A power of two that divides 65536, so 16-bit ICMP sequences wrap onto the same slots.
 pub const ARRIVAL_SLOTS: u32 = 4096;
-/// Maximum number of outstanding UDP tokens.
-pub const MAX_TOKENS: u32 = 64;
+/// Number of probe streams: the heartbeat to P (stream 0) and the witnesses.
+pub const MAX_STREAMS: u32 = 8;
 /// Maximum number of reply sources tracked.
 pub const MAX_PEERS: u32 = 256;
 
@@ -45,12 +47,22 @@ pub const FLAG_PASS_COUNTED: u32 = 1 << 2;
 pub struct FastPathConfig {
     /// `FLAG_*` bits. Zero means the program counts nothing and passes everything.
     pub flags: u32,
-    /// ICMP echo identifier of our probes (host order).
-    pub icmp_id: u32,
     /// UDP source port of heartbeat replies, i.e. the responder's port (host order).
     pub udp_port: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+}
+
+/// One probe stream: whose replies count, and where they are stamped. Value of
+/// [`MAP_STREAMS`], keyed by the 64-bit token the probes carry (in the UDP heartbeat message,
+/// or right after the ICMP echo header) and the replies echo.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stream {
+    /// Which arrival ring (0..MAX_STREAMS).
+    pub index: u32,
+    /// The ICMP echo identifier of the stream's probes (host order; unused for UDP).
+    pub icmp_id: u32,
+    /// The only source whose replies count (IPv4 as IPv4-mapped IPv6).
+    pub src: PeerKey,
 }
 
 /// What the fast path knows about one source address. Value of [`MAP_PEERS`].
@@ -85,10 +97,12 @@ pub struct Stats {
     pub seen: u64,
     /// Replies counted (identifier or token matched).
     pub matched: u64,
-    /// Echo replies with an identifier other than ours.
+    /// Echo replies with a stream's token but another identifier than the stream's.
     pub rejected_id: u64,
-    /// Heartbeat replies from our port whose token is not outstanding.
+    /// Replies whose token is not one of a stream's.
     pub rejected_token: u64,
+    /// Replies with a stream's token from another source than the stream's target.
+    pub rejected_source: u64,
     /// Frames that ended inside a header we had to read.
     pub truncated: u64,
     /// Frames with impossible header fields (IPv4 IHL < 5, bad heartbeat magic or version).
@@ -102,6 +116,7 @@ impl Stats {
         self.matched += o.matched;
         self.rejected_id += o.rejected_id;
         self.rejected_token += o.rejected_token;
+        self.rejected_source += o.rejected_source;
         self.truncated += o.truncated;
         self.malformed += o.malformed;
     }
@@ -186,6 +201,7 @@ mod user {
     use super::*;
     // SAFETY: all of these are repr(C), made of integers, without implicit padding.
     unsafe impl aya::Pod for FastPathConfig {}
+    unsafe impl aya::Pod for Stream {}
     unsafe impl aya::Pod for PeerRecord {}
     unsafe impl aya::Pod for Arrival {}
     unsafe impl aya::Pod for Stats {}

@@ -1,12 +1,14 @@
 //! XDP heartbeat fast path.
 //!
 //! Runs on the monitor's interface. For every frame it decides, as cheaply as it can, whether the
-//! frame is a reply to one of our heartbeat signals; the common case (not ours) returns
-//! `XDP_PASS` after reading the Ethernet and IP headers once. A reply counts only when it carries
-//! the ICMP identifier or one of the UDP tokens that userspace wrote into the maps, so an off-path
-//! host cannot forge liveness. Counted replies get a kernel arrival stamp (`bpf_ktime_get_ns`,
-//! CLOCK_MONOTONIC) per sequence number and per source address; userspace judges deadlines from
-//! those stamps, so a stalled controller never turns an in-time reply into a late one.
+//! frame is a reply to one of our probe streams (the heartbeat to P, the witnesses); the common
+//! case (not ours) returns `XDP_PASS` after reading the Ethernet and IP headers once. A reply
+//! counts only when it carries a stream's 64-bit token (in the UDP heartbeat message, or right
+//! after the ICMP echo header), the stream's ICMP identifier, and comes from the stream's target:
+//! an off-path host cannot forge liveness, and one on the path cannot stand in for P. Counted
+//! replies get a kernel arrival stamp (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) in the stream's ring
+//! per sequence number and per source address; userspace judges deadlines from those stamps, so
+//! a stalled controller never turns an in-time reply into a late one.
 //!
 //! Counted replies are consumed (`XDP_DROP`): nobody else listens for them, and dropping them
 //! saves the stack a socket lookup and a wake-up per probe. `FLAG_PASS_COUNTED` passes them on
@@ -26,25 +28,26 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use failover_common::{
-    wire, Arrival, FastPathConfig, PeerKey, PeerRecord, Stats, ARRIVAL_SLOTS, FLAG_ICMP,
-    FLAG_PASS_COUNTED, FLAG_UDP, MAX_PEERS, MAX_TOKENS,
+    wire, Arrival, FastPathConfig, PeerKey, PeerRecord, Stats, Stream, ARRIVAL_SLOTS, FLAG_ICMP,
+    FLAG_PASS_COUNTED, FLAG_UDP, MAX_PEERS, MAX_STREAMS,
 };
 
 /// Configuration (key 0). Written by userspace before attaching; read here on every frame.
 #[btf_map]
 static FO_CONFIG: Array<FastPathConfig, 1> = Array::new();
 
-/// Outstanding UDP heartbeat tokens (token -> userspace cookie). Written by userspace; read here.
+/// The probe streams, by token. Written by userspace; read here.
 #[btf_map]
-static FO_TOKENS: HashMap<u64, u64, { MAX_TOKENS as usize }> = HashMap::new();
+static FO_STREAMS: HashMap<u64, Stream, { MAX_STREAMS as usize }> = HashMap::new();
 
 /// Per-source records (IPv4-mapped IPv6 key). Written here; read by userspace and bpftool.
 #[btf_map]
 static FO_PEERS: HashMap<PeerKey, PeerRecord, { MAX_PEERS as usize }> = HashMap::new();
 
-/// Arrival ring indexed by `seq % ARRIVAL_SLOTS`. Written here; read by userspace per probe.
+/// One arrival ring per stream, indexed by `stream * ARRIVAL_SLOTS + seq % ARRIVAL_SLOTS`.
+/// Written here; read by userspace per probe.
 #[btf_map]
-static FO_ARRIVALS: Array<Arrival, { ARRIVAL_SLOTS as usize }> = Array::new();
+static FO_ARRIVALS: Array<Arrival, { (MAX_STREAMS * ARRIVAL_SLOTS) as usize }> = Array::new();
 
 /// Per-CPU counters (key 0). Written here; summed by userspace.
 #[btf_map]
@@ -64,6 +67,8 @@ const IPPROTO_ICMPV6: u8 = 58;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 const ICMP_HLEN: usize = 8;
+/// The echo header and the token our probes carry right after it.
+const ICMP_TOKEN_LEN: usize = ICMP_HLEN + 8;
 const UDP_HLEN: usize = 8;
 /// IPv4 "more fragments" flag and fragment offset bits.
 const IP_MF_OFFSET: u16 = 0x3fff;
@@ -76,8 +81,10 @@ enum FrameClass {
     Counted,
     /// An echo reply with another identifier.
     RejectedId,
-    /// A heartbeat reply from our port with a token that is not outstanding.
+    /// A reply with a token that is not a stream's.
     RejectedToken,
+    /// A reply with a stream's token from another source than the stream's target.
+    RejectedSource,
     /// The frame ended inside a header we needed.
     Truncated,
     /// A header with impossible fields.
@@ -112,6 +119,7 @@ pub fn failover_xdp(ctx: XdpContext) -> u32 {
             FrameClass::Counted => s.matched += 1,
             FrameClass::RejectedId => s.rejected_id += 1,
             FrameClass::RejectedToken => s.rejected_token += 1,
+            FrameClass::RejectedSource => s.rejected_source += 1,
             FrameClass::Truncated => s.truncated += 1,
             FrameClass::Malformed => s.malformed += 1,
         }
@@ -222,12 +230,25 @@ fn echo_reply(
     if h[0] != reply || h[1] != 0 || cfg.flags & FLAG_ICMP == 0 {
         return FrameClass::NotOurs;
     }
+    let Some(t) = read::<[u8; ICMP_TOKEN_LEN]>(ctx, l4) else {
+        return FrameClass::Truncated;
+    };
+    let token = u64::from_be_bytes([t[8], t[9], t[10], t[11], t[12], t[13], t[14], t[15]]);
+    let Some(stream) = FO_STREAMS.get_ptr(token) else {
+        debug!(ctx, "echo reply with unknown token {:x}", token);
+        return FrameClass::RejectedToken;
+    };
+    // SAFETY: the entry was just looked up and is only read.
+    let stream = unsafe { *stream };
     let id = u16::from_be_bytes([h[4], h[5]]) as u32;
-    if id != cfg.icmp_id {
+    if id != stream.icmp_id {
         debug!(ctx, "echo reply with foreign identifier {}", id);
         return FrameClass::RejectedId;
     }
-    record(src, u16::from_be_bytes([h[6], h[7]]) as u64);
+    if !same_source(&src, &stream.src) {
+        return FrameClass::RejectedSource;
+    }
+    record(&stream, src, u16::from_be_bytes([h[6], h[7]]) as u64);
     FrameClass::Counted
 }
 
@@ -252,21 +273,46 @@ fn heartbeat_reply(ctx: &XdpContext, cfg: &FastPathConfig, l4: usize, src: PeerK
         return FrameClass::NotOurs;
     }
     let token = wire::get_u64(&m, wire::OFF_TOKEN);
-    if FO_TOKENS.get_ptr(token).is_none() {
+    let Some(stream) = FO_STREAMS.get_ptr(token) else {
         debug!(ctx, "heartbeat reply with unknown token {:x}", token);
         return FrameClass::RejectedToken;
+    };
+    // SAFETY: the entry was just looked up and is only read.
+    let stream = unsafe { *stream };
+    if !same_source(&src, &stream.src) {
+        return FrameClass::RejectedSource;
     }
-    let seq = wire::get_u64(&m, wire::OFF_SEQ);
-    record(src, seq);
+    record(&stream, src, wire::get_u64(&m, wire::OFF_SEQ));
     FrameClass::Counted
 }
 
-/// Stamps a counted reply into the arrival ring and the per-source record.
+/// Whether two addresses are equal, compared as two words (an array comparison could become a
+/// `memcmp` call, which BPF programs cannot make).
 #[inline(always)]
-fn record(src: PeerKey, seq: u64) {
+fn same_source(a: &PeerKey, b: &PeerKey) -> bool {
+    let word = |k: &PeerKey, i: usize| {
+        u64::from_ne_bytes([
+            k[i],
+            k[i + 1],
+            k[i + 2],
+            k[i + 3],
+            k[i + 4],
+            k[i + 5],
+            k[i + 6],
+            k[i + 7],
+        ])
+    };
+    word(a, 0) == word(b, 0) && word(a, 8) == word(b, 8)
+}
+
+/// Stamps a counted reply into its stream's arrival ring and the per-source record.
+#[inline(always)]
+fn record(stream: &Stream, src: PeerKey, seq: u64) {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(a) = FO_ARRIVALS.get_ptr_mut((seq as u32) & (ARRIVAL_SLOTS - 1)) {
+    let slot =
+        (stream.index & (MAX_STREAMS - 1)) * ARRIVAL_SLOTS + ((seq as u32) & (ARRIVAL_SLOTS - 1));
+    if let Some(a) = FO_ARRIVALS.get_ptr_mut(slot) {
         // The stamp goes first: a reader that sees the new sequence also sees its stamp, and a
         // reader that sees the old sequence discards the slot.
         // SAFETY: array slots are preallocated and stay valid for the program's run.

@@ -3,7 +3,7 @@
 //! ```no_run
 //! # async fn f() -> Result<(), failover::fastpath::FastPathError> {
 //! use failover::fastpath::FastPath;
-//! let fp = FastPath::builder("eth0").icmp_id(0x1234).build()?;
+//! let fp = FastPath::builder("eth0").icmp(true).build()?;
 //! let stats = fp.stats()?;
 //! # Ok(()) }
 //! ```
@@ -19,9 +19,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use failover_common::{
-    Arrival, FastPathConfig, PeerKey, PeerRecord, Stats, ARRIVAL_SLOTS, FLAG_ICMP,
+    Arrival, FastPathConfig, PeerKey, PeerRecord, Stats, Stream, ARRIVAL_SLOTS, FLAG_ICMP,
     FLAG_PASS_COUNTED, FLAG_UDP, MAP_ARRIVALS, MAP_CONFIG, MAP_NAMES, MAP_PEERS, MAP_STATS,
-    MAP_TOKENS, PROGRAM_NAME,
+    MAP_STREAMS, MAX_STREAMS, PROGRAM_NAME,
 };
 
 use crate::sys::{self, SysError};
@@ -114,7 +114,7 @@ impl AttachMode {
 pub struct FastPathBuilder {
     interface: Option<String>,
     pin_dir: Option<PathBuf>,
-    icmp_id: Option<u16>,
+    icmp: bool,
     udp_port: Option<u16>,
     pass_counted: bool,
     keep_pins: bool,
@@ -127,9 +127,9 @@ impl FastPathBuilder {
         self
     }
 
-    /// Count ICMP / ICMPv6 echo replies carrying this identifier.
-    pub fn icmp_id(mut self, id: u16) -> Self {
-        self.icmp_id = Some(id);
+    /// Count ICMP / ICMPv6 echo replies of the streams.
+    pub fn icmp(mut self, yes: bool) -> Self {
+        self.icmp = yes;
         self
     }
 
@@ -153,7 +153,7 @@ impl FastPathBuilder {
 
     fn config(&self) -> FastPathConfig {
         let mut flags = 0;
-        if self.icmp_id.is_some() {
+        if self.icmp {
             flags |= FLAG_ICMP;
         }
         if self.udp_port.is_some() {
@@ -164,9 +164,7 @@ impl FastPathBuilder {
         }
         FastPathConfig {
             flags,
-            icmp_id: self.icmp_id.unwrap_or(0) as u32,
             udp_port: self.udp_port.unwrap_or(0) as u32,
-            _pad: 0,
         }
     }
 
@@ -310,7 +308,7 @@ impl FastPath {
         FastPathBuilder {
             interface: None,
             pin_dir: None,
-            icmp_id: None,
+            icmp: false,
             udp_port: None,
             pass_counted: false,
             keep_pins: false,
@@ -379,30 +377,44 @@ impl FastPath {
         a.set(0, cfg, 0).map_err(map_err(MAP_CONFIG, "write"))
     }
 
-    /// Marks `token` as outstanding: heartbeat replies carrying it will be counted.
-    pub fn add_token(&mut self, token: u64) -> Result<(), FastPathError> {
-        let mut m: HashMap<&mut MapData, u64, u64> =
-            HashMap::try_from(self.map_mut(MAP_TOKENS)?).map_err(map_err(MAP_TOKENS, "open"))?;
-        m.insert(token, sys::monotonic_ns(), 0)
-            .map_err(map_err(MAP_TOKENS, "insert"))
+    /// Adds probe stream `index` (below `MAX_STREAMS`): replies carrying `token` (and, for
+    /// ICMP, identifier `icmp_id`) from `src` are counted and stamped in the stream's ring.
+    pub fn add_stream(
+        &mut self,
+        index: u32,
+        token: u64,
+        icmp_id: u16,
+        src: IpAddr,
+    ) -> Result<(), FastPathError> {
+        debug_assert!(index < MAX_STREAMS, "stream {index} out of range");
+        let mut m: HashMap<&mut MapData, u64, Stream> =
+            HashMap::try_from(self.map_mut(MAP_STREAMS)?).map_err(map_err(MAP_STREAMS, "open"))?;
+        let stream = Stream {
+            index,
+            icmp_id: u32::from(icmp_id),
+            src: peer_key(src),
+        };
+        m.insert(token, stream, 0)
+            .map_err(map_err(MAP_STREAMS, "insert"))
     }
 
-    /// Withdraws `token`.
-    pub fn remove_token(&mut self, token: u64) -> Result<(), FastPathError> {
-        let mut m: HashMap<&mut MapData, u64, u64> =
-            HashMap::try_from(self.map_mut(MAP_TOKENS)?).map_err(map_err(MAP_TOKENS, "open"))?;
+    /// Withdraws the stream of `token`: its replies are rejected from now on.
+    pub fn remove_stream(&mut self, token: u64) -> Result<(), FastPathError> {
+        let mut m: HashMap<&mut MapData, u64, Stream> =
+            HashMap::try_from(self.map_mut(MAP_STREAMS)?).map_err(map_err(MAP_STREAMS, "open"))?;
         match m.remove(&token) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(MAP_TOKENS, "remove")(e)),
+            Err(e) => Err(map_err(MAP_STREAMS, "remove")(e)),
         }
     }
 
-    /// The arrival slot for sequence `seq` (whatever reply last used it).
-    pub fn arrival(&self, seq: u64) -> Result<Arrival, FastPathError> {
+    /// Stream `stream`'s arrival slot for sequence `seq` (whatever reply last used it).
+    pub fn arrival(&self, stream: u32, seq: u64) -> Result<Arrival, FastPathError> {
         let a: Array<&MapData, Arrival> =
             Array::try_from(self.map(MAP_ARRIVALS)?).map_err(map_err(MAP_ARRIVALS, "open"))?;
-        a.get(&((seq as u32) & (ARRIVAL_SLOTS - 1)), 0)
-            .map_err(map_err(MAP_ARRIVALS, "read"))
+        let slot =
+            (stream & (MAX_STREAMS - 1)) * ARRIVAL_SLOTS + ((seq as u32) & (ARRIVAL_SLOTS - 1));
+        a.get(&slot, 0).map_err(map_err(MAP_ARRIVALS, "read"))
     }
 
     /// What the fast path recorded about replies from `addr`.

@@ -81,6 +81,9 @@ pub struct Monitor {
     since_sync: u32,
 }
 
+/// The fast-path stream of the heartbeat to P; witnesses use the streams after it.
+const HEARTBEAT_STREAM: u32 = 0;
+
 fn signal_of(cfg: &Config) -> Signal {
     match cfg.heartbeat.kind {
         HeartbeatKind::Icmp => Signal::Icmp,
@@ -103,16 +106,9 @@ impl Monitor {
     pub(super) fn open(cfg: &Config) -> Result<Monitor, DaemonError> {
         let signal = signal_of(cfg);
         let prober = Prober::new(&cfg.node.interface, cfg.addresses.primary.addr, signal)?;
-        let mut b =
-            FastPath::builder(&cfg.node.interface).pin_dir(Some(cfg.paths.bpffs_dir.clone()));
-        b = match signal {
-            Signal::Icmp => b.icmp_id(prober.icmp_id()),
-            Signal::Udp { port } => b.udp_port(port),
-        };
-        let mut fp = b.build()?;
-        if let Signal::Udp { .. } = signal {
-            fp.add_token(prober.token())?;
-        }
+        let b = FastPath::builder(&cfg.node.interface).pin_dir(Some(cfg.paths.bpffs_dir.clone()));
+        let mut fp = prober.enable(b).build()?;
+        prober.register(&mut fp, HEARTBEAT_STREAM)?;
         let interval = cfg.heartbeat.interval.0;
         let timeout = cfg.heartbeat.timeout.0;
         // Late replies are reported for up to a second, bounded by the arrival ring.
@@ -175,7 +171,7 @@ impl Monitor {
             if let Some((_, a)) = read.iter().find(|(s, _)| *s == seq) {
                 return Ok(Some(*a));
             }
-            let a = fp.arrival(seq)?;
+            let a = fp.arrival(HEARTBEAT_STREAM, seq)?;
             read.push((seq, a));
             Ok(Some(a))
         };

@@ -12,7 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
     detector::{Deadlines, Outcome, Probe, ProbeBook, ProbeSummary},
-    fastpath::{AttachMode, FastPath, FastPathError},
+    fastpath::{AttachMode, FastPath, FastPathBuilder, FastPathError},
     signal::wire::{Kind, Message},
     sys::{self, monotonic_ns},
 };
@@ -167,6 +167,25 @@ impl Prober {
     /// The signal kind.
     pub fn signal(&self) -> Signal {
         self.signal
+    }
+
+    /// The address probed (the only source whose replies count).
+    pub fn target(&self) -> IpAddr {
+        self.dest.ip()
+    }
+
+    /// Enables this prober's signal on `b`, so that the fast path counts its replies.
+    pub fn enable(&self, b: FastPathBuilder) -> FastPathBuilder {
+        match self.signal {
+            Signal::Icmp => b.icmp(true),
+            Signal::Udp { port } => b.udp_port(port),
+        }
+    }
+
+    /// Registers this prober as stream `index` of `fp`: its replies (this token, this ICMP
+    /// identifier, from the target) are stamped in that stream's ring.
+    pub fn register(&self, fp: &mut FastPath, index: u32) -> Result<(), FastPathError> {
+        fp.add_stream(index, self.token, self.icmp_id, self.target())
     }
 
     /// Sends the next probe; a failed send is logged and returned as a probe that cannot be
@@ -350,17 +369,11 @@ pub async fn run(
     let deadlines = opts.validate()?;
     sys::require_root("failover probe").map_err(FastPathError::from)?;
     let mut prober = Prober::new(&opts.interface, opts.target, opts.signal)?;
-    let mut b = FastPath::builder(&opts.interface)
+    let b = FastPath::builder(&opts.interface)
         .pin_dir(opts.pin_dir.clone())
         .keep_pins(opts.keep_pins);
-    b = match opts.signal {
-        Signal::Icmp => b.icmp_id(prober.icmp_id()),
-        Signal::Udp { port } => b.udp_port(port),
-    };
-    let mut fp = b.build()?;
-    if let Signal::Udp { .. } = opts.signal {
-        fp.add_token(prober.token())?;
-    }
+    let mut fp = prober.enable(b).build()?;
+    prober.register(&mut fp, 0)?;
     tracing::info!(interface = %opts.interface, target = %opts.target,
         signal = opts.signal.name(), xdp_mode = fp.mode().map(|m| m.name()).unwrap_or("none"),
         "probing");
@@ -374,7 +387,7 @@ pub async fn run(
     let mut sending = true;
     let poll_every = opts.timeout.min(opts.interval);
     loop {
-        let judged = book.poll(monotonic_ns(), |seq| fp.arrival(seq).map(Some))?;
+        let judged = book.poll(monotonic_ns(), |seq| fp.arrival(0, seq).map(Some))?;
         for (p, o) in &judged {
             summary.add(o);
             each(p, o);

@@ -83,13 +83,21 @@ pub fn frame(l3: &L3, vlan: Option<u16>, proto: u8, l4: &[u8]) -> Vec<u8> {
     }
 }
 
-/// An ICMP or ICMPv6 echo message (checksum left zero: XDP does not verify it).
-pub fn echo(ty: u8, id: u16, seq: u16) -> Vec<u8> {
+/// An ICMP or ICMPv6 echo message carrying `token` right after the header, as the prober's
+/// do (checksum left zero: XDP does not verify it).
+pub fn echo(ty: u8, id: u16, seq: u16, token: u64) -> Vec<u8> {
     let mut p = vec![ty, 0, 0, 0];
     p.extend_from_slice(&id.to_be_bytes());
     p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&token.to_be_bytes());
     p.extend_from_slice(&[0xab; 8]);
     p
+}
+
+/// `frame` (plain IPv4, no VLAN tag) as if sent from 10.0.0.9 instead of [`SRC4`].
+pub fn from_other_source(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[26..30].copy_from_slice(&[10, 0, 0, 9]);
+    frame
 }
 
 /// A UDP datagram from `sport` carrying `payload`.

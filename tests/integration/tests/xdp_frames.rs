@@ -4,7 +4,7 @@
 use failover::fastpath::FastPath;
 use failover_common::{wire, Stats};
 use failover_harness::{
-    frames::{echo, frame, heartbeat, udp, L3},
+    frames::{echo, frame, from_other_source, heartbeat, udp, L3, SRC4, SRC6},
     require_root,
 };
 
@@ -12,7 +12,10 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const ID: u16 = 0x1234;
 const PORT: u16 = 7788;
+/// The token of stream 0, whose replies come from SRC4.
 const TOKEN: u64 = 0xdead_beef_0bad_f00d;
+/// The token of stream 1, whose replies come from SRC6.
+const TOKEN6: u64 = 0x0006_0006_0006_0006;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Counter {
@@ -20,6 +23,7 @@ enum Counter {
     Matched,
     RejectedId,
     RejectedToken,
+    RejectedSource,
     Truncated,
     Malformed,
 }
@@ -33,6 +37,11 @@ fn delta(before: &Stats, after: &Stats) -> Vec<Counter> {
             Counter::RejectedToken,
             before.rejected_token,
             after.rejected_token,
+        ),
+        (
+            Counter::RejectedSource,
+            before.rejected_source,
+            after.rejected_source,
         ),
         (Counter::Truncated, before.truncated, after.truncated),
         (Counter::Malformed, before.malformed, after.malformed),
@@ -48,18 +57,33 @@ fn delta(before: &Stats, after: &Stats) -> Vec<Counter> {
 fn fast_path() -> FastPath {
     require_root("xdp_frames");
     let mut fp = FastPath::detached()
-        .icmp_id(ID)
+        .icmp(true)
         .udp_port(PORT)
         .build()
         .expect("load the XDP program");
-    fp.add_token(TOKEN).expect("write the token map");
+    fp.add_stream(0, TOKEN, ID, std::net::Ipv4Addr::from(SRC4).into())
+        .expect("write the stream map");
+    fp.add_stream(1, TOKEN6, ID, std::net::Ipv6Addr::from(SRC6).into())
+        .expect("write the stream map");
     fp
 }
 
-fn icmp_reply(l3: &L3, vlan: Option<u16>, id: u16, seq: u16) -> Vec<u8> {
+/// The stream and token of replies from `l3`'s source.
+fn stream_of(l3: &L3) -> (u32, u64) {
     match l3 {
-        L3::V4 { .. } => frame(l3, vlan, 1, &echo(0, id, seq)),
-        L3::V6 => frame(l3, vlan, 58, &echo(129, id, seq)),
+        L3::V4 { .. } => (0, TOKEN),
+        L3::V6 => (1, TOKEN6),
+    }
+}
+
+fn icmp_reply(l3: &L3, vlan: Option<u16>, id: u16, seq: u16) -> Vec<u8> {
+    icmp_reply_token(l3, vlan, id, seq, stream_of(l3).1)
+}
+
+fn icmp_reply_token(l3: &L3, vlan: Option<u16>, id: u16, seq: u16, token: u64) -> Vec<u8> {
+    match l3 {
+        L3::V4 { .. } => frame(l3, vlan, 1, &echo(0, id, seq, token)),
+        L3::V6 => frame(l3, vlan, 58, &echo(129, id, seq, token)),
     }
 }
 
@@ -72,8 +96,8 @@ fn hb_reply(l3: &L3, sport: u16, token: u64, seq: u64) -> Vec<u8> {
     )
 }
 
-/// (name, frame, expected action, expected counter, expected counted seq)
-type Row = (&'static str, Vec<u8>, u32, Counter, Option<u64>);
+/// (name, frame, expected action, expected counter, expected counted (stream, seq))
+type Row = (&'static str, Vec<u8>, u32, Counter, Option<(u32, u64)>);
 
 fn rows() -> Vec<Row> {
     let v4 = L3::v4();
@@ -98,49 +122,49 @@ fn rows() -> Vec<Row> {
             icmp_reply(&v4, None, ID, 101),
             XDP_DROP,
             Counter::Matched,
-            Some(101),
+            Some((0, 101)),
         ),
         (
             "icmpv6 reply",
             icmp_reply(&v6, None, ID, 102),
             XDP_DROP,
             Counter::Matched,
-            Some(102),
+            Some((1, 102)),
         ),
         (
             "udp heartbeat reply",
             hb_reply(&v4, PORT, TOKEN, 103),
             XDP_DROP,
             Counter::Matched,
-            Some(103),
+            Some((0, 103)),
         ),
         (
             "udp heartbeat reply v6",
-            hb_reply(&v6, PORT, TOKEN, 104),
+            hb_reply(&v6, PORT, TOKEN6, 104),
             XDP_DROP,
             Counter::Matched,
-            Some(104),
+            Some((1, 104)),
         ),
         (
             "icmp reply, ipv4 options",
             icmp_reply(&opts, None, ID, 105),
             XDP_DROP,
             Counter::Matched,
-            Some(105),
+            Some((0, 105)),
         ),
         (
             "icmp reply, vlan tag",
             icmp_reply(&v4, Some(42), ID, 106),
             XDP_DROP,
             Counter::Matched,
-            Some(106),
+            Some((0, 106)),
         ),
         (
             "icmpv6 reply, vlan tag",
             icmp_reply(&v6, Some(42), ID, 107),
             XDP_DROP,
             Counter::Matched,
-            Some(107),
+            Some((1, 107)),
         ),
         (
             "icmp reply, wrong id",
@@ -154,6 +178,34 @@ fn rows() -> Vec<Row> {
             icmp_reply(&v6, None, ID + 1, 1),
             XDP_PASS,
             Counter::RejectedId,
+            None,
+        ),
+        (
+            "icmp reply, unknown token",
+            icmp_reply_token(&v4, None, ID, 1, TOKEN + 1),
+            XDP_PASS,
+            Counter::RejectedToken,
+            None,
+        ),
+        (
+            "icmp reply, token of the v6 stream from the v4 source",
+            icmp_reply_token(&v4, None, ID, 1, TOKEN6),
+            XDP_PASS,
+            Counter::RejectedSource,
+            None,
+        ),
+        (
+            "icmp reply, foreign source",
+            from_other_source(icmp_reply(&v4, None, ID, 1)),
+            XDP_PASS,
+            Counter::RejectedSource,
+            None,
+        ),
+        (
+            "udp reply, foreign source",
+            from_other_source(hb_reply(&v4, PORT, TOKEN, 1)),
+            XDP_PASS,
+            Counter::RejectedSource,
             None,
         ),
         (
@@ -191,14 +243,14 @@ fn rows() -> Vec<Row> {
         ),
         (
             "icmp echo request",
-            frame(&v4, None, 1, &echo(8, ID, 1)),
+            frame(&v4, None, 1, &echo(8, ID, 1, TOKEN)),
             XDP_PASS,
             Counter::None,
             None,
         ),
         (
             "icmpv6 echo request",
-            frame(&v6, None, 58, &echo(128, ID, 1)),
+            frame(&v6, None, 58, &echo(128, ID, 1, TOKEN6)),
             XDP_PASS,
             Counter::None,
             None,
@@ -294,8 +346,8 @@ fn frames_are_classified_and_never_dropped_unless_counted() {
             c => vec![c],
         };
         assert_eq!(moved, want, "{name}: counters");
-        if let Some(seq) = want_seq {
-            let a = fp.arrival(seq).expect("read arrival");
+        if let Some((stream, seq)) = want_seq {
+            let a = fp.arrival(stream, seq).expect("read arrival");
             assert_eq!(
                 a.seq, seq,
                 "{name}: arrival slot holds the reply's sequence"
@@ -308,16 +360,16 @@ fn frames_are_classified_and_never_dropped_unless_counted() {
 #[test]
 fn truncation_at_every_header_boundary_passes() {
     let mut fp = fast_path();
-    // (name, frame, bytes the program must read: all headers plus the heartbeat message; the
-    // 8-byte echo payload after the ICMP header is not read)
+    // (name, frame, bytes the program must read: all headers plus the heartbeat message or
+    // the token after the echo header; the rest of the echo payload is not read)
     let full: Vec<(&str, Vec<u8>, usize)> = vec![
-        ("icmp", icmp_reply(&L3::v4(), None, ID, 5), 14 + 20 + 8),
+        ("icmp", icmp_reply(&L3::v4(), None, ID, 5), 14 + 20 + 16),
         (
             "icmp vlan",
             icmp_reply(&L3::v4(), Some(3), ID, 5),
-            18 + 20 + 8,
+            18 + 20 + 16,
         ),
-        ("icmpv6", icmp_reply(&L3::V6, None, ID, 5), 14 + 40 + 8),
+        ("icmpv6", icmp_reply(&L3::V6, None, ID, 5), 14 + 40 + 16),
         (
             "udp",
             hb_reply(&L3::v4(), PORT, TOKEN, 5),
@@ -325,7 +377,7 @@ fn truncation_at_every_header_boundary_passes() {
         ),
         (
             "udp v6",
-            hb_reply(&L3::V6, PORT, TOKEN, 5),
+            hb_reply(&L3::V6, PORT, TOKEN6, 5),
             14 + 40 + 8 + wire::LEN,
         ),
     ];
@@ -371,22 +423,33 @@ fn unconfigured_program_passes_everything() {
 fn pass_counted_flag_passes_counted_replies() {
     require_root("xdp_frames");
     let mut fp = FastPath::detached()
-        .icmp_id(ID)
+        .icmp(true)
         .pass_counted(true)
         .build()
         .expect("load");
+    fp.add_stream(3, TOKEN, ID, std::net::Ipv4Addr::from(SRC4).into())
+        .expect("stream");
     let f = icmp_reply(&L3::v4(), None, ID, 77);
     assert_eq!(fp.test_run(&f).expect("run"), XDP_PASS);
     assert_eq!(fp.stats().expect("stats").matched, 1);
-    assert_eq!(fp.arrival(77).expect("arrival").seq, 77);
+    assert_eq!(
+        fp.arrival(3, 77).expect("arrival").seq,
+        77,
+        "stamped in stream 3's ring"
+    );
+    assert_eq!(
+        fp.arrival(0, 77).expect("arrival").ns,
+        0,
+        "not in stream 0's"
+    );
 }
 
 #[test]
-fn withdrawn_token_is_rejected() {
+fn withdrawn_stream_is_rejected() {
     let mut fp = fast_path();
     let f = hb_reply(&L3::v4(), PORT, TOKEN, 3);
     assert_eq!(fp.test_run(&f).expect("run"), XDP_DROP);
-    fp.remove_token(TOKEN).expect("remove token");
+    fp.remove_stream(TOKEN).expect("remove stream");
     assert_eq!(fp.test_run(&f).expect("run"), XDP_PASS);
     assert_eq!(fp.stats().expect("stats").rejected_token, 1);
 }
@@ -398,13 +461,13 @@ fn per_source_record_counts_replies() {
         fp.test_run(&icmp_reply(&L3::v4(), None, ID, seq))
             .expect("run");
     }
-    let src = std::net::Ipv4Addr::from(failover_harness::frames::SRC4);
+    let src = std::net::Ipv4Addr::from(SRC4);
     let rec = fp
         .peer(src.into())
         .expect("read peers")
         .expect("peer recorded");
     assert_eq!((rec.replies, rec.last_seq), (3, 3));
     assert!(rec.first_ns <= rec.last_ns);
-    let src6 = std::net::Ipv6Addr::from(failover_harness::frames::SRC6);
+    let src6 = std::net::Ipv6Addr::from(SRC6);
     assert!(fp.peer(src6.into()).expect("read peers").is_none());
 }

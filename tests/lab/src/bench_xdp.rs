@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use failover::fastpath::FastPath;
 use failover_common::wire;
-use failover_harness::frames::{echo, frame, heartbeat, udp, L3};
+use failover_harness::frames::{echo, frame, heartbeat, udp, L3, SRC4};
 
 use crate::bench::machine;
 use serde_json::json;
@@ -18,11 +18,11 @@ const TOKEN: u64 = 0x0123_4567_89ab_cdef;
 pub fn run(repeat: u32, rounds: usize) -> Result<()> {
     anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
     let mut fp = FastPath::detached()
-        .icmp_id(ID)
+        .icmp(true)
         .udp_port(PORT)
         .build()
         .context("load the XDP program")?;
-    fp.add_token(TOKEN)?;
+    fp.add_stream(0, TOKEN, ID, std::net::Ipv4Addr::from(SRC4).into())?;
     let v4 = L3::v4();
     let cases = [
         (
@@ -36,7 +36,7 @@ pub fn run(repeat: u32, rounds: usize) -> Result<()> {
         ),
         (
             "icmp echo reply, counted",
-            frame(&v4, None, 1, &echo(0, ID, 1)),
+            frame(&v4, None, 1, &echo(0, ID, 1, TOKEN)),
         ),
         (
             "udp reply, foreign token",

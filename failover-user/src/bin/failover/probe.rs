@@ -107,7 +107,8 @@ async fn report(opts: &ProbeOptions, json: bool) -> anyhow::Result<ExitCode> {
                 "xdp_mode": report.mode.map(|m| m.name()),
                 "xdp_stats": {
                     "seen": st.seen, "matched": st.matched, "rejected_id": st.rejected_id,
-                    "rejected_token": st.rejected_token, "truncated": st.truncated,
+                    "rejected_token": st.rejected_token, "rejected_source": st.rejected_source,
+                    "truncated": st.truncated,
                     "malformed": st.malformed,
                 },
             })
@@ -128,8 +129,8 @@ async fn report(opts: &ProbeOptions, json: bool) -> anyhow::Result<ExitCode> {
             println!("rtt (XDP stamps) min/median/max = {min:.1}/{p50:.1}/{max:.1} us");
         }
         println!(
-            "xdp: {} frames seen, {} matched, {} foreign id, {} bad token, {} truncated, {} malformed",
-            st.seen, st.matched, st.rejected_id, st.rejected_token, st.truncated, st.malformed
+            "xdp: {} frames seen, {} matched, {} foreign id, {} bad token, {} foreign source, {} truncated, {} malformed",
+            st.seen, st.matched, st.rejected_id, st.rejected_token, st.rejected_source, st.truncated, st.malformed
         );
     }
     Ok(if s.in_time > 0 {
