@@ -142,6 +142,8 @@ pub mod wire {
     pub const KIND_JOIN: u8 = 3;
     /// Join reply.
     pub const KIND_JOIN_REPLY: u8 = 4;
+    /// The sender is stopping on purpose (a planned stop); not answered.
+    pub const KIND_LEAVING: u8 = 5;
 
     /// Offsets of the fields inside the message.
     pub const OFF_MAGIC: usize = 0;

@@ -149,12 +149,13 @@ pub enum LivenessEvent {
         /// Consecutive misses so far.
         consecutive: u32,
     },
-    /// An in-time reply after misses that did not reach the limit.
+    /// An in-time reply after misses that did not reach the limit, or `recover_after`
+    /// in-time replies in a row after a failure.
     Recovered {
-        /// How many misses preceded it.
+        /// How many misses preceded it (up to the failure).
         after: u32,
     },
-    /// `misses` consecutive misses: the primary failed. Reported once.
+    /// `misses` consecutive misses: the primary failed. Reported once until it recovers.
     Failed {
         /// Consecutive misses.
         consecutive: u32,
@@ -162,20 +163,29 @@ pub enum LivenessEvent {
 }
 
 /// Counts consecutive misses. Never reports a failure of a primary it has not seen answer.
+///
+/// After a failure it keeps watching: `recover_after` consecutive in-time replies report the
+/// primary recovered (a pending fence can then be cancelled), and a new failure can follow.
 #[derive(Clone, Debug)]
 pub struct Liveness {
     limit: u32,
+    recover_after: u32,
     consecutive: u32,
+    /// In-time replies in a row since the failure.
+    streak: u32,
     armed: bool,
     failed: bool,
 }
 
 impl Liveness {
-    /// A disarmed tracker that fails after `misses` consecutive misses.
-    pub fn new(misses: u32) -> Liveness {
+    /// A disarmed tracker that fails after `misses` consecutive misses and, once failed,
+    /// recovers after `recover_after` consecutive in-time replies.
+    pub fn new(misses: u32, recover_after: u32) -> Liveness {
         Liveness {
             limit: misses.max(1),
+            recover_after: recover_after.max(1),
             consecutive: 0,
+            streak: 0,
             armed: false,
             failed: false,
         }
@@ -186,7 +196,7 @@ impl Liveness {
         self.armed
     }
 
-    /// Consecutive misses so far.
+    /// Consecutive misses so far (up to the failure).
     pub fn consecutive(&self) -> u32 {
         self.consecutive
     }
@@ -194,18 +204,33 @@ impl Liveness {
     /// Feeds one verdict (in send order).
     pub fn observe(&mut self, v: &Verdict) -> Option<LivenessEvent> {
         match v {
+            Verdict::InTime { .. } if self.failed => {
+                self.streak += 1;
+                if self.streak < self.recover_after {
+                    return None;
+                }
+                self.failed = false;
+                self.streak = 0;
+                Some(LivenessEvent::Recovered {
+                    after: std::mem::take(&mut self.consecutive),
+                })
+            }
             Verdict::InTime { .. } => {
                 let after = std::mem::take(&mut self.consecutive);
                 if !self.armed {
                     self.armed = true;
                     Some(LivenessEvent::Armed)
-                } else if after > 0 && !self.failed {
+                } else if after > 0 {
                     Some(LivenessEvent::Recovered { after })
                 } else {
                     None
                 }
             }
-            Verdict::Missed if !self.armed || self.failed => None,
+            Verdict::Missed if self.failed => {
+                self.streak = 0;
+                None
+            }
+            Verdict::Missed if !self.armed => None,
             Verdict::Missed => {
                 self.consecutive += 1;
                 if self.consecutive >= self.limit {
@@ -493,7 +518,7 @@ mod tests {
         use LivenessEvent::*;
         let ok = Verdict::InTime { rtt_ns: 1 };
         let miss = Verdict::Missed;
-        // (verdicts, expected events) with a limit of 3 misses
+        // (verdicts, expected events) with a limit of 3 misses, recovery after 2 in a row
         let rows: Vec<(Vec<Verdict>, Vec<Option<LivenessEvent>>)> = vec![
             // Never seen: misses are not counted, no failure ever (never fence an unseen primary).
             (vec![miss; 10], vec![None; 10]),
@@ -521,9 +546,27 @@ mod tests {
                 ],
             ),
             (vec![miss, ok, ok], vec![None, Some(Armed), None]),
+            // After the failure: a miss breaks the streak, two in a row recover, and the next
+            // three misses fail again.
+            (
+                vec![ok, miss, miss, miss, ok, miss, ok, ok, miss, miss, miss],
+                vec![
+                    Some(Armed),
+                    Some(Missed { consecutive: 1 }),
+                    Some(Missed { consecutive: 2 }),
+                    Some(Failed { consecutive: 3 }),
+                    None,
+                    None,
+                    None,
+                    Some(Recovered { after: 3 }),
+                    Some(Missed { consecutive: 1 }),
+                    Some(Missed { consecutive: 2 }),
+                    Some(Failed { consecutive: 3 }),
+                ],
+            ),
         ];
         for (i, (input, want)) in rows.into_iter().enumerate() {
-            let mut l = Liveness::new(3);
+            let mut l = Liveness::new(3, 2);
             let got: Vec<_> = input.iter().map(|v| l.observe(v)).collect();
             assert_eq!(got, want, "row {i}");
         }

@@ -70,11 +70,26 @@ pub enum Event {
     HookRan,
     /// A hook failed or timed out.
     HookFailed,
+    /// The self-check before a fence failed: this host may be the one cut off; no fence.
+    Isolated,
+    /// The self-check passes again, or P answers again: isolation is over.
+    IsolationEnded,
+    /// No witness is configured and there is no default gateway: the self-check sees only
+    /// this host's carrier.
+    NoWitness,
+    /// P answered in time again before a power action was accepted: the fence is abandoned.
+    FenceCancelled,
+    /// The peer said it is stopping on purpose (a planned stop).
+    PeerLeft,
+    /// SIGHUP: the configuration was reloaded.
+    ConfigReloaded,
+    /// SIGHUP: the new configuration was refused; the daemon runs on unchanged.
+    ConfigReloadRefused,
 }
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 30] = [
+    pub const ALL: [Event; 37] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -105,6 +120,13 @@ impl Event {
         Event::ServingCopy,
         Event::HookRan,
         Event::HookFailed,
+        Event::Isolated,
+        Event::IsolationEnded,
+        Event::NoWitness,
+        Event::FenceCancelled,
+        Event::PeerLeft,
+        Event::ConfigReloaded,
+        Event::ConfigReloadRefused,
     ];
 
     /// The stable name: the `event` field of the log line.
@@ -140,6 +162,13 @@ impl Event {
             Event::ServingCopy => "serving_copy",
             Event::HookRan => "hook_ran",
             Event::HookFailed => "hook_failed",
+            Event::Isolated => "isolated",
+            Event::IsolationEnded => "isolation_ended",
+            Event::NoWitness => "no_witness",
+            Event::FenceCancelled => "fence_cancelled",
+            Event::PeerLeft => "peer_left",
+            Event::ConfigReloaded => "config_reloaded",
+            Event::ConfigReloadRefused => "config_reload_refused",
         }
     }
 
@@ -157,6 +186,9 @@ impl Event {
                 | Event::DaemonError
                 | Event::TlsUnverified
                 | Event::SyncFailed
+                | Event::Isolated
+                | Event::NoWitness
+                | Event::ConfigReloadRefused
         )
     }
 }

@@ -5,8 +5,24 @@
 //! thread above all) ever waits for stderr: a slow pipe or journal reader cannot stall a
 //! heartbeat answer. If the reader falls more than 128k lines behind, lines are dropped rather
 //! than waited for.
+use std::sync::OnceLock;
+
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
+
+/// Replaces the installed filter (a reload of `log_level`).
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
+/// Changes the log filter of the running process (`level` as for [`init`]).
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("log_level {level:?}: {e}"))?;
+    match SET_FILTER.get() {
+        Some(set) => set(filter),
+        None => Err("logging is not initialised".into()),
+    }
+}
 
 /// Output format of the log stream.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -29,9 +45,20 @@ pub fn init(level: &str, format: LogFormat) -> Result<WorkerGuard, String> {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(writer);
+    // The reload handle's type depends on the format: keep it behind a closure.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let b = $builder.with_filter_reloading();
+            let handle = b.reload_handle();
+            let _ = SET_FILTER.set(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+            b.try_init()
+        }};
+    }
     let r = match format {
-        LogFormat::Text => b.try_init(),
-        LogFormat::Json => b.json().flatten_event(true).try_init(),
+        LogFormat::Text => install!(b),
+        LogFormat::Json => install!(b.json().flatten_event(true)),
     };
     r.map_err(|e| format!("logging: {e}"))?;
     Ok(guard)

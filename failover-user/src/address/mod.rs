@@ -10,7 +10,9 @@ use std::{io, net::IpAddr, time::Duration};
 use futures_util::TryStreamExt as _;
 use rtnetlink::packet_route::{
     address::{AddressAttribute, AddressFlags, AddressMessage},
-    link::LinkAttribute,
+    link::{LinkAttribute, LinkFlags},
+    route::{RouteAddress, RouteAttribute},
+    AddressFamily,
 };
 
 use crate::config::Cidr;
@@ -148,6 +150,108 @@ impl AddressHandle {
     /// The interface's name.
     pub fn interface(&self) -> &str {
         &self.interface
+    }
+
+    /// Watches the interface's carrier: every change (up with carrier, or not) is sent on the
+    /// returned channel, from netlink link notifications (no polling).
+    pub fn watch_carrier(
+        &self,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<bool>, AddressError> {
+        use futures_util::StreamExt as _;
+        use rtnetlink::packet_core::NetlinkPayload;
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        let (mut conn, _handle, mut messages) =
+            rtnetlink::new_connection().map_err(AddressError::Connect)?;
+        use rtnetlink::sys::AsyncSocket as _;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&rtnetlink::sys::SocketAddr::new(
+                0,
+                rtnetlink::constants::RTMGRP_LINK,
+            ))
+            .map_err(AddressError::Connect)?;
+        tokio::spawn(conn);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let index = self.index;
+        tokio::spawn(async move {
+            let mut last = None;
+            while let Some((m, _)) = messages.next().await {
+                let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = m.payload
+                else {
+                    continue;
+                };
+                if link.header.index != index {
+                    continue;
+                }
+                let f = link.header.flags;
+                let up = f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp);
+                if last != Some(up) {
+                    last = Some(up);
+                    if tx.send(up).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Whether the interface is administratively up and has carrier (`IFF_UP` and
+    /// `IFF_LOWER_UP`): the first half of the self-check before a fence.
+    pub async fn has_carrier(&self) -> Result<bool, AddressError> {
+        let bad = |message: String| AddressError::Interface {
+            interface: self.interface.clone(),
+            message,
+        };
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_index(self.index)
+            .execute()
+            .try_next()
+            .await
+            .map_err(|e| bad(format!("read its state: {e}")))?
+            .ok_or_else(|| bad("is gone".into()))?;
+        let f = link.header.flags;
+        Ok(f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp))
+    }
+
+    /// The gateway of the default route through this interface for `family`'s address
+    /// family, if there is one (the witness when none is configured).
+    pub async fn default_gateway(&self, family: IpAddr) -> Result<Option<IpAddr>, AddressError> {
+        let msg = match family {
+            IpAddr::V4(_) => rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            IpAddr::V6(_) => rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        };
+        let mut routes = self.handle.route().get(msg).execute();
+        while let Some(r) = routes
+            .try_next()
+            .await
+            .map_err(|e| self.nl_err("list routes", family)(e))?
+        {
+            if r.header.destination_prefix_length != 0
+                || !matches!(
+                    r.header.address_family,
+                    AddressFamily::Inet | AddressFamily::Inet6
+                )
+            {
+                continue;
+            }
+            let via_us = r
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == self.index));
+            let gw = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(IpAddr::V4(*g)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(IpAddr::V6(*g)),
+                _ => None,
+            });
+            if let (true, Some(gw)) = (via_us, gw) {
+                return Ok(Some(gw));
+            }
+        }
+        Ok(None)
     }
 
     fn nl_err(

@@ -3,6 +3,7 @@
 //! Every section denies unknown fields; durations are human strings ("10ms"); every error names
 //! the field and what is expected. `docs/configuration.md` documents each field.
 mod preflight;
+mod reload;
 mod sections;
 mod validate;
 
@@ -12,8 +13,9 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+pub use reload::needs_restart;
 pub use sections::*;
 
 /// A configuration error: the file, the field and what is wrong.
@@ -50,6 +52,12 @@ pub enum ConfigError {
 /// A duration written as a human string ("10ms", "1s", "250us").
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -99,6 +107,12 @@ impl std::str::FromStr for Cidr {
     }
 }
 
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -107,7 +121,7 @@ impl<'de> Deserialize<'de> for Cidr {
 }
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This host.
@@ -142,6 +156,9 @@ pub struct Config {
     /// Address announcements.
     #[serde(default)]
     pub garp: Garp,
+    /// The self-check before a fence.
+    #[serde(default)]
+    pub witness: Witness,
     /// Status socket and metrics.
     #[serde(default)]
     pub control: Control,
@@ -150,6 +167,9 @@ pub struct Config {
     pub paths: Paths,
     /// Data copy from primary to monitor.
     pub sync: Option<DataSync>,
+    /// Log filter (as `--log-level`: "info", "info,failover::event::probe=warn"); when set it
+    /// overrides the command line, and a reload (SIGHUP) applies a change at once.
+    pub log_level: Option<String>,
     /// The file this configuration was read from (for messages).
     #[serde(skip)]
     pub file: PathBuf,

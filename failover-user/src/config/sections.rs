@@ -5,12 +5,12 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Cidr, HumanDuration};
 
 /// `[node]`: this host.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     /// Name used in logs, events and hook environments.
@@ -33,7 +33,7 @@ fn default_peer_name() -> String {
 }
 
 /// `[addresses]`: the two floating addresses.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FloatingAddresses {
     /// The primary (service) address P.
@@ -43,7 +43,7 @@ pub struct FloatingAddresses {
 }
 
 /// Heartbeat form.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HeartbeatKind {
     /// ICMP echo: sees the kernel and link, not the daemon.
@@ -53,7 +53,7 @@ pub enum HeartbeatKind {
 }
 
 /// `[heartbeat]`: the first signal and its deadlines.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// `udp` (default) or `icmp`.
@@ -71,6 +71,11 @@ pub struct Heartbeat {
     /// Consecutive probes without an in-time reply that make a failure. Default 10.
     #[serde(default = "default_misses")]
     pub misses: u32,
+    /// After a failure decision, this many in-time replies in a row mean P is back: the
+    /// self-check or the fence still pending is cancelled (`fence_cancelled`), as long as no
+    /// power-off was accepted. Default 5.
+    #[serde(default = "default_recover_after")]
+    pub recover_after: u32,
 }
 
 fn default_kind() -> HeartbeatKind {
@@ -88,6 +93,9 @@ fn default_timeout() -> HumanDuration {
 fn default_misses() -> u32 {
     10
 }
+fn default_recover_after() -> u32 {
+    5
+}
 
 impl Default for Heartbeat {
     fn default() -> Self {
@@ -97,12 +105,13 @@ impl Default for Heartbeat {
             interval: default_interval(),
             timeout: default_timeout(),
             misses: default_misses(),
+            recover_after: default_recover_after(),
         }
     }
 }
 
 /// How the monitor boots (and fences) the primary.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BootMethod {
     /// Through the peer's BMC (Redfish).
@@ -114,7 +123,7 @@ pub enum BootMethod {
 }
 
 /// `[boot]`: fencing and booting the peer.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Boot {
     /// `redfish`, `command` or `none`.
@@ -201,7 +210,7 @@ fn default_retry_max() -> HumanDuration {
 }
 
 /// `[hooks]`: operator programs run on role changes.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
     /// Run after this host became primary (P claimed).
@@ -230,8 +239,50 @@ impl Default for Hooks {
     }
 }
 
+/// `[witness]`: what a monitor checks before every fence, so that it never fences a healthy
+/// primary because its own side is cut off.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Witness {
+    /// Addresses that answer ICMP echo and that both hosts reach (a router, the monitoring
+    /// host), at most 7. Empty: the default route's gateway on `node.interface`, if any.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+    /// How many of them must answer. Default 1.
+    #[serde(default = "default_witness_min")]
+    pub min: u32,
+    /// How long the self-check waits for their answers (judged from the XDP stamps).
+    /// Default 50ms.
+    #[serde(default = "default_witness_timeout")]
+    pub timeout: HumanDuration,
+    /// While isolated, how often the self-check is repeated. Default 500ms.
+    #[serde(default = "default_witness_recheck")]
+    pub recheck: HumanDuration,
+}
+
+fn default_witness_min() -> u32 {
+    1
+}
+fn default_witness_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(50))
+}
+fn default_witness_recheck() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+
+impl Default for Witness {
+    fn default() -> Self {
+        Witness {
+            addresses: Vec::new(),
+            min: default_witness_min(),
+            timeout: default_witness_timeout(),
+            recheck: default_witness_recheck(),
+        }
+    }
+}
+
 /// `[garp]`: announcements after claiming an address.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Garp {
     /// Gratuitous ARPs / unsolicited NAs per claim. Default 5.
@@ -282,7 +333,7 @@ impl Default for Garp {
 }
 
 /// `[control]`: status socket and metrics.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
     /// Unix socket for `failover status`. Default /run/failover/control.sock.
@@ -306,7 +357,7 @@ impl Default for Control {
 }
 
 /// `[paths]`: where state lives.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Paths {
     /// bpffs directory for the pinned maps. Default /sys/fs/bpf/failover.
@@ -335,7 +386,7 @@ impl Default for Paths {
 
 /// `[sync]`: copy the primary's data directory to the monitor every N heartbeats (claims 14,
 /// 21). Absent: no copy.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSync {
     /// The service's data directory. On the monitor it becomes a symlink to the last complete

@@ -164,6 +164,59 @@ impl Config {
                 return bad("sync.snapshot_command", "must not be empty".into());
             }
         }
+        if let Some(level) = &self.log_level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+                return bad("log_level", format!("{level:?} is not a log filter ({e})"));
+            }
+        }
+        if hb.recover_after == 0 {
+            return bad("heartbeat.recover_after", "must be at least 1".into());
+        }
+        let w = &self.witness;
+        let max = failover_common::MAX_STREAMS as usize - 1;
+        if w.addresses.len() > max {
+            return bad(
+                "witness.addresses",
+                format!("{} addresses; at most {max}", w.addresses.len()),
+            );
+        }
+        for a in &w.addresses {
+            if a.is_ipv4() != self.node.address.addr.is_ipv4() {
+                return bad(
+                    "witness.addresses",
+                    format!(
+                        "{a} is not of the family of node.address; witnesses are probed from it"
+                    ),
+                );
+            }
+            if *a == p.addr || *a == m.addr || *a == self.node.peer || *a == self.node.address.addr
+            {
+                return bad(
+                    "witness.addresses",
+                    format!(
+                        "{a} is a node or floating address of the pair; a witness is a third host"
+                    ),
+                );
+            }
+        }
+        // Without addresses the default gateway is the one witness.
+        let available = w.addresses.len().max(1);
+        if w.min == 0 || w.min as usize > available {
+            return bad(
+                "witness.min",
+                format!(
+                    "{} cannot be met: between 1 and the number of witnesses ({available}; \
+                     without witness.addresses, the default gateway)",
+                    w.min
+                ),
+            );
+        }
+        if w.timeout.0.is_zero() || w.recheck.0.is_zero() {
+            return bad(
+                "witness.timeout",
+                "witness.timeout and witness.recheck must be greater than zero".into(),
+            );
+        }
         if self.garp.dad_probes > 0 && self.garp.dad_wait.0.is_zero() {
             return bad(
                 "garp.dad_wait",

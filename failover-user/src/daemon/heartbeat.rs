@@ -17,8 +17,15 @@ use crate::{signal::responder::Responder, sys};
 pub(super) enum Command {
     /// Start probing P with this monitor (opened on the control thread).
     Monitor(Box<Monitor>),
-    /// Stop probing; the monitor comes back as `Report::Retired`.
-    StopMonitor,
+    /// Stop probing; the monitor comes back on the channel, to be dropped off this thread.
+    StopMonitor(tokio::sync::oneshot::Sender<Box<Monitor>>),
+    /// Ask the witnesses: `needed` must answer within `timeout` (`Report::SelfCheck`).
+    SelfCheck {
+        /// `witness.min`.
+        needed: usize,
+        /// `witness.timeout`.
+        timeout: std::time::Duration,
+    },
     /// End the thread.
     Exit,
 }
@@ -117,12 +124,18 @@ async fn run(
                         let _ = reports.send(Report::Retired(old));
                     }
                 }
-                Some(Command::StopMonitor) => {
+                Some(Command::StopMonitor(back)) => {
                     cx.status.active.store(false, std::sync::atomic::Ordering::Relaxed);
                     if let Some(old) = monitor.take() {
-                        let _ = reports.send(Report::Retired(old));
+                        if let Err(old) = back.send(old) {
+                            let _ = reports.send(Report::Retired(old));
+                        }
                     }
                 }
+                Some(Command::SelfCheck { needed, timeout }) => match monitor.as_mut() {
+                    Some(m) => m.start_self_check(needed, timeout, &mut out),
+                    None => out.push(Report::SelfCheck { answered: 0 }),
+                },
                 Some(Command::Exit) | None => {
                     if let Some(old) = monitor.take() {
                         let _ = reports.send(Report::Retired(old));
@@ -138,11 +151,11 @@ async fn run(
                             out.push(Report::Retired(old));
                         }
                     }
-                    for r in out.drain(..) {
-                        let _ = reports.send(r);
-                    }
                 }
             }
+        }
+        for r in out.drain(..) {
+            let _ = reports.send(r);
         }
     }
 }

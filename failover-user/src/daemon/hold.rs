@@ -109,7 +109,7 @@ impl Daemon {
     /// claim): what follows a claim (attaching XDP to monitor, persisting the epoch) keeps
     /// this thread busy for tens of milliseconds, and a host that is still probing for the
     /// same address at a cold start must hear the announcement within its probe window.
-    async fn announce(&mut self, which: Addr, addr: IpAddr) {
+    pub(super) async fn announce(&mut self, which: Addr, addr: IpAddr) {
         let g = &self.cfg.garp;
         let (count, spacing, every) = (g.count, g.spacing.0, g.refresh.0);
         let first = if count > 0 {

@@ -11,12 +11,15 @@
 //!   everything slow.
 //! - `monitor`: the monitor's probing state and its tick (on the heartbeat thread).
 //! - `hold`: claiming, announcing and releasing the floating addresses.
+//! - `guard`: the self-check before a fence and the `leaving` message of a planned stop.
 //! - `copy`: the data copy's tasks (the primary's server, the monitor's pulls).
 //! - `status`: what the loop publishes to the responders, the status socket and metrics.
 mod copy;
+mod guard;
 mod heartbeat;
 mod hold;
 mod monitor;
+mod reload;
 mod start;
 mod status;
 
@@ -82,6 +85,9 @@ pub enum DaemonError {
     /// The sync key, store or listener.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
+    /// A signal handler could not be installed.
+    #[error("cannot handle operator signals: {0}")]
+    Signal(#[source] std::io::Error),
     /// The heartbeat thread could not start, or its monitor failed.
     #[error("heartbeat thread: {0}")]
     Heartbeat(String),
@@ -138,10 +144,17 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     fencer: Fencer,
     hooks: mpsc::UnboundedSender<HookRun>,
+    /// The metrics endpoint's task (replaced when a reload moves it).
+    metrics_task: Option<JoinHandle<()>>,
     tx: mpsc::UnboundedSender<Input>,
     heartbeat: HeartbeatThread,
     /// A monitor is probing on the heartbeat thread.
     monitoring: bool,
+    /// The last stopped monitor being detached (a new one waits for it: one XDP program per
+    /// interface).
+    retiring: Option<JoinHandle<()>>,
+    /// The self-check's witnesses (configured, else the default gateway).
+    witnesses: Vec<std::net::IpAddr>,
     monitor_status: Arc<MonitorStatus>,
     grace: Option<Instant>,
     held: Held,
@@ -161,6 +174,21 @@ pub async fn run(
     // The same checks as `check-config`, before anything is touched.
     cfg.preflight()?;
     sys::raise_memlock();
+    // Before anything starts: no signal an operator commonly sends may kill the daemon with
+    // P on the interface. TERM, INT and QUIT stop it cleanly (as `shutdown` does), HUP
+    // reloads, USR1 and USR2 are logged and ignored.
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k: SignalKind| signal(k).map_err(DaemonError::Signal);
+    let (mut term, mut int, mut quit) = (
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::quit())?,
+    );
+    let (mut hup, mut usr1, mut usr2) = (
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::user_defined1())?,
+        sig(SignalKind::user_defined2())?,
+    );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let (mut d, rt_error) = Daemon::start(cfg, tx, report_tx).await?;
@@ -175,14 +203,34 @@ pub async fn run(
         );
     }
     tokio::pin!(shutdown);
+    let mut carrier = d.addrs.watch_carrier()?;
     let result = loop {
         let wake = d.next_wake();
         let step = tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
+            _ = quit.recv() => break Ok(()),
             Some(input) = rx.recv() => d.feed(input).await,
             Some(report) = reports.recv() => d.on_report(report).await,
             _ = sleep_until_opt(wake) => d.on_timer().await,
+            Some(up) = carrier.recv() => {
+                d.on_carrier(up).await;
+                Ok(())
+            }
+            _ = hup.recv() => {
+                d.reload().await;
+                Ok(())
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1 ignored");
+                Ok(())
+            }
+            _ = usr2.recv() => {
+                tracing::info!("SIGUSR2 ignored");
+                Ok(())
+            }
         };
         if let Err(e) = step {
             break Err(e);
@@ -239,6 +287,13 @@ impl Daemon {
                 // Detaching XDP and unpinning take milliseconds: not on any hot path.
                 tokio::task::spawn_blocking(move || drop(m));
             }
+            Report::SelfCheck { answered } => {
+                let input = self.witnesses_answered(answered);
+                self.feed(input).await?;
+            }
+            Report::PeerLeaving { role, epoch } => {
+                self.feed(Input::PeerLeaving { role, epoch }).await?;
+            }
             Report::Failed(why) => return Err(DaemonError::Heartbeat(why)),
         }
         Ok(())
@@ -273,11 +328,9 @@ impl Daemon {
             Action::SendJoin { doubled } => self.send_join(doubled),
             Action::Claim(a) => return Ok(Some(self.claim(a).await)),
             Action::Release(a) => self.release(a).await,
-            Action::StartMonitoring => self.start_monitoring()?,
+            Action::StartMonitoring => self.start_monitoring().await?,
             Action::StopMonitoring => {
-                if std::mem::take(&mut self.monitoring) {
-                    self.heartbeat.send(Command::StopMonitor);
-                }
+                self.stop_monitor();
                 self.grace = None;
                 if let Some(c) = self.copier.as_mut() {
                     c.stop();
@@ -296,6 +349,20 @@ impl Daemon {
                     self.emit(Event::DaemonError, &crate::error_chain(&e));
                 }
             }
+            Action::SelfCheck => return Ok(self.self_check().await),
+            Action::CancelBoot => {
+                Tasks::replace(&mut self.tasks.boot, None);
+                if let Some(b) = self
+                    .status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .last_boot
+                    .as_mut()
+                {
+                    b.result = "cancelled".into();
+                }
+            }
+            Action::SendLeaving => self.send_leaving().await,
             Action::Retry(delay) => {
                 let tx = self.tx.clone();
                 let t = tokio::spawn(async move {
@@ -329,13 +396,31 @@ impl Daemon {
     }
 
     /// Opens a monitor (sockets, XDP) and hands it to the heartbeat thread; arms
-    /// `startup_grace`.
-    fn start_monitoring(&mut self) -> Result<(), DaemonError> {
-        let m = Monitor::open(&self.cfg)?;
+    /// `startup_grace`. A monitor still being detached is waited for first.
+    async fn start_monitoring(&mut self) -> Result<(), DaemonError> {
+        if let Some(t) = self.retiring.take() {
+            let _ = t.await;
+        }
+        let m = Monitor::open(&self.cfg, &self.witnesses)?;
         self.heartbeat.send(Command::Monitor(Box::new(m)));
         self.monitoring = true;
         self.grace = Some(Instant::now() + self.cfg.startup_grace.0);
         Ok(())
+    }
+
+    /// Stops probing. The monitor comes back from the heartbeat thread and is dropped
+    /// (XDP detached, pins removed: milliseconds) in the background, off the way to the fence.
+    fn stop_monitor(&mut self) {
+        if !std::mem::take(&mut self.monitoring) {
+            return;
+        }
+        let (back, returned) = tokio::sync::oneshot::channel();
+        self.heartbeat.send(Command::StopMonitor(back));
+        self.retiring = Some(tokio::spawn(async move {
+            if let Ok(m) = returned.await {
+                let _ = tokio::task::spawn_blocking(move || drop(m)).await;
+            }
+        }));
     }
 
     /// Runs a boot action on the peer in the background; its result comes back as `BootDone`.
@@ -355,8 +440,12 @@ impl Daemon {
         let status = self.status.clone();
         let events = self.events.clone();
         let (role, epoch) = (self.machine.role().name(), self.machine.epoch());
+        let accepted_tx = self.tx.clone();
         let t = tokio::spawn(async move {
-            let res = fencer.run(action).await;
+            let accepted = move || {
+                let _ = accepted_tx.send(Input::BootAccepted);
+            };
+            let res = fencer.run(action, &accepted).await;
             let ms = (monotonic_ns() - at_ns) as f64 / 1e6;
             let result = match &res {
                 Ok(()) => "done".to_string(),
@@ -407,8 +496,9 @@ impl Daemon {
         for a in self.held.addrs() {
             self.release(a).await;
         }
-        if std::mem::take(&mut self.monitoring) {
-            self.heartbeat.send(Command::StopMonitor);
+        self.stop_monitor();
+        if let Some(t) = self.retiring.take() {
+            let _ = t.await;
         }
         self.emit(Event::DaemonStopped, "released all floating addresses");
     }

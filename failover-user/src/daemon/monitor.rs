@@ -56,8 +56,31 @@ pub(super) enum Report {
     /// A stopped monitor, handed back to be dropped off the heartbeat thread (detaching XDP
     /// and removing pins take milliseconds).
     Retired(Box<Monitor>),
+    /// The witnesses' part of the self-check: how many answered in time.
+    SelfCheck {
+        /// Witnesses that answered.
+        answered: u8,
+    },
+    /// The peer says it is stopping on purpose (a `leaving` message on a responder).
+    PeerLeaving {
+        /// Its role code.
+        role: u8,
+        /// Its epoch.
+        epoch: u64,
+    },
     /// Reading the fast path failed: the daemon cannot judge probes any more.
     Failed(String),
+}
+
+/// A self-check in progress: the witness probes sent, and which were answered.
+#[derive(Debug)]
+struct WitnessCheck {
+    /// Per witness: its probes (a second one goes out halfway) and whether one was answered.
+    probes: Vec<(Vec<crate::detector::Probe>, bool)>,
+    needed: usize,
+    started: Instant,
+    timeout: Duration,
+    resent: bool,
 }
 
 /// The monitor's probing state; exists only while this host signals P.
@@ -79,6 +102,10 @@ pub struct Monitor {
     /// Copy after this many heartbeats (0: no copies).
     sync_every: u32,
     since_sync: u32,
+    /// ICMP probers of the witnesses, fast-path streams 1 and up.
+    witnesses: Vec<Prober>,
+    /// The self-check in progress.
+    check: Option<WitnessCheck>,
 }
 
 /// The fast-path stream of the heartbeat to P; witnesses use the streams after it.
@@ -102,13 +129,34 @@ pub(super) struct TickContext {
 }
 
 impl Monitor {
-    /// Opens the prober and attaches the fast path configured for it.
-    pub(super) fn open(cfg: &Config) -> Result<Monitor, DaemonError> {
+    /// Opens the probers (P and the `witnesses`) and attaches the fast path for them.
+    pub(super) fn open(
+        cfg: &Config,
+        witnesses: &[std::net::IpAddr],
+    ) -> Result<Monitor, DaemonError> {
         let signal = signal_of(cfg);
-        let prober = Prober::new(&cfg.node.interface, cfg.addresses.primary.addr, signal)?;
-        let b = FastPath::builder(&cfg.node.interface).pin_dir(Some(cfg.paths.bpffs_dir.clone()));
-        let mut fp = prober.enable(b).build()?;
+        let source = Some(cfg.node.address.addr);
+        let prober = Prober::new(
+            &cfg.node.interface,
+            cfg.addresses.primary.addr,
+            signal,
+            source,
+        )?;
+        let witnesses = witnesses
+            .iter()
+            .map(|w| Prober::new(&cfg.node.interface, *w, Signal::Icmp, source))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut b =
+            FastPath::builder(&cfg.node.interface).pin_dir(Some(cfg.paths.bpffs_dir.clone()));
+        b = prober.enable(b);
+        if let Some(w) = witnesses.first() {
+            b = w.enable(b);
+        }
+        let mut fp = b.build()?;
         prober.register(&mut fp, HEARTBEAT_STREAM)?;
+        for (i, w) in witnesses.iter().enumerate() {
+            w.register(&mut fp, HEARTBEAT_STREAM + 1 + i as u32)?;
+        }
         let interval = cfg.heartbeat.interval.0;
         let timeout = cfg.heartbeat.timeout.0;
         // Late replies are reported for up to a second, bounded by the arrival ring.
@@ -139,14 +187,82 @@ impl Monitor {
             fp,
             detect: ProbeBook::new(deadlines),
             report: ProbeBook::new(deadlines),
-            liveness: Liveness::new(cfg.heartbeat.misses),
+            liveness: Liveness::new(cfg.heartbeat.misses, cfg.heartbeat.recover_after),
             last_in_time_ns: None,
             interval,
             next_tick: Instant::now(),
             epoch_probe,
             sync_every: cfg.sync.as_ref().map_or(0, |s| s.every),
             since_sync: 0,
+            witnesses,
+            check: None,
         })
+    }
+
+    /// Starts the witnesses' part of the self-check: an ICMP echo to each, answered in time
+    /// when stamped within `timeout`; reported as `Report::SelfCheck` once `needed` answered
+    /// or the time is up. Without witnesses it is reported at once.
+    pub(super) fn start_self_check(
+        &mut self,
+        needed: usize,
+        timeout: Duration,
+        out: &mut Vec<Report>,
+    ) {
+        if self.witnesses.is_empty() {
+            out.push(Report::SelfCheck { answered: 0 });
+            return;
+        }
+        let probes = self
+            .witnesses
+            .iter_mut()
+            .map(|w| (vec![w.send()], false))
+            .collect();
+        self.check = Some(WitnessCheck {
+            probes,
+            needed,
+            started: Instant::now(),
+            timeout,
+            resent: false,
+        });
+    }
+
+    /// Advances the self-check in progress (on every tick).
+    fn poll_self_check(&mut self, out: &mut Vec<Report>) -> Result<(), FastPathError> {
+        let Some(c) = self.check.as_mut() else {
+            return Ok(());
+        };
+        let timeout_ns = c.timeout.as_nanos() as u64;
+        for (i, (probes, answered)) in c.probes.iter_mut().enumerate() {
+            if *answered {
+                continue;
+            }
+            let stream = HEARTBEAT_STREAM + 1 + i as u32;
+            for p in probes.iter() {
+                let a = self.fp.arrival(stream, p.seq)?;
+                if crate::detector::matches(p, &a, Signal::Icmp.wire_seq_mask())
+                    && a.ns - p.sent_ns <= timeout_ns
+                {
+                    *answered = true;
+                }
+            }
+        }
+        let answered = c.probes.iter().filter(|(_, a)| *a).count();
+        let elapsed = c.started.elapsed();
+        if answered >= c.needed || elapsed >= c.timeout {
+            self.check = None;
+            out.push(Report::SelfCheck {
+                answered: answered.min(u8::MAX as usize) as u8,
+            });
+        } else if !c.resent && elapsed >= c.timeout / 2 {
+            // One more probe to the silent ones: a single lost echo must not isolate us.
+            c.resent = true;
+            for (w, (probes, answered)) in self.witnesses.iter_mut().zip(c.probes.iter_mut()) {
+                if !*answered {
+                    probes.push(w.send());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One probe period: judge what is due, report, send the next probe. Only map reads,
@@ -177,6 +293,7 @@ impl Monitor {
         };
         let verdicts = self.detect.poll_deadlines(now, &mut lookup)?;
         let outcomes = self.report.poll(now, &mut lookup)?;
+        self.poll_self_check(out)?;
         let role = Role::from_code(cx.identity.role.load(Ordering::Relaxed))
             .unwrap_or(Role::Monitor)
             .name();

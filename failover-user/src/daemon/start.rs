@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The protocol's settings, from the configuration.
-fn policy(cfg: &Config) -> Policy {
+pub(super) fn policy(cfg: &Config) -> Policy {
     Policy {
         takeover: cfg.takeover,
         no_fence: cfg.boot.method == BootMethod::None,
@@ -32,31 +32,36 @@ fn policy(cfg: &Config) -> Policy {
         retry: cfg.boot.retry.0,
         retry_max: cfg.boot.retry_max.0,
         preferred_primary: cfg.preferred_primary,
+        recheck: cfg.witness.recheck.0,
     }
 }
 
 /// Binds the two responders (the heartbeat thread serves them). Heartbeats and joins to P are
 /// answered by whoever holds P, joins to M by whoever holds M. The sockets are bound with
 /// IP_FREEBIND, so they exist before the address does and only see traffic while this host
-/// holds it; replies leave from that address. Returns them and the counters of the one on P.
+/// holds it; replies leave from that address. Only the peer's datagrams reach them (a kernel
+/// socket filter: heartbeats, joins and epoch probes all come from `node.peer`), and a
+/// `leaving` message from the peer is reported. Returns them and the counters of the one on P.
 fn bind_responders(
     cfg: &Config,
     identity: &Arc<Identity>,
+    reports: &mpsc::UnboundedSender<Report>,
 ) -> Result<(Vec<Responder>, Arc<ResponderCounters>), DaemonError> {
     let port = cfg.heartbeat.port;
-    let on_p = Responder::bind(
-        cfg.addresses.primary.addr,
-        port,
-        identity.clone(),
-        &[Kind::Heartbeat, Kind::Join],
-    )?;
+    let bind = |addr, kinds| -> Result<Responder, DaemonError> {
+        let reports = reports.clone();
+        Ok(Responder::bind(addr, port, identity.clone(), kinds)?
+            .only_from(cfg.node.peer)?
+            .on_leaving(move |m| {
+                let _ = reports.send(Report::PeerLeaving {
+                    role: m.role,
+                    epoch: m.epoch,
+                });
+            }))
+    };
+    let on_p = bind(cfg.addresses.primary.addr, &[Kind::Heartbeat, Kind::Join])?;
     let counters = on_p.counters.clone();
-    let on_m = Responder::bind(
-        cfg.addresses.monitor.addr,
-        port,
-        identity.clone(),
-        &[Kind::Join],
-    )?;
+    let on_m = bind(cfg.addresses.monitor.addr, &[Kind::Join])?;
     Ok((vec![on_p, on_m], counters))
 }
 
@@ -83,14 +88,17 @@ impl Daemon {
         let control = control::bind_control(&cfg.control.socket).await?;
         let socket_file = SocketFile(cfg.control.socket.clone());
         tokio::spawn(control::serve_control(control, status.clone()));
-        if let Some(addr) = cfg.control.metrics {
-            let l = control::bind_metrics(addr).await?;
-            tokio::spawn(control::serve_metrics(
-                l,
-                metrics.clone(),
-                cfg.node.name.clone(),
-            ));
-        }
+        let metrics_task = match cfg.control.metrics {
+            Some(addr) => {
+                let l = control::bind_metrics(addr).await?;
+                Some(tokio::spawn(control::serve_metrics(
+                    l,
+                    metrics.clone(),
+                    cfg.node.name.clone(),
+                )))
+            }
+            None => None,
+        };
 
         let fencer = Fencer::from_config(&cfg)?;
         let identity = Arc::new(Identity {
@@ -98,7 +106,7 @@ impl Daemon {
             ..Default::default()
         });
         identity.epoch.store(epoch, Ordering::Relaxed);
-        let (responders, primary_counters) = bind_responders(&cfg, &identity)?;
+        let (responders, primary_counters) = bind_responders(&cfg, &identity, &reports)?;
         let monitor_status = Arc::new(MonitorStatus::default());
         let (heartbeat, rt_error) = HeartbeatThread::spawn(
             responders,
@@ -113,14 +121,7 @@ impl Daemon {
         )
         .map_err(|e| DaemonError::Heartbeat(format!("cannot start: {e}")))?;
         let hooks = hooks::spawn_runner(
-            HookPrograms {
-                on_primary: cfg.hooks.on_primary.clone(),
-                on_monitor: cfg.hooks.on_monitor.clone(),
-                on_fault: cfg.hooks.on_fault.clone(),
-                timeout: cfg.hooks.timeout.0,
-                peer: cfg.node.peer_name.clone(),
-                node: cfg.node.name.clone(),
-            },
+            HookPrograms::from_config(&cfg),
             events.clone(),
             metrics.clone(),
         );
@@ -141,9 +142,12 @@ impl Daemon {
             metrics,
             fencer,
             hooks,
+            metrics_task,
             tx,
             heartbeat,
             monitoring: false,
+            retiring: None,
+            witnesses: Vec::new(),
             monitor_status,
             grace: None,
             held: Held::default(),
@@ -155,6 +159,7 @@ impl Daemon {
             cfg,
         };
         d.warn_about_opt_outs();
+        d.resolve_witnesses().await?;
         d.clear_leftovers().await?;
         d.emit(Event::DaemonStarted, &d.describe());
         d.feed(Input::Start).await?;

@@ -8,7 +8,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use tokio::process::Command;
 
-use super::FenceError;
+use super::{Accepted, FenceError};
 use crate::role::BootAction;
 
 /// An operator command that powers the peer.
@@ -36,9 +36,10 @@ const STATUS_POLL: Duration = Duration::from_millis(50);
 
 impl CommandFence {
     /// Runs `action` on the peer; for `Off`, returns only once `status` confirms the peer off.
-    pub async fn run(&self, action: BootAction) -> Result<(), FenceError> {
+    pub async fn run(&self, action: BootAction, accepted: &Accepted) -> Result<(), FenceError> {
         let work = async {
             self.command(action.name()).await?;
+            accepted();
             if action == BootAction::Off {
                 // The fence is the confirmation, not the off request.
                 while self.status().await? != Power::Off {

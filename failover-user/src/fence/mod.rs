@@ -20,6 +20,10 @@ use crate::{
     role::BootAction,
 };
 
+/// Called once the peer accepted the power action (the BMC took the reset, the command's
+/// action exited 0): from then on the peer may be going down.
+pub type Accepted = dyn Fn() + Send + Sync;
+
 /// Why a boot action did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum FenceError {
@@ -89,12 +93,13 @@ impl Fencer {
         })
     }
 
-    /// Runs `action` on the peer; for `Off`, returns only once the peer is confirmed off.
-    pub async fn run(&self, action: BootAction) -> Result<(), FenceError> {
+    /// Runs `action` on the peer, calling `accepted` once the peer took it; for `Off`,
+    /// returns only once the peer is confirmed off.
+    pub async fn run(&self, action: BootAction, accepted: &Accepted) -> Result<(), FenceError> {
         match self {
             Fencer::None => Err(FenceError::Unavailable("none")),
-            Fencer::Redfish(r) => Ok(r.run(action).await?),
-            Fencer::Command(c) => c.run(action).await,
+            Fencer::Redfish(r) => Ok(r.run(action, accepted).await?),
+            Fencer::Command(c) => c.run(action, accepted).await,
         }
     }
 }

@@ -1,4 +1,5 @@
 //! The role state machine of docs/design.md ("Protocol"): pure code, inputs in, actions out.
+//! The types are here; the machine and its rules are in `machine.rs`.
 //!
 //! The runtime executes the actions in order and feeds their results back as inputs. Nothing
 //! here does I/O, so every claim is testable without root. Two rules are enforced here by
@@ -7,7 +8,11 @@
 //! P stayed silent.
 use std::time::Duration;
 
+mod machine;
+
 use crate::{detector::LivenessEvent, event::Event};
+
+pub use machine::Machine;
 
 /// A role (the state of the machine).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -151,8 +156,42 @@ pub enum Input {
     },
     /// A scheduled retry is due.
     RetryDue,
+    /// The self-check before a fence finished.
+    SelfChecked(SelfCheck),
+    /// The power action asked of the peer was accepted (the BMC took the reset, the fence
+    /// command's action exited 0): the peer may be going down, so the fence is no longer
+    /// cancelled.
+    BootAccepted,
+    /// The peer says it is stopping on purpose (its daemon got SIGTERM): it released what it
+    /// held.
+    PeerLeaving {
+        /// The peer's role code.
+        role: u8,
+        /// The peer's epoch.
+        epoch: u64,
+    },
     /// Clean shutdown.
     Shutdown,
+}
+
+/// The outcome of the self-check: is this host's own side working?
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SelfCheck {
+    /// The interface is up with carrier, and enough witnesses answered (`answered`; 0 when
+    /// there are none to ask).
+    Passed {
+        /// Witnesses that answered.
+        answered: u8,
+    },
+    /// The service interface is down or has no carrier.
+    NoCarrier,
+    /// Too few witnesses answered.
+    WitnessesSilent {
+        /// Witnesses that answered.
+        answered: u8,
+        /// Witnesses needed (`witness.min`).
+        needed: u8,
+    },
 }
 
 /// An event worth recording, with its human detail.
@@ -189,6 +228,13 @@ pub enum Action {
     BumpEpoch,
     /// Report `RetryDue` after this delay.
     Retry(Duration),
+    /// Check that this host is not the isolated one (carrier, witnesses); report
+    /// `SelfChecked`.
+    SelfCheck,
+    /// Abandon the boot action in flight (the peer has not accepted a power-off).
+    CancelBoot,
+    /// Tell the peer this host is stopping on purpose.
+    SendLeaving,
     /// Record an event.
     Emit(Notice),
 }
@@ -210,366 +256,8 @@ pub struct Policy {
     /// twice as long, so that at a cold start the other host claims M first and this one
     /// hears it and becomes primary.
     pub preferred_primary: bool,
-}
-
-/// The state machine.
-#[derive(Clone, Debug)]
-pub struct Machine {
-    policy: Policy,
-    role: Role,
-    epoch: u64,
-    armed: bool,
-    attempt: u32,
-    fence_confirmed: bool,
-    /// The boot action awaiting its result; results of anything else are not acted on.
-    pending_boot: Option<BootAction>,
-    /// A join was sent since start.
-    joined: bool,
-}
-
-fn emit(event: Event, detail: impl Into<String>) -> Action {
-    Action::Emit(Notice {
-        event,
-        detail: detail.into(),
-    })
-}
-
-impl Machine {
-    /// A machine in `Joining` with the persisted `epoch`.
-    pub fn new(policy: Policy, epoch: u64) -> Machine {
-        Machine {
-            policy,
-            role: Role::Joining,
-            epoch,
-            armed: false,
-            attempt: 0,
-            fence_confirmed: false,
-            pending_boot: None,
-            joined: false,
-        }
-    }
-
-    /// The current role.
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// The current epoch.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// Whether the last fence was confirmed (the peer is known to be off).
-    pub fn fence_confirmed(&self) -> bool {
-        self.fence_confirmed
-    }
-
-    /// Whether P has been seen answering since this host became monitor.
-    pub fn armed(&self) -> bool {
-        self.armed
-    }
-
-    /// Raises the epoch to one the peer reported (join replies, the monitor's epoch probes),
-    /// so that the next promotion anywhere goes above every epoch seen so far and a stale
-    /// primary is recognisable by its lower epoch.
-    pub fn observe_epoch(&mut self, epoch: u64) {
-        self.epoch = self.epoch.max(epoch);
-    }
-
-    fn set_role(&mut self, to: Role, out: &mut Vec<Action>) {
-        if to != self.role {
-            out.push(emit(
-                Event::RoleChanged,
-                format!("{} -> {}", self.role.name(), to.name()),
-            ));
-            self.role = to;
-        }
-    }
-
-    fn backoff(&mut self) -> Duration {
-        let d = self
-            .policy
-            .retry
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.policy.retry_max);
-        self.attempt += 1;
-        d
-    }
-
-    fn join(&mut self, out: &mut Vec<Action>) {
-        out.push(emit(
-            Event::JoinProbeSent,
-            "second signal to the monitor address",
-        ));
-        out.push(Action::SendJoin {
-            doubled: !self.joined && self.policy.preferred_primary,
-        });
-        self.joined = true;
-    }
-
-    /// The primary failed (or never answered within the grace period): boot it.
-    fn start_boot(&mut self, why: String, out: &mut Vec<Action>) {
-        out.push(emit(Event::PrimaryFailed, why));
-        out.push(Action::StopMonitoring);
-        self.set_role(Role::Booting, out);
-        self.attempt = 0;
-        self.fence_confirmed = false;
-        if self.policy.takeover && self.policy.no_fence {
-            out.push(emit(
-                Event::FenceSkipped,
-                "boot.method = none with allow_unfenced_takeover: taking P without a fence",
-            ));
-            self.take_over(out);
-            return;
-        }
-        self.request_boot(out);
-    }
-
-    fn request_boot(&mut self, out: &mut Vec<Action>) {
-        let action = if self.policy.takeover {
-            BootAction::Off
-        } else {
-            BootAction::Reboot
-        };
-        self.pending_boot = Some(action);
-        out.push(emit(Event::BootRequested, action.name()));
-        out.push(Action::Boot(action));
-    }
-
-    fn take_over(&mut self, out: &mut Vec<Action>) {
-        self.set_role(Role::TakingOver, out);
-        // The runtime reports `address_released` once the address is actually gone.
-        out.push(Action::Release(Addr::Monitor));
-        out.push(Action::Claim(Addr::Primary));
-    }
-
-    fn become_primary(&mut self, out: &mut Vec<Action>) {
-        self.epoch += 1;
-        out.push(Action::BumpEpoch);
-        out.push(emit(Event::AddressClaimed, "primary address"));
-        self.set_role(Role::Primary, out);
-        out.push(Action::Hook(Hook::OnPrimary));
-    }
-
-    /// Feeds one input; returns the actions to execute, in order.
-    pub fn step(&mut self, input: Input) -> Vec<Action> {
-        let mut out = Vec::new();
-        // A boot result counts only as the answer to the request in flight: a stray or
-        // duplicated "off confirmed" must never open the way to P.
-        let input = match input {
-            Input::BootDone { action, ok } if self.role == Role::Booting => {
-                if self.pending_boot != Some(action) {
-                    out.push(emit(
-                        Event::BootDone,
-                        format!("ignored unexpected {} result", action.name()),
-                    ));
-                    return out;
-                }
-                self.pending_boot = None;
-                Input::BootDone { action, ok }
-            }
-            other => other,
-        };
-        match (self.role, input) {
-            (_, Input::Shutdown) => {
-                match self.role {
-                    Role::Primary => out.push(Action::Release(Addr::Primary)),
-                    Role::Monitor | Role::Booting => {
-                        out.push(Action::StopMonitoring);
-                        out.push(Action::Release(Addr::Monitor));
-                    }
-                    // Mid-takeover both may be partly held: release both.
-                    Role::TakingOver => {
-                        out.push(Action::Release(Addr::Primary));
-                        out.push(Action::Release(Addr::Monitor));
-                    }
-                    Role::Joining | Role::Conflict => {}
-                }
-            }
-            (Role::Joining, Input::Start) | (Role::Joining | Role::Conflict, Input::RetryDue) => {
-                self.join(&mut out)
-            }
-            (Role::Joining | Role::Conflict, Input::JoinDone { monitor, primary }) => {
-                for a in [monitor, primary].iter().flatten() {
-                    self.observe_epoch(a.epoch);
-                }
-                match (monitor, primary) {
-                    (Some(m), None) => {
-                        // Claim 11: a live monitor answered and P is silent: become primary.
-                        out.push(emit(
-                            Event::JoinAnswered,
-                            format!(
-                                "monitor node {} (epoch {}) answered; P silent",
-                                m.node, m.epoch
-                            ),
-                        ));
-                        self.set_role(Role::Joining, &mut out);
-                        out.push(Action::Claim(Addr::Primary));
-                    }
-                    (Some(m), Some(p)) => {
-                        out.push(emit(
-                Event::JoinAnswered,
-                            format!(
-                                "monitor node {} and primary node {} both answered: refusing to join",
-                                m.node, p.node
-                            ),
-                        ));
-                        if self.role != Role::Conflict {
-                            self.set_role(Role::Conflict, &mut out);
-                            out.push(Action::Hook(Hook::OnFault));
-                        }
-                        let d = self.backoff();
-                        out.push(Action::Retry(d));
-                    }
-                    (None, primary) => {
-                        // Claim 12: silence at M: the peer operates as primary (or nobody
-                        // does yet, at cold start): become the monitor.
-                        let detail = match primary {
-                            Some(p) => {
-                                format!("no monitor answered; primary node {} answers", p.node)
-                            }
-                            None => "no monitor answered; P silent too (cold start)".to_string(),
-                        };
-                        out.push(emit(Event::JoinSilent, detail));
-                        self.set_role(Role::Joining, &mut out);
-                        out.push(Action::Claim(Addr::Monitor));
-                    }
-                }
-            }
-            (Role::Joining, Input::Claimed { addr, ok: true }) => match addr {
-                Addr::Primary => self.become_primary(&mut out),
-                Addr::Monitor => {
-                    out.push(emit(Event::AddressClaimed, "monitor address"));
-                    self.armed = false;
-                    self.set_role(Role::Monitor, &mut out);
-                    out.push(Action::StartMonitoring);
-                    out.push(Action::Hook(Hook::OnMonitor));
-                }
-            },
-            (Role::Joining, Input::Claimed { addr, ok: false }) => {
-                // Lost the race (cold start) or the address is held: rejoin after a pause.
-                out.push(emit(
-                    Event::AddressConflict,
-                    format!("{addr:?} address is held by another host; rejoining"),
-                ));
-                let d = self.backoff();
-                out.push(Action::Retry(d));
-            }
-            (Role::Monitor, Input::Liveness(ev)) => match ev {
-                LivenessEvent::Armed => {
-                    self.armed = true;
-                    self.attempt = 0;
-                }
-                LivenessEvent::Failed { consecutive } if self.armed => self.start_boot(
-                    format!("{consecutive} consecutive probes without a reply in time"),
-                    &mut out,
-                ),
-                // Never fence a primary that was never seen (the tracker should not report
-                // this; the machine refuses it anyway).
-                LivenessEvent::Failed { .. }
-                | LivenessEvent::Missed { .. }
-                | LivenessEvent::Recovered { .. } => {}
-            },
-            (Role::Monitor, Input::GraceExpired) if !self.armed => self.start_boot(
-                "the primary address never answered within startup_grace".into(),
-                &mut out,
-            ),
-            (
-                Role::Booting,
-                Input::BootDone {
-                    action: BootAction::Off,
-                    ok: true,
-                },
-            ) => {
-                self.fence_confirmed = true;
-                out.push(emit(
-                    Event::FenceConfirmed,
-                    "peer power state Off confirmed",
-                ));
-                self.take_over(&mut out);
-            }
-            (Role::Booting, Input::BootDone { action, ok: false }) => {
-                let event = if action == BootAction::Off {
-                    Event::FenceFailed
-                } else {
-                    Event::BootFailed
-                };
-                out.push(emit(event, format!("{} not confirmed", action.name())));
-                out.push(Action::Hook(Hook::OnFault));
-                if action == BootAction::Off && self.policy.allow_unfenced {
-                    out.push(emit(
-                        Event::UnfencedTakeover,
-                        "allow_unfenced_takeover = true: taking P although the fence failed",
-                    ));
-                    self.take_over(&mut out);
-                } else {
-                    // No confirmation, no takeover: retry with backoff, still holding M.
-                    let d = self.backoff();
-                    out.push(Action::Retry(d));
-                }
-            }
-            (
-                Role::Booting,
-                Input::BootDone {
-                    action: BootAction::Reboot,
-                    ok: true,
-                },
-            ) => {
-                // Recovery only: the primary restarts and rejoins (claim 11); stay monitor and
-                // wait to see it answer again.
-                out.push(emit(
-                    Event::BootDone,
-                    "reboot accepted; waiting for the peer to rejoin",
-                ));
-                self.armed = false;
-                self.set_role(Role::Monitor, &mut out);
-                out.push(Action::StartMonitoring);
-            }
-            (Role::Booting, Input::RetryDue) if self.pending_boot.is_none() => {
-                self.request_boot(&mut out)
-            }
-            (
-                Role::TakingOver,
-                Input::Claimed {
-                    addr: Addr::Primary,
-                    ok: true,
-                },
-            ) => {
-                self.become_primary(&mut out);
-                // Power the fenced host back on: it boots, joins, hears nobody at M and
-                // becomes the monitor (claim 12).
-                if self.fence_confirmed {
-                    out.push(emit(Event::BootRequested, "on"));
-                    out.push(Action::Boot(BootAction::On));
-                }
-            }
-            (
-                Role::TakingOver,
-                Input::Claimed {
-                    addr: Addr::Primary,
-                    ok: false,
-                },
-            ) => {
-                out.push(emit(
-                    Event::AddressConflict,
-                    "the primary address answers although its host was fenced",
-                ));
-                self.set_role(Role::Conflict, &mut out);
-                out.push(Action::Hook(Hook::OnFault));
-                let d = self.backoff();
-                out.push(Action::Retry(d));
-            }
-            (_, Input::BootDone { action, ok }) => {
-                out.push(emit(
-                    Event::BootDone,
-                    format!("{} {}", action.name(), if ok { "done" } else { "failed" }),
-                ));
-            }
-            // Everything else is not meaningful in the current role and is ignored.
-            _ => {}
-        }
-        out
-    }
+    /// While isolated, how often the self-check is repeated (`witness.recheck`).
+    pub recheck: Duration,
 }
 
 #[cfg(test)]

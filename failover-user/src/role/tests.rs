@@ -9,6 +9,7 @@ const S: Policy = Policy {
     retry: Duration::from_secs(1),
     retry_max: Duration::from_secs(8),
     preferred_primary: false,
+    recheck: Duration::from_millis(500),
 };
 
 // Epoch 0, so that the epoch a test checks is this host's own count; epochs observed
@@ -55,6 +56,11 @@ fn monitor_armed() -> Vec<Input> {
         },
         Liveness(LivenessEvent::Armed),
     ]
+}
+
+/// The self-check before a fence passes (a witness answered).
+fn passed() -> Input {
+    SelfChecked(SelfCheck::Passed { answered: 1 })
 }
 
 fn failed() -> Input {
@@ -188,6 +194,7 @@ fn never_fence_a_primary_not_yet_seen() {
     let mut inputs = monitor_armed();
     inputs.pop(); // no Armed
     inputs.push(failed());
+    inputs.push(passed());
     let (_, roles, acts) = run(S, &inputs);
     assert_eq!(roles.last(), Some(&Role::Monitor));
     assert!(!names(&acts).iter().any(|a| a.starts_with("Boot")));
@@ -198,12 +205,14 @@ fn startup_grace_fences_an_unseen_peer_but_not_a_seen_one() {
     let mut inputs = monitor_armed();
     inputs.pop();
     inputs.push(GraceExpired);
+    inputs.push(passed());
     let (_, roles, acts) = run(S, &inputs);
     assert_eq!(roles.last(), Some(&Role::Booting));
     assert!(names(&acts).contains(&"Boot(Off)".into()));
 
     let mut inputs = monitor_armed();
     inputs.push(GraceExpired);
+    inputs.push(passed());
     let (_, roles, _) = run(S, &inputs);
     assert_eq!(roles.last(), Some(&Role::Monitor));
 }
@@ -212,6 +221,7 @@ fn startup_grace_fences_an_unseen_peer_but_not_a_seen_one() {
 fn never_claim_p_before_the_fence_is_confirmed() {
     let mut inputs = monitor_armed();
     inputs.push(failed());
+    inputs.push(passed());
     let (mut m, roles, acts) = run(S, &inputs);
     assert_eq!(roles.last(), Some(&Role::Booting));
     let n = names(&acts);
@@ -232,6 +242,7 @@ fn never_claim_p_before_the_fence_is_confirmed() {
         vec![
             "fence_confirmed",
             "role_changed",
+            "StopMonitoring",
             "Release(Monitor)",
             "Claim(Primary)"
         ]
@@ -252,6 +263,7 @@ fn never_claim_p_before_the_fence_is_confirmed() {
 fn bmc_failure_means_no_takeover_and_retries_with_backoff() {
     let mut inputs = monitor_armed();
     inputs.push(failed());
+    inputs.push(passed());
     let (mut m, _, _) = run(S, &inputs);
     let mut delays = Vec::new();
     for _ in 0..6 {
@@ -284,6 +296,7 @@ fn unfenced_opt_in_takes_over_after_a_failed_fence() {
     };
     let mut inputs = monitor_armed();
     inputs.push(failed());
+    inputs.push(passed());
     inputs.push(BootDone {
         action: BootAction::Off,
         ok: false,
@@ -300,6 +313,7 @@ fn unfenced_opt_in_takes_over_after_a_failed_fence() {
     };
     let mut inputs = monitor_armed();
     inputs.push(failed());
+    inputs.push(passed());
     let (_, _, acts) = run(s, &inputs);
     let n = names(&acts);
     assert!(n.contains(&"fence_skipped".into()));
@@ -315,6 +329,7 @@ fn recovery_only_reboots_and_stays_monitor() {
     };
     let mut inputs = monitor_armed();
     inputs.push(failed());
+    inputs.push(passed());
     inputs.push(BootDone {
         action: BootAction::Reboot,
         ok: true,
@@ -333,6 +348,7 @@ fn recovery_only_reboots_and_stays_monitor() {
 fn takeover_conflict_goes_to_conflict() {
     let mut inputs = monitor_armed();
     inputs.push(failed());
+    inputs.push(passed());
     inputs.push(BootDone {
         action: BootAction::Off,
         ok: true,
@@ -351,7 +367,7 @@ fn shutdown_releases_what_is_held() {
     let (mut m, _, _) = run(S, &monitor_armed());
     assert_eq!(
         names(&m.step(Shutdown)),
-        vec!["StopMonitoring", "Release(Monitor)"]
+        vec!["StopMonitoring", "Release(Monitor)", "SendLeaving"]
     );
     let (mut m, _, _) = run(
         S,
@@ -367,7 +383,10 @@ fn shutdown_releases_what_is_held() {
             },
         ],
     );
-    assert_eq!(names(&m.step(Shutdown)), vec!["Release(Primary)"]);
+    assert_eq!(
+        names(&m.step(Shutdown)),
+        vec!["Release(Primary)", "SendLeaving"]
+    );
 }
 
 /// Random input sequences: a monitor only ever claims P after a confirmed fence (or an
@@ -396,8 +415,18 @@ fn random_inputs_never_claim_p_unsafely() {
         },
         Liveness(LivenessEvent::Armed),
         Liveness(LivenessEvent::Missed { consecutive: 1 }),
+        Liveness(LivenessEvent::Recovered { after: 10 }),
         failed(),
         GraceExpired,
+        passed(),
+        SelfChecked(SelfCheck::NoCarrier),
+        SelfChecked(SelfCheck::WitnessesSilent {
+            answered: 0,
+            needed: 1,
+        }),
+        BootAccepted,
+        PeerLeaving { role: 2, epoch: 3 },
+        PeerLeaving { role: 3, epoch: 3 },
         BootDone {
             action: BootAction::Off,
             ok: true,
@@ -451,6 +480,14 @@ fn random_inputs_never_claim_p_unsafely() {
                 {
                     last_fence_ok = true;
                 }
+                // The only way from Monitor to Booting (a fence) is a passed self-check.
+                if role_before == Role::Monitor && m.role() == Role::Booting {
+                    assert!(
+                        matches!(i, SelfChecked(SelfCheck::Passed { .. })),
+                        "fence without a passed self-check after {i:?}"
+                    );
+                }
+                let primary_left = matches!(i, PeerLeaving { role: 2, .. });
                 let last_join_ok = matches!(
                     i,
                     JoinDone {
@@ -468,8 +505,8 @@ fn random_inputs_never_claim_p_unsafely() {
                             assert!(last_join_ok, "join claim without M answering: {i:?}")
                         }
                         _ => assert!(
-                            last_fence_ok,
-                            "claim of P without a confirmed fence after {i:?}"
+                            last_fence_ok || primary_left,
+                            "claim of P without a confirmed fence or a leaving primary after {i:?}"
                         ),
                     }
                 }
@@ -506,6 +543,7 @@ fn promotion_goes_above_every_epoch_seen() {
     m.observe_epoch(5);
     m.observe_epoch(2);
     m.step(failed());
+    m.step(passed());
     m.step(BootDone {
         action: BootAction::Off,
         ok: true,
@@ -544,4 +582,190 @@ fn only_the_preferred_primarys_first_join_listens_longer() {
     };
     assert_eq!(joins(true), vec![true, false]);
     assert_eq!(joins(false), vec![false, false]);
+}
+
+#[test]
+fn a_failed_self_check_isolates_and_never_fences() {
+    for result in [
+        SelfCheck::NoCarrier,
+        SelfCheck::WitnessesSilent {
+            answered: 0,
+            needed: 1,
+        },
+    ] {
+        let mut inputs = monitor_armed();
+        inputs.push(failed());
+        let (mut m, _, acts) = run(S, &inputs);
+        assert_eq!(names(&acts).last().map(String::as_str), Some("SelfCheck"));
+        let a = m.step(SelfChecked(result));
+        let n = names(&a);
+        assert_eq!(
+            n,
+            vec!["isolated", "Hook(OnFault)", "Retry(500ms)"],
+            "{result:?}"
+        );
+        assert!(m.isolated());
+        assert_eq!(m.role(), Role::Monitor);
+        // Still isolated on the next check: no second on_fault, and no fence.
+        assert_eq!(names(&m.step(RetryDue)), vec!["SelfCheck"]);
+        let n = names(&m.step(SelfChecked(result)));
+        assert_eq!(n, vec!["isolated", "Retry(500ms)"]);
+        // Its side recovers while P is still silent: the fence goes ahead.
+        assert_eq!(names(&m.step(RetryDue)), vec!["SelfCheck"]);
+        let n = names(&m.step(passed()));
+        assert_eq!(
+            n,
+            vec![
+                "isolation_ended",
+                "primary_failed",
+                "role_changed",
+                "boot_requested",
+                "Boot(Off)"
+            ]
+        );
+        assert!(!m.isolated());
+    }
+}
+
+#[test]
+fn p_answering_again_ends_a_suspicion_without_a_fence() {
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    inputs.push(SelfChecked(SelfCheck::NoCarrier));
+    let (mut m, _, _) = run(S, &inputs);
+    let n = names(&m.step(Liveness(LivenessEvent::Recovered { after: 10 })));
+    assert_eq!(n, vec!["isolation_ended"]);
+    // A late self-check result or retry decides nothing any more.
+    assert!(m.step(passed()).is_empty());
+    assert!(m.step(RetryDue).is_empty());
+    assert_eq!(m.role(), Role::Monitor);
+}
+
+#[test]
+fn a_pending_fence_is_cancelled_when_p_answers_before_an_off_was_accepted() {
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    inputs.push(passed());
+    let (mut m, _, _) = run(S, &inputs);
+    assert_eq!(m.role(), Role::Booting);
+    let n = names(&m.step(Liveness(LivenessEvent::Recovered { after: 10 })));
+    assert_eq!(n, vec!["fence_cancelled", "CancelBoot", "role_changed"]);
+    assert_eq!(m.role(), Role::Monitor);
+    // The cancelled request's result is not acted on.
+    let n = names(&m.step(BootDone {
+        action: BootAction::Off,
+        ok: true,
+    }));
+    assert!(!n.contains(&"Claim(Primary)".to_string()), "{n:?}");
+
+    // While a failed fence waits for its retry, P's return cancels it too.
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    inputs.push(passed());
+    inputs.push(BootDone {
+        action: BootAction::Off,
+        ok: false,
+    });
+    let (mut m, _, _) = run(S, &inputs);
+    let n = names(&m.step(Liveness(LivenessEvent::Recovered { after: 10 })));
+    assert_eq!(n, vec!["fence_cancelled", "role_changed"]);
+    assert!(m.step(RetryDue).is_empty(), "no retry after the cancel");
+
+    // Once the peer accepted the power-off it is going down: no cancel.
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    inputs.push(passed());
+    inputs.push(BootAccepted);
+    let (mut m, _, _) = run(S, &inputs);
+    assert!(m
+        .step(Liveness(LivenessEvent::Recovered { after: 10 }))
+        .is_empty());
+    assert_eq!(m.role(), Role::Booting);
+}
+
+#[test]
+fn a_leaving_primary_is_taken_over_without_a_fence() {
+    let (mut m, _, _) = run(S, &monitor_armed());
+    let n = names(&m.step(PeerLeaving {
+        role: Role::Primary.code(),
+        epoch: 4,
+    }));
+    assert_eq!(
+        n,
+        vec![
+            "peer_left",
+            "role_changed",
+            "StopMonitoring",
+            "Release(Monitor)",
+            "Claim(Primary)"
+        ]
+    );
+    let n = names(&m.step(Claimed {
+        addr: Addr::Primary,
+        ok: true,
+    }));
+    assert!(
+        !n.iter().any(|a| a.starts_with("Boot(")),
+        "no power action: {n:?}"
+    );
+    assert_eq!(m.epoch(), 5, "above the leaving primary's epoch");
+
+    // A monitor that never saw P, or a leaving monitor, changes nothing.
+    let mut inputs = monitor_armed();
+    inputs.pop();
+    let (mut m, _, _) = run(S, &inputs);
+    assert!(m
+        .step(PeerLeaving {
+            role: Role::Primary.code(),
+            epoch: 4
+        })
+        .is_empty());
+    let (mut m, _, _) = run(S, &monitor_armed());
+    assert!(m
+        .step(PeerLeaving {
+            role: Role::Monitor.code(),
+            epoch: 4
+        })
+        .is_empty());
+}
+
+#[test]
+fn recovery_only_waits_for_a_leaving_primary_instead_of_fencing_it() {
+    let s = Policy {
+        takeover: false,
+        ..S
+    };
+    let (mut m, _, _) = run(s, &monitor_armed());
+    let n = names(&m.step(PeerLeaving {
+        role: Role::Primary.code(),
+        epoch: 4,
+    }));
+    assert_eq!(n, vec!["peer_left"]);
+    assert!(m.step(failed()).is_empty(), "no self-check, no fence");
+    m.step(Liveness(LivenessEvent::Recovered { after: 10 }));
+    assert_eq!(names(&m.step(failed())), vec!["SelfCheck"], "watched again");
+}
+
+#[test]
+fn a_primary_hears_its_monitor_leave() {
+    let (mut m, _, _) = run(
+        S,
+        &[
+            Start,
+            JoinDone {
+                monitor: Some(PEER),
+                primary: None,
+            },
+            Claimed {
+                addr: Addr::Primary,
+                ok: true,
+            },
+        ],
+    );
+    let n = names(&m.step(PeerLeaving {
+        role: Role::Monitor.code(),
+        epoch: 1,
+    }));
+    assert_eq!(n, vec!["peer_left"]);
+    assert_eq!(m.role(), Role::Primary);
 }

@@ -190,3 +190,35 @@ impl JoinJob {
         Ok((monitor, primary))
     }
 }
+
+/// Sends the `leaving` message (a planned stop) from `local` to `to`, three times 1 ms apart
+/// so that one lost datagram does not turn the handover into a fence. Errors are returned
+/// after the last try.
+pub async fn send_leaving(
+    interface: &str,
+    local: IpAddr,
+    to: SocketAddr,
+    role: Role,
+    epoch: u64,
+    node: u32,
+) -> std::io::Result<()> {
+    let sock = join_socket(interface, local)?;
+    let msg = Message {
+        kind: Kind::Leaving,
+        role: role.code(),
+        flags: 0,
+        token: rand::random(),
+        seq: 0,
+        epoch,
+        node,
+    }
+    .encode();
+    let mut last = Ok(());
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        last = sock.send_to(&msg, to).map(drop);
+    }
+    last
+}

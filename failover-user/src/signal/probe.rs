@@ -91,8 +91,15 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Opens the socket for `signal` to `target`, bound to `interface`.
-    pub fn new(interface: &str, target: IpAddr, signal: Signal) -> Result<Prober, ProbeError> {
+    /// Opens the socket for `signal` to `target`, bound to `interface` and, when given, to
+    /// the `source` address (the daemon's node address: the peer's responders answer only it,
+    /// and with several addresses on the interface the kernel might pick another one, M).
+    pub fn new(
+        interface: &str,
+        target: IpAddr,
+        signal: Signal,
+        source: Option<IpAddr>,
+    ) -> Result<Prober, ProbeError> {
         let err = |what| {
             let interface = interface.to_string();
             move |source| ProbeError::Socket {
@@ -122,13 +129,15 @@ impl Prober {
             // Replies are consumed by XDP; the raw socket would otherwise get a copy of every
             // ICMP message on the host. Filter them all out of its queue.
             Signal::Icmp => block_all_icmp(&sock, target).map_err(err("set ICMP filter"))?,
-            Signal::Udp { .. } => {
-                let any: SocketAddr = match target {
-                    IpAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-                    IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-                };
-                sock.bind(&any.into()).map_err(err("bind"))?;
-            }
+            Signal::Udp { .. } => {}
+        }
+        let from: SocketAddr = match (source, target) {
+            (Some(a), _) => (a, 0).into(),
+            (None, IpAddr::V4(_)) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            (None, IpAddr::V6(_)) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        if source.is_some() || matches!(signal, Signal::Udp { .. }) {
+            sock.bind(&from.into()).map_err(err("bind"))?;
         }
         let port = match signal {
             Signal::Icmp => 0,
@@ -368,7 +377,7 @@ pub async fn run(
 ) -> Result<ProbeReport, ProbeError> {
     let deadlines = opts.validate()?;
     sys::require_root("failover probe").map_err(FastPathError::from)?;
-    let mut prober = Prober::new(&opts.interface, opts.target, opts.signal)?;
+    let mut prober = Prober::new(&opts.interface, opts.target, opts.signal, None)?;
     let b = FastPath::builder(&opts.interface)
         .pin_dir(opts.pin_dir.clone())
         .keep_pins(opts.keep_pins);

@@ -57,7 +57,6 @@ pub struct ResponderCounters {
 }
 
 /// A bound responder.
-#[derive(Debug)]
 pub struct Responder {
     /// Bound and non-blocking; registered with a runtime only when it serves, so that it can
     /// be bound on one thread and served on another.
@@ -65,8 +64,65 @@ pub struct Responder {
     addr: SocketAddr,
     identity: Arc<Identity>,
     kinds: &'static [Kind],
+    /// Called with every `leaving` message (a planned stop of the sender).
+    on_leaving: Option<Box<dyn Fn(Message) + Send>>,
     /// Counters, readable while it runs.
     pub counters: Arc<ResponderCounters>,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("addr", &self.addr)
+            .field("kinds", &self.kinds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `SKF_NET_OFF` of linux/filter.h: classic BPF loads relative to the network header.
+const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
+
+/// A classic BPF socket filter that keeps only datagrams whose IP source is `peer` and
+/// drops everything else in the kernel, before it reaches the socket's queue.
+fn source_filter(peer: IpAddr) -> Vec<libc::sock_filter> {
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let (ld, jeq, ret) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    // Source address words and their offsets in the IP header.
+    let words: Vec<(u32, u32)> = match peer {
+        IpAddr::V4(a) => vec![(12, u32::from(a))],
+        IpAddr::V6(a) => a
+            .octets()
+            .chunks(4)
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    8 + 4 * i as u32,
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                )
+            })
+            .collect(),
+    };
+    let n = words.len() as u8;
+    let mut prog = Vec::new();
+    for (i, (off, want)) in words.into_iter().enumerate() {
+        // On a mismatch jump to the final "drop"; instructions left after this one: the
+        // remaining pairs, then "accept".
+        let left = 2 * (n - 1 - i as u8) + 1;
+        prog.push(op(ld, 0, 0, SKF_NET_OFF + off));
+        prog.push(op(jeq, 0, left, want));
+    }
+    prog.push(op(ret, 0, 0, 0x0004_0000));
+    prog.push(op(ret, 0, 0, 0));
+    prog
 }
 
 impl Responder {
@@ -100,8 +156,44 @@ impl Responder {
             addr,
             identity,
             kinds,
+            on_leaving: None,
             counters: Arc::default(),
         })
+    }
+
+    /// Lets only datagrams from `peer` reach the socket (a kernel socket filter): a flood from
+    /// anyone else cannot fill the queue that the peer's heartbeats wait in.
+    pub fn only_from(self, peer: IpAddr) -> Result<Responder, ResponderError> {
+        let prog = source_filter(peer);
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: a valid socket and a sock_fprog pointing at `prog`, which outlives the call
+        // (the kernel copies the program).
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(ResponderError::Bind {
+                addr: self.addr,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Calls `f` with every `leaving` message received.
+    pub fn on_leaving(mut self, f: impl Fn(Message) + Send + 'static) -> Responder {
+        self.on_leaving = Some(Box::new(f));
+        self
     }
 
     /// The bound address.
@@ -124,16 +216,19 @@ impl Responder {
                         addr: self.addr,
                         source,
                     })?;
-            let reply = Message::decode(&buf[..n])
-                .ok()
-                .filter(|m| self.kinds.contains(&m.kind))
-                .and_then(|m| {
-                    m.reply(
-                        self.identity.role.load(Ordering::Relaxed),
-                        self.identity.epoch.load(Ordering::Relaxed),
-                        self.identity.node,
-                    )
-                });
+            let msg = Message::decode(&buf[..n]).ok();
+            if let (Some(m), Some(f)) = (msg.filter(|m| m.kind == Kind::Leaving), &self.on_leaving)
+            {
+                f(m);
+                continue;
+            }
+            let reply = msg.filter(|m| self.kinds.contains(&m.kind)).and_then(|m| {
+                m.reply(
+                    self.identity.role.load(Ordering::Relaxed),
+                    self.identity.epoch.load(Ordering::Relaxed),
+                    self.identity.node,
+                )
+            });
             let Some(reply) = reply else {
                 self.counters.ignored.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(%from, len = n, "ignored a datagram that is not a request");

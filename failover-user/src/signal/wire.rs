@@ -12,6 +12,8 @@ pub enum Kind {
     Join,
     /// Answer to a join probe.
     JoinReply,
+    /// The sender is stopping on purpose and released what it held (not answered).
+    Leaving,
 }
 
 impl Kind {
@@ -21,6 +23,7 @@ impl Kind {
             Kind::HeartbeatReply => wire::KIND_HEARTBEAT_REPLY,
             Kind::Join => wire::KIND_JOIN,
             Kind::JoinReply => wire::KIND_JOIN_REPLY,
+            Kind::Leaving => wire::KIND_LEAVING,
         }
     }
 
@@ -30,6 +33,7 @@ impl Kind {
             wire::KIND_HEARTBEAT_REPLY => Kind::HeartbeatReply,
             wire::KIND_JOIN => Kind::Join,
             wire::KIND_JOIN_REPLY => Kind::JoinReply,
+            wire::KIND_LEAVING => Kind::Leaving,
             _ => return None,
         })
     }

@@ -183,7 +183,7 @@ pub async fn run(cmd: BmcCmd) -> anyhow::Result<ExitCode> {
                 "on" => BootAction::On,
                 _ => BootAction::Reboot,
             };
-            rb.run(action).await?;
+            rb.run(action, &|| {}).await?;
             let ms = started.elapsed().as_secs_f64() * 1e3;
             if json {
                 println!("{}", json!({"strategy": strategy, "done": true, "ms": ms}));

@@ -20,6 +20,7 @@ pub use client::Client;
 pub use secret::{PasswordSource, Secret};
 pub use tls::read_ca_file;
 
+use super::Accepted;
 use crate::role::BootAction;
 
 /// How to reach and authenticate to a BMC.
@@ -246,28 +247,40 @@ impl RedfishFence {
     /// Runs one boot action: `Off` is the `off-on` strategy's first half (ForceOff, then
     /// PowerState Off confirmed), `On` its second (On, then PowerState On), `Reboot` the
     /// `restart` strategy (the first accepted of the restart types).
-    pub async fn run(&self, action: BootAction) -> Result<(), RedfishError> {
-        let c = Client::connect(self.endpoint.clone()).await?;
-        // A bound on the whole action, task monitors included, that still lets the session be
-        // deleted afterwards. The fence has its own confirmation limit on top.
+    pub async fn run(&self, action: BootAction, accepted: &Accepted) -> Result<(), RedfishError> {
+        // One deadline bounds the whole attempt: login, the action with its task monitors,
+        // the confirmation, and the logout. The fence's confirmation limit comes on top of the
+        // action's.
         let limit = match action {
             BootAction::Off => self.on_timeout + self.fence_timeout,
             _ => self.on_timeout,
         };
-        let r = tokio::time::timeout(limit, self.act(&c, action))
+        let deadline = tokio::time::Instant::now() + limit;
+        let late = || {
+            RedfishError::Timeout(format!(
+                "{} {}: not done within {limit:?}",
+                action.name(),
+                self.endpoint.url
+            ))
+        };
+        let c = tokio::time::timeout_at(deadline, Client::connect(self.endpoint.clone()))
             .await
-            .unwrap_or_else(|_| {
-                Err(RedfishError::Timeout(format!(
-                    "{} {}: not done within {limit:?}",
-                    action.name(),
-                    self.endpoint.url
-                )))
-            });
-        c.close().await;
+            .map_err(|_| late())??;
+        let r = tokio::time::timeout_at(deadline, self.act(&c, action, accepted))
+            .await
+            .unwrap_or_else(|_| Err(late()));
+        // The session is deleted within what is left of the deadline (BMCs expire sessions
+        // that are not).
+        let _ = tokio::time::timeout_at(deadline, c.close()).await;
         r
     }
 
-    async fn act(&self, c: &Client, action: BootAction) -> Result<(), RedfishError> {
+    async fn act(
+        &self,
+        c: &Client,
+        action: BootAction,
+        accepted: &Accepted,
+    ) -> Result<(), RedfishError> {
         let sys = c.system().await?;
         match action {
             BootAction::Off => {
@@ -276,6 +289,7 @@ impl RedfishFence {
                     let t = reset_first_allowed(c, &sys, &self.off_types).await?;
                     tracing::info!(target: "failover::boot", reset_type = %t, system = %sys.path, "off requested");
                 }
+                accepted();
                 wait_power(c, &sys, "Off", self.poll, self.fence_timeout).await
             }
             BootAction::On => {
@@ -286,6 +300,7 @@ impl RedfishFence {
             }
             BootAction::Reboot => {
                 let t = reset_first_allowed(c, &sys, &self.restart_types).await?;
+                accepted();
                 tracing::info!(target: "failover::boot", reset_type = %t, system = %sys.path, "restart requested");
                 Ok(())
             }

@@ -1,0 +1,109 @@
+//! What a reload (SIGHUP) may change while the daemon runs, and what needs a restart.
+use serde_json::Value;
+
+use super::Config;
+
+/// Fields (dotted paths, or prefixes ending in `.`) that a running daemon cannot take over:
+/// its identity and addresses, what it listens and probes with, where its state lives.
+const NEEDS_RESTART: &[&str] = &[
+    "node.",
+    "addresses.",
+    "heartbeat.",
+    "paths.",
+    "sync.",
+    "control.socket",
+    "realtime_priority",
+    "takeover",
+    "preferred_primary",
+];
+
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+fn fields(c: &Config) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    flatten(
+        "",
+        &serde_json::to_value(c).unwrap_or(Value::Null),
+        &mut out,
+    );
+    out
+}
+
+/// Whether a change of `field` needs a restart.
+pub fn needs_restart(field: &str) -> bool {
+    NEEDS_RESTART.iter().any(|p| {
+        if let Some(section) = p.strip_suffix('.') {
+            field == section || field.starts_with(p)
+        } else {
+            field == *p
+        }
+    })
+}
+
+impl Config {
+    /// The dotted names of the fields whose values differ between `self` and `new` (a whole
+    /// section that appears or goes counts as its name), sorted.
+    pub fn changed_fields(&self, new: &Config) -> Vec<String> {
+        let (a, b) = (fields(self), fields(new));
+        let mut changed: Vec<String> = a
+            .iter()
+            .filter(|(k, v)| b.iter().find(|(k2, _)| k2 == k).map(|(_, v2)| v2) != Some(v))
+            .map(|(k, _)| k.clone())
+            .chain(
+                b.iter()
+                    .filter(|(k, _)| !a.iter().any(|(k2, _)| k2 == k))
+                    .map(|(k, _)| k.clone()),
+            )
+            .collect();
+        changed.sort();
+        changed.dedup();
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_rules() {
+        for f in [
+            "node.interface",
+            "addresses.primary",
+            "heartbeat.interval",
+            "sync",
+            "sync.dir",
+            "control.socket",
+            "takeover",
+        ] {
+            assert!(needs_restart(f), "{f}");
+        }
+        for f in [
+            "hooks.on_primary",
+            "boot.timeout",
+            "garp.count",
+            "witness.addresses",
+            "control.metrics",
+            "log_level",
+            "join_timeout",
+            "startup_grace",
+        ] {
+            assert!(!needs_restart(f), "{f}");
+        }
+        assert!(!needs_restart("takeover_x"), "exact names are exact");
+    }
+}

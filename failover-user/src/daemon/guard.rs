@@ -1,0 +1,106 @@
+//! What stands between a failure decision and a fence, and between a planned stop and a fence:
+//! the self-check (this host's carrier, then its witnesses), and the `leaving` message a
+//! stopping host sends its peer.
+use std::net::{IpAddr, SocketAddr};
+
+use super::{heartbeat::Command, Daemon, DaemonError};
+use crate::{
+    event::Event,
+    role::{Input, Role, SelfCheck},
+    signal::join::send_leaving,
+};
+
+impl Daemon {
+    /// The witnesses: `witness.addresses`, else the default gateway on the interface. With
+    /// neither, a `no_witness` warning (repeated at every failure decision).
+    pub(super) async fn resolve_witnesses(&mut self) -> Result<(), DaemonError> {
+        self.witnesses = self.cfg.witness.addresses.clone();
+        if self.witnesses.is_empty() {
+            match self.addrs.default_gateway(self.cfg.node.address.addr).await {
+                Ok(Some(gw)) => {
+                    tracing::info!(gateway = %gw, "witness: the default gateway");
+                    self.witnesses.push(gw);
+                }
+                Ok(None) => self.warn_no_witness(),
+                Err(e) => {
+                    self.emit(Event::DaemonError, &crate::error_chain(&e));
+                    self.warn_no_witness();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn warn_no_witness(&self) {
+        self.emit(
+            Event::NoWitness,
+            "no witness.addresses and no default gateway: before a fence this host checks only \
+             its own carrier, so a fault between it and the primary beyond its link cannot be \
+             told from a failed primary",
+        );
+    }
+
+    /// The first half of the self-check (carrier) now; the witnesses' half on the heartbeat
+    /// thread, whose answer comes back as `Report::SelfCheck`.
+    pub(super) async fn self_check(&mut self) -> Option<Input> {
+        match self.addrs.has_carrier().await {
+            Ok(true) => {}
+            Ok(false) => return Some(Input::SelfChecked(SelfCheck::NoCarrier)),
+            Err(e) => {
+                // Cannot show that this side works: no fence.
+                self.emit(Event::DaemonError, &crate::error_chain(&e));
+                return Some(Input::SelfChecked(SelfCheck::NoCarrier));
+            }
+        }
+        if self.witnesses.is_empty() {
+            self.warn_no_witness();
+            return Some(Input::SelfChecked(SelfCheck::Passed { answered: 0 }));
+        }
+        self.heartbeat.send(Command::SelfCheck {
+            needed: self.witness_min(),
+            timeout: self.cfg.witness.timeout.0,
+        });
+        None
+    }
+
+    /// How many witnesses must answer.
+    pub(super) fn witness_min(&self) -> usize {
+        (self.cfg.witness.min as usize).min(self.witnesses.len())
+    }
+
+    /// The witnesses' answer.
+    pub(super) fn witnesses_answered(&self, answered: u8) -> Input {
+        let needed = self.witness_min();
+        Input::SelfChecked(if answered as usize >= needed {
+            SelfCheck::Passed { answered }
+        } else {
+            SelfCheck::WitnessesSilent {
+                answered,
+                needed: needed as u8,
+            }
+        })
+    }
+
+    /// Tells the peer this host is stopping: a primary (which has released P) tells the
+    /// monitor at M, a monitor tells the primary at P.
+    pub(super) async fn send_leaving(&self) {
+        let role = self.machine.role();
+        let to: IpAddr = match role {
+            Role::Primary => self.cfg.addresses.monitor.addr,
+            _ => self.cfg.addresses.primary.addr,
+        };
+        let to = SocketAddr::new(to, self.cfg.heartbeat.port);
+        if let Err(e) = send_leaving(
+            &self.cfg.node.interface,
+            self.cfg.node.address.addr,
+            to,
+            role,
+            self.machine.epoch(),
+            self.cfg.node.id,
+        )
+        .await
+        {
+            tracing::warn!(%to, error = %e, "could not tell the peer this host is stopping");
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The machine: every protocol rule, as transitions from (role, input) to actions.
+//!
+//! Rules enforced here by construction:
+//! - a joining host claims P only when a live monitor answered at M and P stayed silent;
+//! - a monitor fences only after its self-check passed (its own side is not the cut-off one),
+//!   and claims P only after the fence was confirmed, or when the primary said it is leaving
+//!   (the claim's duplicate-address probe then proves P silent), or when the operator opted
+//!   out of fencing;
+//! - a pending fence is cancelled when P answers again before a power-off was accepted.
+use std::time::Duration;
+
+use super::{Action, Addr, BootAction, Hook, Input, Notice, Policy, Role, SelfCheck};
+use crate::{detector::LivenessEvent, event::Event};
+
+/// Why the monitor suspects the primary (awaiting the self-check).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Suspicion {
+    /// This many consecutive probes without an in-time reply.
+    Misses(u32),
+    /// P never answered within `startup_grace`.
+    Grace,
+}
+
+impl Suspicion {
+    fn why(self) -> String {
+        match self {
+            Suspicion::Misses(n) => format!("{n} consecutive probes without a reply in time"),
+            Suspicion::Grace => "the primary address never answered within startup_grace".into(),
+        }
+    }
+}
+
+/// The state machine.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    policy: Policy,
+    role: Role,
+    epoch: u64,
+    armed: bool,
+    attempt: u32,
+    fence_confirmed: bool,
+    /// The boot action awaiting its result; results of anything else are not acted on.
+    pending_boot: Option<BootAction>,
+    /// The peer accepted a power action of this boot episode: no cancelling any more.
+    boot_accepted: bool,
+    /// A failure decision awaits the self-check.
+    suspicion: Option<Suspicion>,
+    /// The last self-check failed: this host's side is the broken one.
+    isolated: bool,
+    /// The primary said it is stopping (recovery-only mode waits for it instead of fencing).
+    peer_left: bool,
+    /// A join was sent since start.
+    joined: bool,
+}
+
+fn emit(event: Event, detail: impl Into<String>) -> Action {
+    Action::Emit(Notice {
+        event,
+        detail: detail.into(),
+    })
+}
+
+impl Machine {
+    /// A machine in `Joining` with the persisted `epoch`.
+    pub fn new(policy: Policy, epoch: u64) -> Machine {
+        Machine {
+            policy,
+            role: Role::Joining,
+            epoch,
+            armed: false,
+            attempt: 0,
+            fence_confirmed: false,
+            pending_boot: None,
+            boot_accepted: false,
+            suspicion: None,
+            isolated: false,
+            peer_left: false,
+            joined: false,
+        }
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether the last fence was confirmed (the peer is known to be off).
+    pub fn fence_confirmed(&self) -> bool {
+        self.fence_confirmed
+    }
+
+    /// Whether P has been seen answering since this host became monitor.
+    pub fn armed(&self) -> bool {
+        self.armed
+    }
+
+    /// Replaces the policy (a configuration reload); the role and epoch stay.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// Whether a failure decision is waiting for the self-check (or isolated).
+    pub fn suspicious(&self) -> bool {
+        self.suspicion.is_some()
+    }
+
+    /// Whether the last self-check showed this host cut off.
+    pub fn isolated(&self) -> bool {
+        self.isolated
+    }
+
+    /// Raises the epoch to one the peer reported (join replies, the monitor's epoch probes,
+    /// a leaving peer), so that the next promotion anywhere goes above every epoch seen so far
+    /// and a stale primary is recognisable by its lower epoch.
+    pub fn observe_epoch(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
+    }
+
+    fn set_role(&mut self, to: Role, out: &mut Vec<Action>) {
+        if to != self.role {
+            out.push(emit(
+                Event::RoleChanged,
+                format!("{} -> {}", self.role.name(), to.name()),
+            ));
+            self.role = to;
+        }
+    }
+
+    fn backoff(&mut self) -> Duration {
+        let d = self
+            .policy
+            .retry
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.policy.retry_max);
+        self.attempt += 1;
+        d
+    }
+
+    fn join(&mut self, out: &mut Vec<Action>) {
+        out.push(emit(
+            Event::JoinProbeSent,
+            "second signal to the monitor address",
+        ));
+        out.push(Action::SendJoin {
+            doubled: !self.joined && self.policy.preferred_primary,
+        });
+        self.joined = true;
+    }
+
+    /// P looks failed: before any fence, check that this host is not the cut-off one.
+    fn suspect(&mut self, why: Suspicion, out: &mut Vec<Action>) {
+        if self.suspicion.is_none() {
+            self.suspicion = Some(why);
+            out.push(Action::SelfCheck);
+        }
+    }
+
+    fn self_checked(&mut self, result: SelfCheck, out: &mut Vec<Action>) {
+        let Some(why) = self.suspicion else {
+            return; // P came back meanwhile: nothing to decide
+        };
+        let failed = match result {
+            SelfCheck::Passed { .. } => {
+                if std::mem::take(&mut self.isolated) {
+                    out.push(emit(
+                        Event::IsolationEnded,
+                        "the self-check passes again; the primary is still silent",
+                    ));
+                }
+                self.start_boot(why.why(), out);
+                return;
+            }
+            SelfCheck::NoCarrier => "the service interface is down or has no carrier".to_string(),
+            SelfCheck::WitnessesSilent { answered, needed } => format!(
+                "{answered} witness(es) answered, {needed} needed: this host may be the one cut off"
+            ),
+        };
+        out.push(emit(
+            Event::Isolated,
+            format!("{}; not fencing the primary ({failed})", why.why()),
+        ));
+        if !self.isolated {
+            self.isolated = true;
+            out.push(Action::Hook(Hook::OnFault));
+        }
+        out.push(Action::Retry(self.policy.recheck));
+    }
+
+    /// The primary failed and this host's side works: boot (fence) it.
+    fn start_boot(&mut self, why: String, out: &mut Vec<Action>) {
+        out.push(emit(Event::PrimaryFailed, why));
+        self.set_role(Role::Booting, out);
+        self.attempt = 0;
+        self.fence_confirmed = false;
+        self.boot_accepted = false;
+        self.suspicion = None;
+        if self.policy.takeover && self.policy.no_fence {
+            out.push(emit(
+                Event::FenceSkipped,
+                "boot.method = none with allow_unfenced_takeover: taking P without a fence",
+            ));
+            self.take_over(out);
+            return;
+        }
+        self.request_boot(out);
+    }
+
+    fn request_boot(&mut self, out: &mut Vec<Action>) {
+        let action = if self.policy.takeover {
+            BootAction::Off
+        } else {
+            BootAction::Reboot
+        };
+        self.pending_boot = Some(action);
+        out.push(emit(Event::BootRequested, action.name()));
+        out.push(Action::Boot(action));
+    }
+
+    /// P answers again: a pending fence is abandoned while the peer has not accepted one.
+    fn recovered(&mut self, after: u32, out: &mut Vec<Action>) {
+        match self.role {
+            Role::Monitor => {
+                self.peer_left = false;
+                if self.suspicion.take().is_some() && std::mem::take(&mut self.isolated) {
+                    out.push(emit(
+                        Event::IsolationEnded,
+                        format!("the primary answers again after {after} misses"),
+                    ));
+                }
+            }
+            Role::Booting if !self.boot_accepted => {
+                out.push(emit(
+                    Event::FenceCancelled,
+                    format!(
+                        "the primary answers in time again (after {after} misses) before a power action was accepted"
+                    ),
+                ));
+                if self.pending_boot.take().is_some() {
+                    out.push(Action::CancelBoot);
+                }
+                self.attempt = 0;
+                self.set_role(Role::Monitor, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn take_over(&mut self, out: &mut Vec<Action>) {
+        self.set_role(Role::TakingOver, out);
+        out.push(Action::StopMonitoring);
+        // The runtime reports `address_released` once the address is actually gone.
+        out.push(Action::Release(Addr::Monitor));
+        out.push(Action::Claim(Addr::Primary));
+    }
+
+    fn become_primary(&mut self, out: &mut Vec<Action>) {
+        self.epoch += 1;
+        out.push(Action::BumpEpoch);
+        out.push(emit(Event::AddressClaimed, "primary address"));
+        self.set_role(Role::Primary, out);
+        out.push(Action::Hook(Hook::OnPrimary));
+    }
+
+    /// The peer stopped on purpose: a primary that released P is taken over without a fence
+    /// (the claim's duplicate-address probe proves P silent first).
+    fn peer_leaving(&mut self, role: u8, epoch: u64, out: &mut Vec<Action>) {
+        self.observe_epoch(epoch);
+        match self.role {
+            Role::Monitor | Role::Booting
+                if role == Role::Primary.code() && self.armed && !self.boot_accepted =>
+            {
+                if self.pending_boot.take().is_some() {
+                    out.push(Action::CancelBoot);
+                }
+                self.suspicion = None;
+                self.isolated = false;
+                if self.policy.takeover {
+                    out.push(emit(
+                        Event::PeerLeft,
+                        format!("the primary (epoch {epoch}) is stopping and released P: taking it over without a fence"),
+                    ));
+                    self.take_over(out);
+                } else {
+                    out.push(emit(
+                        Event::PeerLeft,
+                        format!("the primary (epoch {epoch}) is stopping; recovery only: waiting for it to come back"),
+                    ));
+                    self.peer_left = true;
+                    self.set_role(Role::Monitor, out);
+                }
+            }
+            Role::Primary if role == Role::Monitor.code() => out.push(emit(
+                Event::PeerLeft,
+                "the monitor is stopping: nobody watches this host until it is back",
+            )),
+            _ => {}
+        }
+    }
+
+    /// Feeds one input; returns the actions to execute, in order.
+    pub fn step(&mut self, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        // A boot result counts only as the answer to the request in flight: a stray or
+        // duplicated "off confirmed" must never open the way to P.
+        let input = match input {
+            Input::BootDone { action, ok } if self.role == Role::Booting => {
+                if self.pending_boot != Some(action) {
+                    out.push(emit(
+                        Event::BootDone,
+                        format!("ignored unexpected {} result", action.name()),
+                    ));
+                    return out;
+                }
+                self.pending_boot = None;
+                Input::BootDone { action, ok }
+            }
+            other => other,
+        };
+        match (self.role, input) {
+            (_, Input::Shutdown) => match self.role {
+                Role::Primary => {
+                    out.push(Action::Release(Addr::Primary));
+                    out.push(Action::SendLeaving);
+                }
+                Role::Monitor | Role::Booting => {
+                    out.push(Action::StopMonitoring);
+                    out.push(Action::Release(Addr::Monitor));
+                    out.push(Action::SendLeaving);
+                }
+                // Mid-takeover both may be partly held: release both.
+                Role::TakingOver => {
+                    out.push(Action::Release(Addr::Primary));
+                    out.push(Action::Release(Addr::Monitor));
+                }
+                Role::Joining | Role::Conflict => {}
+            },
+            (_, Input::PeerLeaving { role, epoch }) => self.peer_leaving(role, epoch, &mut out),
+            (Role::Joining, Input::Start) | (Role::Joining | Role::Conflict, Input::RetryDue) => {
+                self.join(&mut out)
+            }
+            (Role::Joining | Role::Conflict, Input::JoinDone { monitor, primary }) => {
+                for a in [monitor, primary].iter().flatten() {
+                    self.observe_epoch(a.epoch);
+                }
+                match (monitor, primary) {
+                    (Some(m), None) => {
+                        // Claim 11: a live monitor answered and P is silent: become primary.
+                        out.push(emit(
+                            Event::JoinAnswered,
+                            format!(
+                                "monitor node {} (epoch {}) answered; P silent",
+                                m.node, m.epoch
+                            ),
+                        ));
+                        self.set_role(Role::Joining, &mut out);
+                        out.push(Action::Claim(Addr::Primary));
+                    }
+                    (Some(m), Some(p)) => {
+                        out.push(emit(
+                            Event::JoinAnswered,
+                            format!(
+                                "monitor node {} and primary node {} both answered: refusing to join",
+                                m.node, p.node
+                            ),
+                        ));
+                        if self.role != Role::Conflict {
+                            self.set_role(Role::Conflict, &mut out);
+                            out.push(Action::Hook(Hook::OnFault));
+                        }
+                        let d = self.backoff();
+                        out.push(Action::Retry(d));
+                    }
+                    (None, primary) => {
+                        // Claim 12: silence at M: the peer operates as primary (or nobody
+                        // does yet, at cold start): become the monitor.
+                        let detail = match primary {
+                            Some(p) => {
+                                format!("no monitor answered; primary node {} answers", p.node)
+                            }
+                            None => "no monitor answered; P silent too (cold start)".to_string(),
+                        };
+                        out.push(emit(Event::JoinSilent, detail));
+                        self.set_role(Role::Joining, &mut out);
+                        out.push(Action::Claim(Addr::Monitor));
+                    }
+                }
+            }
+            (Role::Joining, Input::Claimed { addr, ok: true }) => match addr {
+                Addr::Primary => self.become_primary(&mut out),
+                Addr::Monitor => {
+                    out.push(emit(Event::AddressClaimed, "monitor address"));
+                    self.armed = false;
+                    self.set_role(Role::Monitor, &mut out);
+                    out.push(Action::StartMonitoring);
+                    out.push(Action::Hook(Hook::OnMonitor));
+                }
+            },
+            (Role::Joining, Input::Claimed { addr, ok: false }) => {
+                // Lost the race (cold start) or the address is held: rejoin after a pause.
+                out.push(emit(
+                    Event::AddressConflict,
+                    format!("{addr:?} address is held by another host; rejoining"),
+                ));
+                let d = self.backoff();
+                out.push(Action::Retry(d));
+            }
+            (
+                Role::Monitor | Role::Booting,
+                Input::Liveness(LivenessEvent::Recovered { after }),
+            ) => self.recovered(after, &mut out),
+            (Role::Monitor, Input::Liveness(ev)) => match ev {
+                LivenessEvent::Armed => {
+                    self.armed = true;
+                    self.attempt = 0;
+                }
+                LivenessEvent::Failed { consecutive } if self.armed && !self.peer_left => {
+                    self.suspect(Suspicion::Misses(consecutive), &mut out)
+                }
+                // Never fence a primary that was never seen (the tracker should not report
+                // this; the machine refuses it anyway), nor one that said it is stopping.
+                LivenessEvent::Failed { .. }
+                | LivenessEvent::Missed { .. }
+                | LivenessEvent::Recovered { .. } => {}
+            },
+            (Role::Monitor, Input::GraceExpired) if !self.armed => {
+                self.suspect(Suspicion::Grace, &mut out)
+            }
+            (Role::Monitor, Input::SelfChecked(result)) => self.self_checked(result, &mut out),
+            (Role::Monitor, Input::RetryDue) if self.suspicion.is_some() => {
+                out.push(Action::SelfCheck)
+            }
+            (Role::Booting, Input::BootAccepted) => self.boot_accepted = true,
+            (
+                Role::Booting,
+                Input::BootDone {
+                    action: BootAction::Off,
+                    ok: true,
+                },
+            ) => {
+                self.fence_confirmed = true;
+                out.push(emit(
+                    Event::FenceConfirmed,
+                    "peer power state Off confirmed",
+                ));
+                self.take_over(&mut out);
+            }
+            (Role::Booting, Input::BootDone { action, ok: false }) => {
+                let event = if action == BootAction::Off {
+                    Event::FenceFailed
+                } else {
+                    Event::BootFailed
+                };
+                out.push(emit(event, format!("{} not confirmed", action.name())));
+                out.push(Action::Hook(Hook::OnFault));
+                if action == BootAction::Off && self.policy.allow_unfenced {
+                    out.push(emit(
+                        Event::UnfencedTakeover,
+                        "allow_unfenced_takeover = true: taking P although the fence failed",
+                    ));
+                    self.take_over(&mut out);
+                } else {
+                    // No confirmation, no takeover: retry with backoff, still holding M.
+                    let d = self.backoff();
+                    out.push(Action::Retry(d));
+                }
+            }
+            (
+                Role::Booting,
+                Input::BootDone {
+                    action: BootAction::Reboot,
+                    ok: true,
+                },
+            ) => {
+                // Recovery only: the primary restarts and rejoins (claim 11); stay monitor and
+                // wait to see it answer again, with a fresh (disarmed) monitor.
+                out.push(emit(
+                    Event::BootDone,
+                    "reboot accepted; waiting for the peer to rejoin",
+                ));
+                self.armed = false;
+                self.set_role(Role::Monitor, &mut out);
+                out.push(Action::StopMonitoring);
+                out.push(Action::StartMonitoring);
+            }
+            (Role::Booting, Input::RetryDue) if self.pending_boot.is_none() => {
+                self.request_boot(&mut out)
+            }
+            (
+                Role::TakingOver,
+                Input::Claimed {
+                    addr: Addr::Primary,
+                    ok: true,
+                },
+            ) => {
+                self.become_primary(&mut out);
+                // Power the fenced host back on: it boots, joins, hears nobody at M and
+                // becomes the monitor (claim 12).
+                if self.fence_confirmed {
+                    out.push(emit(Event::BootRequested, "on"));
+                    out.push(Action::Boot(BootAction::On));
+                }
+            }
+            (
+                Role::TakingOver,
+                Input::Claimed {
+                    addr: Addr::Primary,
+                    ok: false,
+                },
+            ) => {
+                out.push(emit(
+                    Event::AddressConflict,
+                    "the primary address answers although its host was fenced or said it left",
+                ));
+                self.set_role(Role::Conflict, &mut out);
+                out.push(Action::Hook(Hook::OnFault));
+                let d = self.backoff();
+                out.push(Action::Retry(d));
+            }
+            (_, Input::BootDone { action, ok }) => {
+                out.push(emit(
+                    Event::BootDone,
+                    format!("{} {}", action.name(), if ok { "done" } else { "failed" }),
+                ));
+            }
+            // Everything else is not meaningful in the current role and is ignored.
+            _ => {}
+        }
+        out
+    }
+}
