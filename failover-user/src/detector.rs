@@ -201,6 +201,15 @@ impl Liveness {
         self.consecutive
     }
 
+    /// Forgets a failure (and the misses towards one), staying armed: the primary is judged
+    /// afresh from the next verdict, so a new failure needs a full `misses` window. Used when
+    /// this host's own side was cut off meanwhile: misses seen then prove nothing about P.
+    pub fn rejudge(&mut self) {
+        self.failed = false;
+        self.consecutive = 0;
+        self.streak = 0;
+    }
+
     /// Feeds one verdict (in send order).
     pub fn observe(&mut self, v: &Verdict) -> Option<LivenessEvent> {
         match v {
@@ -570,6 +579,33 @@ mod tests {
             let got: Vec<_> = input.iter().map(|v| l.observe(v)).collect();
             assert_eq!(got, want, "row {i}");
         }
+    }
+
+    #[test]
+    fn rejudge_needs_a_new_full_window() {
+        use LivenessEvent::*;
+        let ok = Verdict::InTime { rtt_ns: 1 };
+        let miss = Verdict::Missed;
+        let mut l = Liveness::new(3, 2);
+        for v in [ok, miss, miss, miss, miss] {
+            l.observe(&v);
+        }
+        l.rejudge();
+        assert!(l.armed());
+        assert_eq!(l.consecutive(), 0);
+        let got: Vec<_> = [miss, miss, miss, ok]
+            .iter()
+            .map(|v| l.observe(v))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                Some(Missed { consecutive: 1 }),
+                Some(Missed { consecutive: 2 }),
+                Some(Failed { consecutive: 3 }),
+                None,
+            ]
+        );
     }
 
     #[test]

@@ -76,8 +76,9 @@ enum Cmd {
     ///
     /// Runs setup and the debug build first, then `failover-lab demo` as root.
     Demo {
-        /// The fault injected on the primary: link, oneway, freeze, kill9, bmc-down, bmc-slow,
-        /// loss, cpu.
+        /// The fault: link, oneway, freeze, kill9, bmc-down, bmc-slow, loss, cpu (on the
+        /// primary); monitor-link, witness-down, restart, bmc-flap, copy-load (where a fence
+        /// would be wrong; docs/lab.md).
         #[arg(long, default_value = "link")]
         fault: String,
         /// Print the summary as one JSON object on the last line of stdout.
@@ -119,19 +120,24 @@ enum Cmd {
     /// Benchmark: the lab's takeover scenario N times with the release build; prints min,
     /// median, p95 and max of detection, fence, takeover and client outage, machine noted.
     /// With --fault loss or cpu (the primary stays healthy) it counts false takeovers over
-    /// --window-s seconds per run instead.
+    /// --window-s seconds per run instead. With a safety fault (monitor-link, witness-down,
+    /// restart, bmc-flap, copy-load) it sums what must never happen (power-offs of a healthy
+    /// host, false takeovers, split brain) and prints the distribution of the scenario's own
+    /// figures (restart: the handover outage; copy-load: copies and probe round trips).
     ///
     /// Runs setup and the release build first, then `failover-lab bench` as root.
     Bench {
-        /// Fault that causes the takeover: link, oneway, freeze, kill9, bmc-down, bmc-slow,
-        /// loss, cpu.
+        /// Fault: link, oneway, freeze, kill9, bmc-down, bmc-slow (a takeover); loss, cpu
+        /// (false takeovers over a window); monitor-link, witness-down, restart, bmc-flap,
+        /// copy-load (the safety scenarios).
         #[arg(long, default_value = "link")]
         fault: String,
         /// Number of runs.
         #[arg(long, default_value_t = 20)]
         runs: usize,
-        /// For `loss` and `cpu` (the primary stays healthy): how long each run watches for a
-        /// false takeover, in seconds.
+        /// For `loss`, `cpu` and the safety faults: how long each run watches, in seconds
+        /// (copy-load: copies go on for this long; `FAILOVER_LAB_COPY_MIB` sets the data size,
+        /// default 256).
         #[arg(long, default_value_t = 600)]
         window_s: u64,
     },

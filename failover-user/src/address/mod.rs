@@ -217,6 +217,37 @@ impl AddressHandle {
         Ok(f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp))
     }
 
+    /// Deletes this interface's neighbour entries that are unresolved (`INCOMPLETE`, `FAILED`)
+    /// and returns how many. Called when the carrier comes back: entries created while the
+    /// link was down wait for the kernel's next solicitation (`retrans_time`, 1 s by default)
+    /// before the peer's MAC is asked for again, and until then every probe to it is dropped;
+    /// deleted, the next probe asks at once.
+    pub async fn flush_unresolved_neighbours(&self) -> Result<usize, AddressError> {
+        use rtnetlink::packet_route::neighbour::NeighbourState;
+        let bad = |e: rtnetlink::Error| AddressError::Interface {
+            interface: self.interface.clone(),
+            message: format!("neighbour table: {e}"),
+        };
+        let mut stale = Vec::new();
+        let mut entries = self.handle.neighbours().get().execute();
+        while let Some(n) = entries.try_next().await.map_err(bad)? {
+            if n.header.ifindex == self.index
+                && matches!(
+                    n.header.state,
+                    NeighbourState::Incomplete | NeighbourState::Failed
+                )
+            {
+                stale.push(n);
+            }
+        }
+        let count = stale.len();
+        for n in stale {
+            // Gone already (resolved and replaced meanwhile) is fine.
+            let _ = self.handle.neighbours().del(n).execute().await;
+        }
+        Ok(count)
+    }
+
     /// The gateway of the default route through this interface for `family`'s address
     /// family, if there is one (the witness when none is configured).
     pub async fn default_gateway(&self, family: IpAddr) -> Result<Option<IpAddr>, AddressError> {

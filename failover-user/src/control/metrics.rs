@@ -1,4 +1,5 @@
-//! The Prometheus text endpoint: counters, gauges and the detection histogram.
+//! The Prometheus text endpoint: counters, gauges and histograms (detection time, probe round
+//! trips).
 use std::{
     fmt::Write as _,
     sync::{
@@ -17,10 +18,67 @@ use super::ControlError;
 
 /// Upper bounds (ms) of the detection-time histogram buckets.
 pub const DETECTION_BUCKETS_MS: [u64; 10] = [5, 10, 20, 30, 50, 100, 250, 500, 1000, 5000];
+/// Upper bounds (µs) of the probe round-trip histogram buckets.
+pub const RTT_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// A cumulative histogram of nanosecond values with fixed bucket bounds (in ns), updated with
+/// relaxed atomics from any thread.
+#[derive(Debug)]
+pub struct Histogram<const N: usize> {
+    bounds_ns: [u64; N],
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    /// A histogram with these bucket bounds (ns).
+    pub fn new(bounds_ns: [u64; N]) -> Self {
+        Histogram {
+            bounds_ns,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&self, ns: u64) {
+        for (b, le) in self.buckets.iter().zip(self.bounds_ns) {
+            if ns <= le {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines of `name`, in seconds.
+    fn render(&self, s: &mut String, name: &str, help: &str, labels: &str) {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, le) in self.buckets.iter().zip(self.bounds_ns) {
+            let _ = writeln!(
+                s,
+                "{name}_bucket{{{labels},le=\"{}\"}} {}",
+                le as f64 / 1e9,
+                b.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(s, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            s,
+            "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {count}",
+            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
+        );
+    }
+}
 
 /// Counters and gauges for the metrics endpoint. Hot-path counters are plain relaxed atomics:
 /// the monitor's tick only increments them; the text is built when scraped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// Probes sent.
     pub probes_sent: AtomicU64,
@@ -52,9 +110,38 @@ pub struct Metrics {
     pub sync_last_ns: AtomicU64,
     /// Unix ms of the last complete copy held here (0: none).
     pub sync_completed_unix_ms: AtomicU64,
-    detection_buckets: [AtomicU64; DETECTION_BUCKETS_MS.len()],
-    detection_count: AtomicU64,
-    detection_sum_ns: AtomicU64,
+    /// Time from the last in-time reply to the failure decision.
+    pub detection: Histogram<{ DETECTION_BUCKETS_MS.len() }>,
+    /// Round trips of the probes that were answered (XDP stamp minus send time).
+    pub probe_rtt: Histogram<{ RTT_BUCKETS_US.len() }>,
+    /// The longest probe round trip seen, ns.
+    pub probe_rtt_max_ns: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let z = || AtomicU64::new(0);
+        Metrics {
+            probes_sent: z(),
+            probes_in_time: z(),
+            probes_late: z(),
+            probes_lost: z(),
+            failovers: z(),
+            fence_failures: z(),
+            hook_failures: z(),
+            role: z(),
+            epoch: z(),
+            sync_enabled: AtomicBool::new(false),
+            sync_copies: z(),
+            sync_bytes: z(),
+            sync_failures: z(),
+            sync_last_ns: z(),
+            sync_completed_unix_ms: z(),
+            detection: Histogram::new(DETECTION_BUCKETS_MS.map(|ms| ms * 1_000_000)),
+            probe_rtt: Histogram::new(RTT_BUCKETS_US.map(|us| us * 1_000)),
+            probe_rtt_max_ns: z(),
+        }
+    }
 }
 
 /// A Prometheus metric type.
@@ -83,13 +170,13 @@ fn label_value(v: &str) -> String {
 impl Metrics {
     /// Records one detection time.
     pub fn observe_detection(&self, ns: u64) {
-        for (i, le) in DETECTION_BUCKETS_MS.iter().enumerate() {
-            if ns <= le * 1_000_000 {
-                self.detection_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.detection_count.fetch_add(1, Ordering::Relaxed);
-        self.detection_sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.detection.observe(ns);
+    }
+
+    /// Records one probe round trip.
+    pub fn observe_rtt(&self, ns: u64) {
+        self.probe_rtt.observe(ns);
+        self.probe_rtt_max_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition (format 0.0.4). Every series carries the `node` label;
@@ -199,25 +286,22 @@ impl Metrics {
                 kind.name()
             );
         }
-        let h = "failover_detection_seconds";
         let _ = writeln!(
             s,
-            "# HELP {h} Time from the last in-time reply to the failure decision.\n# TYPE {h} histogram"
+            "# HELP failover_probe_rtt_max_seconds The longest probe round trip seen.\n# TYPE failover_probe_rtt_max_seconds gauge\nfailover_probe_rtt_max_seconds{{{l}}} {}",
+            g(&self.probe_rtt_max_ns) as f64 / 1e9
         );
-        for (i, le) in DETECTION_BUCKETS_MS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "{h}_bucket{{{l},le=\"{}\"}} {}",
-                *le as f64 / 1000.0,
-                g(&self.detection_buckets[i])
-            );
-        }
-        let count = g(&self.detection_count);
-        let _ = writeln!(s, "{h}_bucket{{{l},le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            s,
-            "{h}_sum{{{l}}} {}\n{h}_count{{{l}}} {count}",
-            g(&self.detection_sum_ns) as f64 / 1e9
+        self.detection.render(
+            &mut s,
+            "failover_detection_seconds",
+            "Time from the last in-time reply to the failure decision.",
+            &l,
+        );
+        self.probe_rtt.render(
+            &mut s,
+            "failover_probe_rtt_seconds",
+            "Round trips of answered probes, from the XDP arrival stamps.",
+            &l,
         );
         s
     }

@@ -26,6 +26,8 @@ pub(super) enum Command {
         /// `witness.timeout`.
         timeout: std::time::Duration,
     },
+    /// Forget a failure of P and judge it afresh (this host's own isolation ended).
+    Rejudge,
     /// End the thread.
     Exit,
 }
@@ -136,6 +138,11 @@ async fn run(
                     Some(m) => m.start_self_check(needed, timeout, &mut out),
                     None => out.push(Report::SelfCheck { answered: 0 }),
                 },
+                Some(Command::Rejudge) => {
+                    if let Some(m) = monitor.as_mut() {
+                        m.rejudge();
+                    }
+                }
                 Some(Command::Exit) | None => {
                     if let Some(old) = monitor.take() {
                         let _ = reports.send(Report::Retired(old));

@@ -363,6 +363,12 @@ impl Daemon {
                 }
             }
             Action::SendLeaving => self.send_leaving().await,
+            Action::Rejudge => {
+                self.heartbeat.send(Command::Rejudge);
+                if !self.machine.armed() && self.monitoring {
+                    self.grace = Some(Instant::now() + self.cfg.startup_grace.0);
+                }
+            }
             Action::Retry(delay) => {
                 let tx = self.tx.clone();
                 let t = tokio::spawn(async move {

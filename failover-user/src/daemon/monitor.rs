@@ -226,6 +226,11 @@ impl Monitor {
         });
     }
 
+    /// Judges P afresh (`Liveness::rejudge`): after this host's own isolation ended.
+    pub(super) fn rejudge(&mut self) {
+        self.liveness.rejudge();
+    }
+
     /// Advances the self-check in progress (on every tick).
     fn poll_self_check(&mut self, out: &mut Vec<Report>) -> Result<(), FastPathError> {
         let Some(c) = self.check.as_mut() else {
@@ -316,6 +321,9 @@ impl Monitor {
         // each one once armed.
         let armed = self.liveness.armed();
         for (p, o) in &outcomes {
+            if let Some(rtt) = o.rtt_ns() {
+                cx.metrics.observe_rtt(rtt);
+            }
             let counter = match o {
                 Outcome::InTime { .. } => &cx.metrics.probes_in_time,
                 Outcome::Late { rtt_ns } => {

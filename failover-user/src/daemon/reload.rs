@@ -123,6 +123,13 @@ impl Daemon {
             return;
         }
         tracing::info!(interface = %self.cfg.node.interface, "carrier back");
+        // Probes to P (and the witnesses) would wait up to a second for the kernel's next
+        // neighbour solicitation: ask again now.
+        match self.addrs.flush_unresolved_neighbours().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "unresolved neighbour entries flushed"),
+            Err(e) => tracing::warn!(error = %crate::error_chain(&e), "neighbour flush"),
+        }
         // Neighbours may have flushed or moved their entries for our addresses meanwhile.
         for a in self.held.addrs() {
             let addr = self.cidr(a).addr;

@@ -165,13 +165,19 @@ impl Machine {
             return; // P came back meanwhile: nothing to decide
         };
         let failed = match result {
+            SelfCheck::Passed { .. } if std::mem::take(&mut self.isolated) => {
+                // The misses were seen while this side was cut off (and the first probes
+                // after it came back may still be waiting for neighbour resolution): they
+                // prove nothing about P. Judge it afresh; a fence needs a new failure.
+                self.suspicion = None;
+                out.push(emit(
+                    Event::IsolationEnded,
+                    "the self-check passes again; judging the primary afresh",
+                ));
+                out.push(Action::Rejudge);
+                return;
+            }
             SelfCheck::Passed { .. } => {
-                if std::mem::take(&mut self.isolated) {
-                    out.push(emit(
-                        Event::IsolationEnded,
-                        "the self-check passes again; the primary is still silent",
-                    ));
-                }
                 self.start_boot(why.why(), out);
                 return;
             }

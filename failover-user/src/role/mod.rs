@@ -231,6 +231,10 @@ pub enum Action {
     /// Check that this host is not the isolated one (carrier, witnesses); report
     /// `SelfChecked`.
     SelfCheck,
+    /// Forget the failure decision and judge P afresh: a new failure needs a full window of
+    /// misses (and a new `startup_grace` if P never answered). After this host's own
+    /// isolation ended, since misses seen while it was cut off prove nothing about P.
+    Rejudge,
     /// Abandon the boot action in flight (the peer has not accepted a power-off).
     CancelBoot,
     /// Tell the peer this host is stopping on purpose.

@@ -610,20 +610,28 @@ fn a_failed_self_check_isolates_and_never_fences() {
         assert_eq!(names(&m.step(RetryDue)), vec!["SelfCheck"]);
         let n = names(&m.step(SelfChecked(result)));
         assert_eq!(n, vec!["isolated", "Retry(500ms)"]);
-        // Its side recovers while P is still silent: the fence goes ahead.
+        // Its side recovers while P is still silent: no fence on misses seen while cut off;
+        // P is judged afresh.
         assert_eq!(names(&m.step(RetryDue)), vec!["SelfCheck"]);
+        let n = names(&m.step(passed()));
+        assert_eq!(n, vec!["isolation_ended", "Rejudge"]);
+        assert!(!m.isolated());
+        assert!(!m.suspicious());
+        assert_eq!(m.role(), Role::Monitor);
+        // A late retry decides nothing.
+        assert!(m.step(RetryDue).is_empty());
+        // A new failure, seen while this side works, is fenced.
+        assert_eq!(names(&m.step(failed())), vec!["SelfCheck"]);
         let n = names(&m.step(passed()));
         assert_eq!(
             n,
             vec![
-                "isolation_ended",
                 "primary_failed",
                 "role_changed",
                 "boot_requested",
                 "Boot(Off)"
             ]
         );
-        assert!(!m.isolated());
     }
 }
 

@@ -89,12 +89,22 @@ impl Manifest {
     }
 }
 
+/// Whether `e` says the file went away: a live service renames and removes files while the
+/// scan runs, and what is gone is simply not in this copy.
+fn vanished(e: &SyncError) -> bool {
+    matches!(e, SyncError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
 fn scan_dir(root: &Path, dir: &Path, m: &mut Manifest, hash: bool) -> Result<(), SyncError> {
     let rd = fs::read_dir(dir).map_err(io_err("read directory", dir))?;
     for e in rd {
         let e = e.map_err(io_err("read directory", dir))?;
         let path = e.path();
-        let md = fs::symlink_metadata(&path).map_err(io_err("stat", &path))?;
+        let md = match fs::symlink_metadata(&path).map_err(io_err("stat", &path)) {
+            Ok(md) => md,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(e),
+        };
         let rel = path
             .strip_prefix(root)
             .expect("below root")
@@ -103,11 +113,22 @@ fn scan_dir(root: &Path, dir: &Path, m: &mut Manifest, hash: bool) -> Result<(),
         let mode = md.mode() & 0o7777;
         let ft = md.file_type();
         if ft.is_dir() {
-            m.entries.insert(rel, Entry { mode, file: None });
-            scan_dir(root, &path, m, hash)?;
+            m.entries.insert(rel.clone(), Entry { mode, file: None });
+            match scan_dir(root, &path, m, hash) {
+                Err(e) if vanished(&e) && !path.exists() => {
+                    // The whole directory went away: leave out what was seen of it.
+                    let below = format!("{rel}/");
+                    m.entries.retain(|k, _| *k != rel && !k.starts_with(&below));
+                }
+                r => r?,
+            }
         } else if ft.is_file() {
             let (size, hash) = if hash {
-                hash_file(&path)?
+                match hash_file(&path) {
+                    Ok(sum) => sum,
+                    Err(e) if vanished(&e) => continue,
+                    Err(e) => return Err(e),
+                }
             } else {
                 (md.len(), String::new())
             };
@@ -138,6 +159,22 @@ fn scan_dir(root: &Path, dir: &Path, m: &mut Manifest, hash: bool) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_vanishes_is_left_out_not_an_error() {
+        let e = SyncError::Io {
+            what: "stat",
+            path: "/x/.counter.tmp".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert!(vanished(&e));
+        let denied = SyncError::Io {
+            what: "open",
+            path: "/x/a".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(!vanished(&denied));
+    }
 
     #[test]
     fn manifests_refuse_symlinks_and_name_them() {

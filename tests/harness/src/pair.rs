@@ -337,6 +337,26 @@ impl Pair {
         drop(old);
     }
 
+    /// Sends `sig` to `h`'s daemon (nsenter execs it: the child's pid is the daemon's).
+    pub fn signal(&self, h: Host, sig: i32) {
+        if let Some(g) = &self.daemons.lock().unwrap()[h.index()] {
+            // SAFETY: plain kill(2) of a child this fixture started.
+            unsafe { libc::kill(g.0.id() as i32, sig) };
+        }
+    }
+
+    /// Whether `h`'s daemon is still running.
+    pub fn running(&self, h: Host) -> bool {
+        self.daemons.lock().unwrap()[h.index()]
+            .as_mut()
+            .is_some_and(|g| matches!(g.0.try_wait(), Ok(None)))
+    }
+
+    /// The pin directory of `h`'s fast path.
+    pub fn pins_of(&self, h: Host) -> PathBuf {
+        self.config(h).bpffs_dir
+    }
+
     /// Kills `h`'s daemon with SIGKILL (addresses stay, as after a crash).
     pub fn kill9(&self, h: Host) {
         if let Some(mut g) = self.daemons.lock().unwrap()[h.index()].take() {

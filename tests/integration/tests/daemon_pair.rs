@@ -474,3 +474,139 @@ fn a_second_daemon_with_the_same_control_socket_refuses_to_start() {
         "the first one is untouched"
     );
 }
+
+/// SIGHUP (`systemctl reload`): a safe change applies at once, one that needs a restart is
+/// refused naming the field, and neither kills the daemon or moves P. SIGUSR1 is ignored.
+#[test]
+fn sighup_reloads_safe_changes_and_refuses_the_others() {
+    let mut pair = Pair::new(Options::default());
+    let (primary, monitor) = pair.start_settled();
+    let p = pair.p.clone();
+    let mark = pair.mark();
+    pair.configure(primary, |c| c.extra = "[garp]\ncount = 3\n".into());
+    pair.signal(primary, libc::SIGHUP);
+    let ok = pair.wait_event(primary, mark, "config_reloaded", |_| true);
+    assert!(
+        ok["detail"].as_str().unwrap().contains("garp.count"),
+        "{ok}"
+    );
+    let mark = pair.mark();
+    pair.configure(primary, |c| c.primary = "10.91.0.200/24".into());
+    pair.signal(primary, libc::SIGHUP);
+    let no = pair.wait_event(primary, mark, "config_reload_refused", |_| true);
+    assert!(
+        no["detail"].as_str().unwrap().contains("addresses.primary"),
+        "{no}"
+    );
+    pair.signal(primary, libc::SIGUSR1);
+    pair.signal(primary, libc::SIGUSR2);
+    // Still the primary, still serving P (the status socket answers after the signals).
+    assert_eq!(pair.status(primary)["role"], "primary");
+    assert!(pair.running(primary));
+    assert!(pair.holds(primary, &p));
+    assert!(!pair.emitted(monitor, 0, "primary_failed", |_| true));
+    assert_no_split_brain(&mut pair);
+}
+
+/// A flood to the heartbeat port from a client never reaches the primary's responder queue
+/// (a kernel socket filter lets only the peer through): the monitor sees no failure.
+#[test]
+fn a_flood_to_the_heartbeat_port_does_not_starve_heartbeats() {
+    let mut pair = Pair::new(Options::default());
+    let (primary, monitor) = pair.start_settled();
+    let mark = pair.mark();
+    let flood = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         m=b'FOHB\\x01\\x01'+bytes(34)\nt=time.time()+3\nn=0\n\
+         while time.time()<t:\n  s.sendto(m,('{}',7788)); n+=1\nprint(n)",
+        pair.p
+    );
+    let out = pair
+        .client
+        .command("/usr/bin/python3")
+        .args(["-c", &flood])
+        .output()
+        .expect("flood");
+    let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eprintln!("flood: {sent} heartbeat requests from the client in 3 s");
+    assert!(
+        out.status.success() && sent.parse::<u64>().unwrap_or(0) > 1000,
+        "{sent}"
+    );
+    assert!(
+        !pair.emitted(monitor, mark, "primary_failed", |_| true),
+        "the flood caused no failure decision"
+    );
+    assert_eq!(pair.status(monitor)["peer"]["state"], "alive");
+    assert_eq!(pair.status(primary)["role"], "primary");
+    assert_no_split_brain(&mut pair);
+}
+
+/// Heartbeat replies forged from a third namespace, even with the monitor's real token (read
+/// from its pinned map), are not counted (`rejected_source`): a cut primary is still detected
+/// and fenced while the forgeries pour in.
+#[test]
+fn forged_replies_from_a_third_host_are_not_counted() {
+    let mut pair = Pair::new(Options::default());
+    let (primary, monitor) = pair.start_settled();
+    let pins = pair.pins_of(monitor);
+    let dump = |map: &str| -> serde_json::Value {
+        let out = std::process::Command::new("bpftool")
+            .args(["-j", "map", "dump", "pinned"])
+            .arg(pins.join(map))
+            .output()
+            .expect("bpftool");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+        // With BTF, `-j` puts the typed entry under "formatted".
+        v[0].get("formatted")
+            .cloned()
+            .unwrap_or_else(|| v[0].clone())
+    };
+    let token = dump("FO_STREAMS")["key"]
+        .as_u64()
+        .expect("the heartbeat stream's token");
+    let monitor_addr = pair.opts.addr(monitor.octet());
+    let forge = format!(
+        "import socket,struct,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0',7788))\nt=time.time()+3\nq=0\n\
+         while time.time()<t:\n  q+=1\n  \
+         s.sendto(struct.pack('>IBBBBQQQII',0x464f4842,1,2,2,0,{token},q,9,1,0),('{monitor_addr}',40000))"
+    );
+    let mut forger = pair
+        .client
+        .command("/usr/bin/python3")
+        .args(["-c", &forge])
+        .spawn()
+        .expect("forger");
+    let rejected = || -> u64 {
+        dump("FO_STATS")["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["value"]["rejected_source"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    // The forgeries reach XDP (polled from the pinned map: there is no event for it) ...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rejected() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no forged reply reached XDP"
+        );
+        std::thread::yield_now();
+    }
+    let rejected = rejected();
+    // ... and do not hide the primary's failure while they keep coming.
+    let mark = pair.mark();
+    pair.port(primary, false);
+    pair.wait_event(monitor, mark, "primary_failed", |_| true);
+    pair.wait_event(monitor, mark, "fence_confirmed", |_| true);
+    let _ = forger.wait();
+    eprintln!("forged replies rejected by source before the cut: {rejected}");
+    assert_no_split_brain(&mut pair);
+}

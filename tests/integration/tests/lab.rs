@@ -130,3 +130,73 @@ fn a_second_lab_refuses_to_start_while_one_is_up() {
     drop(leftover);
     assert!(leftovers().is_empty(), "the leftover namespace was removed");
 }
+
+// ------------------------------------------------------------------ never fence a healthy primary
+
+fn safety_case(fault: Fault, takeover: bool) -> ScenarioSummary {
+    let report = scenario(&opts(takeover), fault, Duration::from_secs(2));
+    eprintln!(
+        "{fault} (takeover {takeover}): {}",
+        serde_json::to_string(&report).unwrap()
+    );
+    let s = report.summary;
+    assert_eq!(s.split_brain, 0, "no split brain: {s:?}");
+    s
+}
+
+#[test]
+fn the_monitors_own_link_cut_is_no_reason_to_fence() {
+    let s = safety_case(Fault::MonitorLink, true);
+    assert_eq!(s.power_offs, Some(0), "nobody powered off: {s:?}");
+    assert_eq!(s.false_takeovers, Some(0), "{s:?}");
+    assert!(
+        s.isolated >= Some(1),
+        "the monitor saw it is the cut-off one: {s:?}"
+    );
+    assert_settled(&s, Host::A, Host::B);
+}
+
+#[test]
+fn no_fence_while_the_witness_is_unreachable_then_the_usual_takeover() {
+    let s = safety_case(Fault::WitnessDown, true);
+    assert!(s.isolated >= Some(1), "{s:?}");
+    assert_eq!(s.figures["takeover_while_isolated"], false, "{s:?}");
+    assert_eq!(s.figures["fences_while_isolated"], 0, "{s:?}");
+    assert_eq!(s.claim12, Some(true), "{s:?}");
+    assert_settled(&s, Host::B, Host::A);
+}
+
+#[test]
+fn a_planned_restart_hands_over_without_a_fence() {
+    let s = safety_case(Fault::Restart, true);
+    assert_eq!(s.power_offs, Some(0), "{s:?}");
+    assert_eq!(
+        s.false_takeovers,
+        Some(0),
+        "a handover, not a failure: {s:?}"
+    );
+    assert_eq!(s.peer_left, Some(true), "{s:?}");
+    assert_settled(&s, Host::B, Host::A);
+    // Recovery only: the monitor waits for the restarted primary.
+    let s = safety_case(Fault::Restart, false);
+    assert_eq!(s.power_offs, Some(0), "{s:?}");
+    assert_eq!(s.false_takeovers, Some(0), "{s:?}");
+    assert_settled(&s, Host::A, Host::B);
+}
+
+#[test]
+fn a_pending_fence_is_cancelled_when_the_primary_is_healthy_again() {
+    let s = safety_case(Fault::BmcFlap, true);
+    assert!(s.fence_cancelled >= Some(1), "{s:?}");
+    assert_eq!(s.power_offs, Some(0), "nothing powered off: {s:?}");
+    assert_settled(&s, Host::A, Host::B);
+}
+
+#[test]
+fn a_heavy_copy_never_fences_the_primary() {
+    let s = safety_case(Fault::CopyLoad, true);
+    assert_eq!(s.false_takeovers, Some(0), "{s:?}");
+    assert_eq!(s.power_offs, Some(0), "{s:?}");
+    assert_eq!(s.figures["copy_failures"], 0, "{s:?}");
+    assert_settled(&s, Host::A, Host::B);
+}

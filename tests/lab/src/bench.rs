@@ -48,6 +48,9 @@ pub fn run(failover: &Path, fault: Fault, runs: usize, window: Duration) -> Resu
         );
         return Ok(());
     }
+    if fault.safety() {
+        return safety(&opts, fault, runs, window);
+    }
     let keys = ["detect_ms", "fence_ms", "takeover_ms", "outage_ms"];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); keys.len()];
     let mut split = 0;
@@ -101,6 +104,77 @@ pub fn run(failover: &Path, fault: Fault, runs: usize, window: Duration) -> Resu
         "{}",
         json!({"fault": fault, "runs": runs, "cores": cores, "cpu": cpu, "kernel": kernel,
             "split_brain": split, "figures": out})
+    );
+    Ok(())
+}
+
+/// A safety fault N times: what must never happen, summed (fences of a healthy host, P held
+/// twice), and the distribution of every figure the scenario reports.
+fn safety(
+    opts: &crate::lab::LabOptions,
+    fault: Fault,
+    runs: usize,
+    window: Duration,
+) -> Result<()> {
+    let (cores, cpu, kernel) = machine();
+    let mut power_offs = 0;
+    let mut false_takeovers = 0;
+    let mut split = 0;
+    let mut samples: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for i in 0..runs {
+        let r = demo::run_scenario(opts, fault, window, &format!("run {}", i + 1))?;
+        let s = &r.summary;
+        eprintln!("run {:>2}: {}", i + 1, json!(s));
+        power_offs += s.power_offs.unwrap_or(0);
+        false_takeovers += s.false_takeovers.unwrap_or(0);
+        split += s.split_brain;
+        let mut put = |k: &str, v: Option<f64>| {
+            if let Some(v) = v {
+                samples.entry(k.to_string()).or_default().push(v);
+            }
+        };
+        put("outage_ms", s.outage_ms);
+        put("takeover_ms", s.takeover_ms);
+        for (k, v) in &s.figures {
+            match v {
+                serde_json::Value::Object(o) => {
+                    for (k2, v2) in o {
+                        put(&format!("{k}.{k2}"), v2.as_f64());
+                    }
+                }
+                v => put(k, v.as_f64()),
+            }
+        }
+        if interrupted() {
+            bail!("interrupted");
+        }
+    }
+    println!(
+        "failover lab bench: fault {fault}, {runs} runs, window {:.0} s, {cores} cores, {cpu}, kernel {kernel}",
+        window.as_secs_f64()
+    );
+    println!(
+        "{:<36} {:>9} {:>9} {:>9} {:>9}",
+        "figure", "min", "median", "p95", "max"
+    );
+    let mut out = serde_json::Map::new();
+    for (k, mut v) in samples {
+        v.sort_by(|a, b| a.total_cmp(b));
+        let (min, med, p95, max) = (v[0], quantile(&v, 0.5), quantile(&v, 0.95), v[v.len() - 1]);
+        println!("{k:<36} {min:>9.2} {med:>9.2} {p95:>9.2} {max:>9.2}");
+        out.insert(
+            k,
+            json!({"min": min, "median": med, "p95": p95, "max": max}),
+        );
+    }
+    println!(
+        "power-offs of a healthy host: {power_offs}; false takeovers: {false_takeovers}; split brain: {split}"
+    );
+    println!(
+        "{}",
+        json!({"fault": fault, "runs": runs, "window_s": window.as_secs_f64(), "cores": cores,
+            "cpu": cpu, "kernel": kernel, "power_offs": power_offs,
+            "false_takeovers": false_takeovers, "split_brain": split, "figures": out})
     );
     Ok(())
 }

@@ -25,6 +25,20 @@ pub enum Fault {
     Loss,
     /// Both cores are saturated on it (the primary stays healthy).
     Cpu,
+    /// The *monitor's* switch port goes down for a while: the primary is healthy, the monitor
+    /// is the one cut off and must not fence it.
+    MonitorLink,
+    /// The witness stops answering ICMP, then the primary's link is cut: the monitor cannot
+    /// show it is not the isolated one, so no fence until the witness answers again.
+    WitnessDown,
+    /// A planned restart of the primary's daemon (SIGTERM, start again): a handover, no fence.
+    Restart,
+    /// The primary's link is cut with its BMC unreachable, then the link comes back before
+    /// the BMC does: the pending fence is cancelled, nothing is powered off.
+    BmcFlap,
+    /// A data directory large enough that each copy takes a long while, copied continuously
+    /// (the primary stays healthy).
+    CopyLoad,
 }
 
 impl Fault {
@@ -39,12 +53,31 @@ impl Fault {
             Fault::BmcSlow => "bmc-slow",
             Fault::Loss => "loss",
             Fault::Cpu => "cpu",
+            Fault::MonitorLink => "monitor-link",
+            Fault::WitnessDown => "witness-down",
+            Fault::Restart => "restart",
+            Fault::BmcFlap => "bmc-flap",
+            Fault::CopyLoad => "copy-load",
         }
     }
 
-    /// Faults after which the primary is healthy: nothing may fail over.
+    /// Faults after which the primary is healthy: nothing may fail over, and the generic
+    /// observation window of the scenario applies.
     pub fn harmless(self) -> bool {
         matches!(self, Fault::Loss | Fault::Cpu)
+    }
+
+    /// The faults that test what must never cause a fence of a healthy primary (they have
+    /// scenarios of their own, in `safety`).
+    pub fn safety(self) -> bool {
+        matches!(
+            self,
+            Fault::MonitorLink
+                | Fault::WitnessDown
+                | Fault::Restart
+                | Fault::BmcFlap
+                | Fault::CopyLoad
+        )
     }
 }
 
@@ -76,6 +109,30 @@ fn switch_rule(sw: &NetNs, rule: &str) {
     );
 }
 
+/// The pids of the daemon in namespace `ns`: found among the host's processes by their
+/// arguments (the BMC's own command line mentions the config too, but the BMC lives in the
+/// management namespace).
+pub fn daemon_pids(ns: &str) -> Vec<i32> {
+    namespace_pids(ns)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .windows(11)
+                .any(|w| w == b"\0run\0--conf")
+        })
+        .collect()
+}
+
+/// Sends `sig` to the daemon in namespace `ns` (only the daemon: the host, its kernel and its
+/// service keep running).
+fn signal_daemon(ns: &str, sig: i32) {
+    for pid in daemon_pids(ns) {
+        // SAFETY: plain kill(2) of the lab host's daemon.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
 impl Lab {
     /// Injects `fault` on host `h` and records the time.
     pub fn inject(&mut self, h: Host, fault: Fault) {
@@ -86,18 +143,7 @@ impl Lab {
             Fault::Link => self.pair.port(h, false),
             Fault::Oneway => switch_rule(&self.pair.sw, &format!("iifname \"{port}\" drop")),
             Fault::Freeze => signal_namespace(&ns, libc::SIGSTOP),
-            Fault::Kill9 => {
-                // Only the daemon: found among the host's processes by its arguments (the
-                // BMC's own command line mentions the config too, but the BMC lives in the
-                // management namespace).
-                for pid in namespace_pids(&ns) {
-                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                    if cmd.windows(11).any(|w| w == b"\0run\0--conf") {
-                        // SAFETY: plain kill(2) of the lab host's daemon.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-            }
+            Fault::Kill9 => signal_daemon(&ns, libc::SIGKILL),
             Fault::BmcDown => {
                 self.pair.port(h, false);
                 self.mgmt
@@ -113,6 +159,21 @@ impl Lab {
                     "iifname \"{port}\" numgen random mod 100 < 5 drop\n  oifname \"{port}\" numgen random mod 100 < 5 drop"
                 ),
             ),
+            Fault::MonitorLink => self.pair.port(Host::B, false),
+            Fault::WitnessDown => {
+                // The witness is the client: its ICMP goes, its service traffic stays.
+                switch_rule(&self.pair.sw, "oifname \"pc\" meta l4proto icmp drop");
+                self.pair.port(h, false);
+            }
+            Fault::Restart => {
+                signal_daemon(&ns, libc::SIGTERM);
+            }
+            Fault::BmcFlap => {
+                self.pair.port(h, false);
+                self.mgmt
+                    .ip(["addr", "del", &format!("{}/24", bmc_addr(h)), "dev", "brm"]);
+            }
+            Fault::CopyLoad => {}
             Fault::Cpu => {
                 for _ in 0..2 {
                     let c = self
@@ -137,6 +198,15 @@ impl Lab {
                 self.pair.port(h, true);
                 self.repair_bmc(h);
             }
+            Fault::MonitorLink => self.pair.port(Host::B, true),
+            Fault::WitnessDown => {
+                self.pair.port(h, true);
+                self.unblock_witness();
+            }
+            Fault::BmcFlap => {
+                self.pair.port(h, true);
+                self.repair_bmc(h);
+            }
             Fault::Oneway | Fault::Loss => {
                 let _ = self
                     .pair
@@ -145,9 +215,19 @@ impl Lab {
                     .args(["delete", "table", "bridge", "fo_lab"])
                     .status();
             }
-            Fault::Freeze | Fault::Kill9 | Fault::Cpu => {}
+            Fault::Freeze | Fault::Kill9 | Fault::Cpu | Fault::Restart | Fault::CopyLoad => {}
         }
         let _ = std::fs::remove_file(self.control_dir(h).join("slow_ms"));
+    }
+
+    /// Lets the witness answer ICMP again (after `witness-down`).
+    pub fn unblock_witness(&mut self) {
+        let _ = self
+            .pair
+            .sw
+            .command("nft")
+            .args(["delete", "table", "bridge", "fo_lab"])
+            .status();
     }
 
     /// Makes `h`'s BMC reachable again (after `bmc-down`).

@@ -38,6 +38,8 @@ pub const P: &str = "10.92.0.100";
 pub const M: &str = "10.92.0.101";
 /// The demo service's UDP port on P.
 pub const SERVICE_PORT: u16 = 8080;
+/// The witness of the self-check: the client, a third host both hosts reach.
+pub const WITNESS: &str = "10.92.0.3";
 
 /// Set (by a Ctrl-C handler) to end a running scenario early; the lab still tears down.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -228,7 +230,8 @@ impl Lab {
                       retry = \"250ms\"\nretry_max = \"2s\"\n"
                 .into();
             c.hooks = "on_primary = \"/bin/true\"\non_monitor = \"/bin/true\"\n".into();
-            c.metrics = None;
+            c.metrics = Some("127.0.0.1:9477".into());
+            c.extra = format!("[witness]\naddresses = [\"{WITNESS}\"]\n");
             c.sync = Some(format!(
                 "dir = {:?}\nevery = {every}\nkey_file = {:?}\n",
                 dir.join(format!("data-{}", h.name())).display().to_string(),
@@ -241,21 +244,53 @@ impl Lab {
         self.pair.dir.join(format!("control-{}", h.name()))
     }
 
-    /// The shell command that "boots" host `h`: its daemon and the demo service.
-    fn start_command(&self, h: Host) -> String {
-        let ns = self.pair.ns(h).path();
-        let dir = self.pair.dir.path();
+    /// The shell command that starts `h`'s daemon in the background.
+    fn daemon_command(&self, h: Host) -> String {
         format!(
-            "nsenter --net={ns} {fo} --log-format json run --config {cfg} >/dev/null 2>>{fifo} </dev/null & \
-             nsenter --net={ns} {lab} service --bind {P}:{SERVICE_PORT} --name {n} --data {dir}/data-{n} >/dev/null 2>&1 </dev/null &",
-            ns = ns.display(),
+            "nsenter --net={ns} {fo} --log-format json run --config {cfg} >/dev/null 2>>{fifo} </dev/null &",
+            ns = self.pair.ns(h).path().display(),
             fo = self.opts.failover.display(),
             cfg = self.pair.config_path(h).display(),
             fifo = self.pair.event_fifo(h).display(),
-            dir = dir.display(),
+        )
+    }
+
+    /// The shell command that "boots" host `h`: its daemon and the demo service.
+    fn start_command(&self, h: Host) -> String {
+        format!(
+            "{} nsenter --net={ns} {lab} service --bind {P}:{SERVICE_PORT} --name {n} --data {dir}/data-{n} >/dev/null 2>&1 </dev/null &",
+            self.daemon_command(h),
+            ns = self.pair.ns(h).path().display(),
+            dir = self.pair.dir.path().display(),
             n = h.name(),
             lab = self.opts.lab_bin.display(),
         )
+    }
+
+    /// Starts `h`'s daemon again (a restart; the host and its service keep running).
+    pub fn start_daemon(&self, h: Host) {
+        let st = Command::new("sh")
+            .args(["-c", &self.daemon_command(h)])
+            .status()
+            .expect("start the daemon");
+        assert!(st.success());
+    }
+
+    /// `h`'s Prometheus text (from inside its namespace), if its daemon answers.
+    pub fn metrics(&self, h: Host) -> Option<String> {
+        let out = self
+            .pair
+            .ns(h)
+            .command("/usr/bin/python3")
+            .args([
+                "-c",
+                "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9477/metrics',timeout=5).read().decode())",
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn boot(&self, h: Host) {

@@ -4,7 +4,8 @@
 //!   a lab BMC per host, the demo service and client.
 //! - [`fault`]: the faults, injected on the primary and repaired.
 //! - [`scenario`] and [`report`]: one fault from steady state to settled roles, as a typed
-//!   report (the contract of `cargo xtask demo --json`).
+//!   report (the contract of `cargo xtask demo --json`); [`safety`]: the faults after which
+//!   a healthy primary must not be fenced.
 //! - [`demo`], [`bench`], [`bench_sync`], [`bench_xdp`]: what `cargo xtask demo` and the
 //!   benches run, through the `failover-lab` binary.
 //! - [`bmc`], [`service`], [`client`]: the lab's own processes, run by that binary inside the
@@ -20,5 +21,6 @@ pub mod demo;
 pub mod fault;
 pub mod lab;
 pub mod report;
+pub mod safety;
 pub mod scenario;
 pub mod service;

@@ -79,6 +79,21 @@ pub struct ScenarioSummary {
     /// `loss`, `cpu`: answers from A during the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answers_from_a_during_fault: Option<u64>,
+    /// The safety scenarios: power-offs of a host by its BMC after the fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power_offs: Option<u64>,
+    /// The safety scenarios: `isolated` events of the monitor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolated: Option<u64>,
+    /// The safety scenarios: `fence_cancelled` events of the monitor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence_cancelled: Option<u64>,
+    /// The safety scenarios: whether the monitor heard the primary leave (`peer_left`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_left: Option<bool>,
+    /// The safety scenarios' own figures (ms from a named point, counts).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub figures: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ScenarioSummary {
@@ -100,6 +115,11 @@ impl ScenarioSummary {
             fence_failed_events: None,
             false_takeovers: None,
             answers_from_a_during_fault: None,
+            power_offs: None,
+            isolated: None,
+            fence_cancelled: None,
+            peer_left: None,
+            figures: serde_json::Map::new(),
         }
     }
 }

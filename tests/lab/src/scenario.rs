@@ -27,6 +27,12 @@ fn claims_p(v: &Value) -> bool {
 /// Runs one scenario on a fresh lab. `harmless_for` is the observation window of the faults
 /// that leave the primary healthy.
 pub fn scenario(opts: &LabOptions, fault: Fault, harmless_for: Duration) -> Report {
+    let mut opts = opts.clone();
+    if fault == Fault::CopyLoad {
+        // A copy every second (500 heartbeats of 2 ms), as an operator would set it.
+        opts.sync_every = 500;
+    }
+    let opts = &opts;
     let mut lab = Lab::start(opts.clone());
     if opts.show_config {
         eprintln!("{}", lab.describe());
@@ -52,6 +58,9 @@ pub fn scenario(opts: &LabOptions, fault: Fault, harmless_for: Duration) -> Repo
     if !opts.fault_jitter.is_zero() {
         let ns = opts.fault_jitter.as_nanos() as u64;
         std::thread::sleep(Duration::from_nanos(mono_ns() % ns));
+    }
+    if fault.safety() {
+        return crate::safety::run(&mut lab, opts, fault, harmless_for);
     }
     lab.inject(Host::A, fault);
     let t0 = lab.fault_ns.expect("fault time");

@@ -39,6 +39,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
              address without confirming the old primary is off"
         );
     }
+    if cfg.witness.addresses.is_empty() {
+        println!(
+            "warning: no witness.addresses: before a fence the monitor checks its carrier and \
+             the default route's gateway on {}; where there is no such route, only its carrier \
+             (no_witness), and a fault beyond its own link cannot be told from a failed primary",
+            cfg.node.interface
+        );
+    }
     if cfg.boot.insecure {
         println!("warning: boot.insecure = true: the BMC's TLS certificate is not verified");
     }

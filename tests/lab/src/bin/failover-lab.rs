@@ -47,7 +47,8 @@ enum Cmd {
         show_config: bool,
     },
     /// The takeover scenario N times: min, median, p95, max of each figure; with a fault that
-    /// leaves the primary healthy (loss, cpu), false takeovers over a window instead.
+    /// leaves the primary healthy (loss, cpu), false takeovers over a window instead; with a
+    /// safety fault, what must never happen summed and the scenario's own figures.
     Bench {
         /// The `failover` binary to run on the hosts.
         #[arg(long)]
@@ -58,7 +59,7 @@ enum Cmd {
         /// Number of runs.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
         runs: u64,
-        /// For loss and cpu: how long each run watches for a false takeover, in seconds.
+        /// For loss, cpu and the safety faults: how long each run watches, in seconds.
         #[arg(long, default_value_t = 600)]
         window_s: u64,
     },
