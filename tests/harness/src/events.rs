@@ -27,6 +27,14 @@ struct Shared {
     cond: Condvar,
 }
 
+impl Shared {
+    /// The events, also after a waiter panicked holding them (a failed assertion): the
+    /// reader must keep reading, or a daemon writing its stderr would block.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The events of one host; the reader thread stops on drop.
 pub struct EventLog {
     shared: Arc<Shared>,
@@ -79,7 +87,7 @@ impl EventLog {
                 }
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if v.get("event").is_some() {
-                        s.events.lock().unwrap().push(v);
+                        s.lock().push(v);
                         s.cond.notify_all();
                     }
                 }
@@ -107,7 +115,7 @@ impl EventLog {
 
     /// Every event so far.
     pub fn events(&self) -> Vec<Value> {
-        self.shared.events.lock().unwrap().clone()
+        self.shared.lock().clone()
     }
 
     /// Waits for the first event named `name` stamped after `since_ns` for which `pred`
@@ -126,7 +134,7 @@ impl EventLog {
         abort: impl Fn() -> bool,
     ) -> Value {
         let deadline = Instant::now() + HANG_GUARD;
-        let mut events = self.shared.events.lock().unwrap();
+        let mut events = self.shared.lock();
         loop {
             if let Some(v) = events
                 .iter()
@@ -150,13 +158,18 @@ impl EventLog {
                 self.tag
             );
             let slice = left.min(Duration::from_millis(100));
-            events = self.shared.cond.wait_timeout(events, slice).unwrap().0;
+            events = self
+                .shared
+                .cond
+                .wait_timeout(events, slice)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
     /// Waits until this log has one more event than now, or `limit` passed.
     pub fn wait_next(&self, limit: Duration) {
-        let events = self.shared.events.lock().unwrap();
+        let events = self.shared.lock();
         let n = events.len();
         let _ = self
             .shared
@@ -167,9 +180,7 @@ impl EventLog {
     /// Whether an event named `name` after `since_ns` satisfies `pred` already.
     pub fn any(&self, since_ns: u64, name: &str, pred: impl Fn(&Value) -> bool) -> bool {
         self.shared
-            .events
             .lock()
-            .unwrap()
             .iter()
             .any(|v| v["event"] == name && ts(v) > since_ns && pred(v))
     }
@@ -177,7 +188,14 @@ impl EventLog {
 
 impl Drop for EventLog {
     fn drop(&mut self) {
-        if let Ok(mut w) = OpenOptions::new().write(true).open(&self.fifo) {
+        // Non-blocking: if the reader is gone there is nobody to stop, and a blocking open
+        // would wait for a reader forever.
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if let Ok(mut w) = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.fifo)
+        {
             let _ = writeln!(w, "{STOP}");
         }
         let _ = std::fs::remove_file(&self.fifo);
