@@ -454,8 +454,14 @@ impl Pair {
         ))
     }
 
-    /// `h`'s Prometheus text, fetched inside its namespace.
+    /// `h`'s Prometheus text, fetched inside its namespace; panics when it does not answer.
     pub fn metrics(&self, h: Host) -> String {
+        self.try_metrics(h)
+            .unwrap_or_else(|e| panic!("metrics of {}: {e}", h.name()))
+    }
+
+    /// `h`'s Prometheus text, or why it could not be fetched.
+    pub fn try_metrics(&self, h: Host) -> Result<String, String> {
         let out = self
             .ns(h)
             .command("/usr/bin/python3")
@@ -464,14 +470,11 @@ impl Pair {
                 "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9477/metrics',timeout=5).read().decode())",
             ])
             .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "metrics of {}: {}",
-            h.name(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .map_err(|e| format!("python3: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Pings `addr` from the client once; whether it answered (1 s limit).

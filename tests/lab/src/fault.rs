@@ -207,14 +207,7 @@ impl Lab {
                 self.pair.port(h, true);
                 self.repair_bmc(h);
             }
-            Fault::Oneway | Fault::Loss => {
-                let _ = self
-                    .pair
-                    .sw
-                    .command("nft")
-                    .args(["delete", "table", "bridge", "fo_lab"])
-                    .status();
-            }
+            Fault::Oneway | Fault::Loss => self.clear_switch_rules(),
             Fault::Freeze | Fault::Kill9 | Fault::Cpu | Fault::Restart | Fault::CopyLoad => {}
         }
         let _ = std::fs::remove_file(self.control_dir(h).join("slow_ms"));
@@ -222,6 +215,11 @@ impl Lab {
 
     /// Lets the witness answer ICMP again (after `witness-down`).
     pub fn unblock_witness(&mut self) {
+        self.clear_switch_rules();
+    }
+
+    /// Removes the switch's fault rules (the `fo_lab` nft table).
+    fn clear_switch_rules(&self) {
         let _ = self
             .pair
             .sw

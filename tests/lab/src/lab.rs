@@ -276,21 +276,14 @@ impl Lab {
         assert!(st.success());
     }
 
+    /// `h` becoming primary after `since_ns` (its `role_changed` event).
+    pub fn primary_again(&self, h: Host, since_ns: u64) -> Value {
+        self.wait_event(h, "role_changed", |v| v["role"] == "primary", since_ns)
+    }
+
     /// `h`'s Prometheus text (from inside its namespace), if its daemon answers.
     pub fn metrics(&self, h: Host) -> Option<String> {
-        let out = self
-            .pair
-            .ns(h)
-            .command("/usr/bin/python3")
-            .args([
-                "-c",
-                "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9477/metrics',timeout=5).read().decode())",
-            ])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        self.pair.try_metrics(h).ok()
     }
 
     fn boot(&self, h: Host) {

@@ -157,12 +157,7 @@ pub fn run(lab: &mut Lab, opts: &LabOptions, fault: Fault, window: Duration) -> 
                         .find(|v| v["power_state"] == "Off" && ts(v) > back)
                 });
                 lab.repair(Host::A, fault);
-                let primary = lab.wait_event(
-                    Host::A,
-                    "role_changed",
-                    |v| v["role"] == "primary",
-                    ts(&off),
-                );
+                let primary = lab.primary_again(Host::A, ts(&off));
                 timeline.push(("a primary again (claim 11)".into(), Some(ts(&primary))));
                 s.claim11 = Some(true);
             }

@@ -140,12 +140,7 @@ pub fn scenario(opts: &LabOptions, fault: Fault, harmless_for: Duration) -> Repo
         let reboot = lab.wait_event(Host::B, "boot_requested", |v| v["detail"] == "reboot", t0);
         let off = lab.wait_for("a powered off by its BMC", || a_off(&lab));
         lab.repair(Host::A, fault);
-        let primary = lab.wait_event(
-            Host::A,
-            "role_changed",
-            |v| v["role"] == "primary",
-            ts(&off),
-        );
+        let primary = lab.primary_again(Host::A, ts(&off));
         let answered = lab
             .pair
             .emitted(Host::A, ts(&off), "join_answered", |_| true);
