@@ -191,6 +191,12 @@ impl Liveness {
         }
     }
 
+    /// The same tracker, armed already when `seen` (P answered an earlier tracker).
+    pub fn armed_if(mut self, seen: bool) -> Liveness {
+        self.armed |= seen;
+        self
+    }
+
     /// Whether an in-time reply has been seen.
     pub fn armed(&self) -> bool {
         self.armed

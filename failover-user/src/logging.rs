@@ -14,9 +14,16 @@ use tracing_subscriber::EnvFilter;
 type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
 
 static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+/// The filter given to [`init`] (`--log-level` / `FAILOVER_LOG`).
+static INITIAL: OnceLock<String> = OnceLock::new();
 
-/// Changes the log filter of the running process (`level` as for [`init`]).
-pub fn set_level(level: &str) -> Result<(), String> {
+/// Changes the log filter of the running process: `Some(level)` (as for [`init`]) from the
+/// configuration's `log_level`, `None` back to the one [`init`] was given.
+pub fn set_level(level: Option<&str>) -> Result<(), String> {
+    let level = match level {
+        Some(l) => l,
+        None => INITIAL.get().map_or("info", String::as_str),
+    };
     let filter = EnvFilter::try_new(level).map_err(|e| format!("log_level {level:?}: {e}"))?;
     match SET_FILTER.get() {
         Some(set) => set(filter),
@@ -38,6 +45,7 @@ pub enum LogFormat {
 /// "failover=debug"). Keep the returned guard until exit: dropping it flushes the last lines.
 pub fn init(level: &str, format: LogFormat) -> Result<WorkerGuard, String> {
     let filter = EnvFilter::try_new(level).map_err(|e| format!("--log-level {level:?}: {e}"))?;
+    let _ = INITIAL.set(level.to_string());
     use std::io::IsTerminal as _;
     let ansi = std::io::stderr().is_terminal();
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());

@@ -25,6 +25,11 @@ use frames::{ETH_P_ARP, ETH_P_IPV6};
 use packet::PacketSocket;
 
 const EADDRNOTAVAIL: i32 = 99;
+
+/// Up and with carrier: `IFF_UP` and `IFF_LOWER_UP`.
+fn carrier(f: LinkFlags) -> bool {
+    f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp)
+}
 const EEXIST: i32 = 17;
 
 /// An address operation that failed.
@@ -184,7 +189,7 @@ impl AddressHandle {
                     continue;
                 }
                 let f = link.header.flags;
-                let up = f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp);
+                let up = carrier(f);
                 if last != Some(up) {
                     last = Some(up);
                     if tx.send(up).is_err() {
@@ -214,7 +219,7 @@ impl AddressHandle {
             .map_err(|e| bad(format!("read its state: {e}")))?
             .ok_or_else(|| bad("is gone".into()))?;
         let f = link.header.flags;
-        Ok(f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp))
+        Ok(carrier(f))
     }
 
     /// Deletes this interface's neighbour entries that are unresolved (`INCOMPLETE`, `FAILED`)

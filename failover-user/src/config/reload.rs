@@ -15,6 +15,11 @@ const NEEDS_RESTART: &[&str] = &[
     "realtime_priority",
     "takeover",
     "preferred_primary",
+    // The fencing posture: switching fencing off or certificate checks off live would skip
+    // the warnings a start gives.
+    "boot.method",
+    "boot.allow_unfenced_takeover",
+    "boot.insecure",
 ];
 
 fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
@@ -89,12 +94,16 @@ mod tests {
             "sync.dir",
             "control.socket",
             "takeover",
+            "boot.method",
+            "boot.allow_unfenced_takeover",
+            "boot.insecure",
         ] {
             assert!(needs_restart(f), "{f}");
         }
         for f in [
             "hooks.on_primary",
             "boot.timeout",
+            "boot.url",
             "garp.count",
             "witness.addresses",
             "control.metrics",

@@ -71,9 +71,9 @@ pub struct Heartbeat {
     /// Consecutive probes without an in-time reply that make a failure. Default 10.
     #[serde(default = "default_misses")]
     pub misses: u32,
-    /// After a failure decision, this many in-time replies in a row mean P is back: the
-    /// self-check or the fence still pending is cancelled (`fence_cancelled`), as long as no
-    /// power-off was accepted. Default 5.
+    /// After a failure decision, this many in-time replies in a row mean P is back: a
+    /// pending self-check is dropped, and a fence whose power action was not sent yet is
+    /// cancelled (`fence_cancelled`). Default 5.
     #[serde(default = "default_recover_after")]
     pub recover_after: u32,
 }

@@ -85,6 +85,12 @@ impl Daemon {
     /// monitor at M, a monitor tells the primary at P.
     pub(super) async fn send_leaving(&self) {
         let role = self.machine.role();
+        if self.held.addrs().contains(&crate::role::Addr::Primary) {
+            // The release failed: a monitor told to take P would find it still answering.
+            // Better the usual detection than a handover onto a held address.
+            tracing::warn!("P is still on the interface: not telling the monitor to take it over");
+            return;
+        }
         let to: IpAddr = match role {
             Role::Primary => self.cfg.addresses.monitor.addr,
             _ => self.cfg.addresses.primary.addr,

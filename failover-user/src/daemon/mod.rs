@@ -155,6 +155,8 @@ pub struct Daemon {
     retiring: Option<JoinHandle<()>>,
     /// The self-check's witnesses (configured, else the default gateway).
     witnesses: Vec<std::net::IpAddr>,
+    /// `witness.addresses` changed by a reload and not yet resolved into `witnesses`.
+    witnesses_stale: bool,
     monitor_status: Arc<MonitorStatus>,
     grace: Option<Instant>,
     held: Held,
@@ -214,7 +216,7 @@ pub async fn run(
             _ = quit.recv() => break Ok(()),
             Some(input) = rx.recv() => d.feed(input).await,
             Some(report) = reports.recv() => d.on_report(report).await,
-            _ = sleep_until_opt(wake) => d.on_timer().await,
+            _ = heartbeat::sleep_until_opt(wake) => d.on_timer().await,
             Some(up) = carrier.recv() => {
                 d.on_carrier(up).await;
                 Ok(())
@@ -241,13 +243,6 @@ pub async fn run(
     }
     d.stop().await;
     result
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Daemon {
@@ -407,10 +402,17 @@ impl Daemon {
         if let Some(t) = self.retiring.take() {
             let _ = t.await;
         }
-        let m = Monitor::open(&self.cfg, &self.witnesses)?;
+        if std::mem::take(&mut self.witnesses_stale) {
+            if let Err(e) = self.resolve_witnesses().await {
+                self.emit(Event::DaemonError, &crate::error_chain(&e));
+            }
+        }
+        // A reopened monitor (new witnesses) goes on judging a primary already seen: its
+        // misses count from its first probe, as the old one's would have.
+        let m = Monitor::open(&self.cfg, &self.witnesses, self.machine.armed())?;
         self.heartbeat.send(Command::Monitor(Box::new(m)));
         self.monitoring = true;
-        self.grace = Some(Instant::now() + self.cfg.startup_grace.0);
+        self.grace = (!self.machine.armed()).then(|| Instant::now() + self.cfg.startup_grace.0);
         Ok(())
     }
 

@@ -130,9 +130,12 @@ pub(super) struct TickContext {
 
 impl Monitor {
     /// Opens the probers (P and the `witnesses`) and attaches the fast path for them.
+    /// Opens the monitor of P with the self-check's `witnesses`; `armed` when P has been
+    /// seen already (a monitor reopened for new witnesses).
     pub(super) fn open(
         cfg: &Config,
         witnesses: &[std::net::IpAddr],
+        armed: bool,
     ) -> Result<Monitor, DaemonError> {
         let signal = signal_of(cfg);
         let source = Some(cfg.node.address.addr);
@@ -187,7 +190,8 @@ impl Monitor {
             fp,
             detect: ProbeBook::new(deadlines),
             report: ProbeBook::new(deadlines),
-            liveness: Liveness::new(cfg.heartbeat.misses, cfg.heartbeat.recover_after),
+            liveness: Liveness::new(cfg.heartbeat.misses, cfg.heartbeat.recover_after)
+                .armed_if(armed),
             last_in_time_ns: None,
             interval,
             next_tick: Instant::now(),

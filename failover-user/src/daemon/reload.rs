@@ -56,10 +56,9 @@ impl Daemon {
         };
         // Nothing below can fail.
         if new.log_level != self.cfg.log_level {
-            if let Some(level) = &new.log_level {
-                if let Err(e) = logging::set_level(level) {
-                    tracing::warn!("{e}");
-                }
+            // Removed from the file: back to the command line's filter.
+            if let Err(e) = logging::set_level(new.log_level.as_deref()) {
+                tracing::warn!("{e}");
             }
         }
         if let Some(listener) = metrics {
@@ -102,12 +101,11 @@ impl Daemon {
         );
     }
 
-    /// New witnesses: resolved again, and a probing monitor reopened with them, unless a
-    /// failure decision is under way (then they apply when monitoring next starts).
+    /// New witnesses: a probing monitor is reopened with them at once, unless a failure
+    /// decision is under way (its self-check must ask the witnesses its monitor probes) or no
+    /// monitor runs; then they apply when monitoring next starts.
     async fn reopen_witnesses(&mut self) {
-        if let Err(e) = self.resolve_witnesses().await {
-            self.emit(Event::DaemonError, &crate::error_chain(&e));
-        }
+        self.witnesses_stale = true;
         if self.monitoring && self.machine.role() == Role::Monitor && !self.machine.suspicious() {
             self.stop_monitor();
             if let Err(e) = self.start_monitoring().await {

@@ -15,6 +15,7 @@ use crate::{
     event::{Emitter, Event},
     fence::Fencer,
     hooks::{self, HookPrograms},
+    logging,
     role::{Input, Machine, Policy},
     signal::{
         responder::{Identity, Responder, ResponderCounters},
@@ -148,6 +149,7 @@ impl Daemon {
             monitoring: false,
             retiring: None,
             witnesses: Vec::new(),
+            witnesses_stale: false,
             monitor_status,
             grace: None,
             held: Held::default(),
@@ -158,6 +160,13 @@ impl Daemon {
             copier,
             cfg,
         };
+        if let Some(level) = &d.cfg.log_level {
+            // Validated with the configuration; only an uninitialised logger fails here
+            // (a library user that installed its own subscriber).
+            if let Err(e) = logging::set_level(Some(level)) {
+                tracing::debug!("log_level not applied: {e}");
+            }
+        }
         d.warn_about_opt_outs();
         d.resolve_witnesses().await?;
         d.clear_leftovers().await?;

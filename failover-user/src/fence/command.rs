@@ -38,8 +38,10 @@ impl CommandFence {
     /// Runs `action` on the peer; for `Off`, returns only once `status` confirms the peer off.
     pub async fn run(&self, action: BootAction, accepted: &Accepted) -> Result<(), FenceError> {
         let work = async {
-            self.command(action.name()).await?;
+            // Accepted as the program starts: from then on it may be powering the peer off,
+            // and killing it would not undo that.
             accepted();
+            self.command(action.name()).await?;
             if action == BootAction::Off {
                 // The fence is the confirmation, not the off request.
                 while self.status().await? != Power::Off {

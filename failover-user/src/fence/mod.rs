@@ -20,8 +20,9 @@ use crate::{
     role::BootAction,
 };
 
-/// Called once the peer accepted the power action (the BMC took the reset, the command's
-/// action exited 0): from then on the peer may be going down.
+/// Called just before the power action leaves (the reset request is sent to the BMC, the
+/// fence command's program starts): from then on the peer may be going down, so the fence is
+/// no longer cancelled.
 pub type Accepted = dyn Fn() + Send + Sync;
 
 /// Why a boot action did not complete.

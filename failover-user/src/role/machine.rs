@@ -122,6 +122,13 @@ impl Machine {
     }
 
     fn set_role(&mut self, to: Role, out: &mut Vec<Action>) {
+        if matches!(to, Role::Monitor | Role::Joining | Role::Conflict) {
+            // No fence is under way in these roles: what the last one left must not decide
+            // the next (a later `leaving`, a later takeover's power-on).
+            self.pending_boot = None;
+            self.boot_accepted = false;
+            self.fence_confirmed = false;
+        }
         if to != self.role {
             out.push(emit(
                 Event::RoleChanged,
@@ -227,24 +234,20 @@ impl Machine {
         out.push(Action::Boot(action));
     }
 
-    /// P answers again: a pending fence is abandoned while the peer has not accepted one.
-    fn recovered(&mut self, after: u32, out: &mut Vec<Action>) {
+    /// P answers again (`how`): a pending fence is abandoned while the peer has not accepted
+    /// one.
+    fn recovered(&mut self, how: String, out: &mut Vec<Action>) {
         match self.role {
             Role::Monitor => {
                 self.peer_left = false;
                 if self.suspicion.take().is_some() && std::mem::take(&mut self.isolated) {
-                    out.push(emit(
-                        Event::IsolationEnded,
-                        format!("the primary answers again after {after} misses"),
-                    ));
+                    out.push(emit(Event::IsolationEnded, how));
                 }
             }
             Role::Booting if !self.boot_accepted => {
                 out.push(emit(
                     Event::FenceCancelled,
-                    format!(
-                        "the primary answers in time again (after {after} misses) before a power action was accepted"
-                    ),
+                    format!("{how}, before a power action was sent"),
                 ));
                 if self.pending_boot.take().is_some() {
                     out.push(Action::CancelBoot);
@@ -418,11 +421,23 @@ impl Machine {
             (
                 Role::Monitor | Role::Booting,
                 Input::Liveness(LivenessEvent::Recovered { after }),
-            ) => self.recovered(after, &mut out),
+            ) => self.recovered(
+                format!("the primary answers in time again after {after} misses"),
+                &mut out,
+            ),
+            (Role::Booting, Input::Liveness(LivenessEvent::Armed)) if !self.armed => {
+                // The fence came from startup_grace and P answers for the first time.
+                self.armed = true;
+                self.recovered("the primary answers for the first time".into(), &mut out);
+            }
             (Role::Monitor, Input::Liveness(ev)) => match ev {
                 LivenessEvent::Armed => {
                     self.armed = true;
                     self.attempt = 0;
+                    if self.suspicion == Some(Suspicion::Grace) {
+                        // P answers while startup_grace's suspicion waits for the self-check.
+                        self.recovered("the primary answers for the first time".into(), &mut out);
+                    }
                 }
                 LivenessEvent::Failed { consecutive } if self.armed && !self.peer_left => {
                     self.suspect(Suspicion::Misses(consecutive), &mut out)
@@ -456,6 +471,9 @@ impl Machine {
                 self.take_over(&mut out);
             }
             (Role::Booting, Input::BootDone { action, ok: false }) => {
+                // The attempt is over; if the peer answers again now, the power action did
+                // not take: a recovery may cancel the retry.
+                self.boot_accepted = false;
                 let event = if action == BootAction::Off {
                     Event::FenceFailed
                 } else {
@@ -506,7 +524,7 @@ impl Machine {
                 self.become_primary(&mut out);
                 // Power the fenced host back on: it boots, joins, hears nobody at M and
                 // becomes the monitor (claim 12).
-                if self.fence_confirmed {
+                if std::mem::take(&mut self.fence_confirmed) {
                     out.push(emit(Event::BootRequested, "on"));
                     out.push(Action::Boot(BootAction::On));
                 }

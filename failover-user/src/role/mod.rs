@@ -158,9 +158,9 @@ pub enum Input {
     RetryDue,
     /// The self-check before a fence finished.
     SelfChecked(SelfCheck),
-    /// The power action asked of the peer was accepted (the BMC took the reset, the fence
-    /// command's action exited 0): the peer may be going down, so the fence is no longer
-    /// cancelled.
+    /// The power action is leaving (the reset request is being sent to the BMC, the fence
+    /// command is starting): the peer may be going down, so the fence is no longer cancelled
+    /// until this attempt has ended.
     BootAccepted,
     /// The peer says it is stopping on purpose (its daemon got SIGTERM): it released what it
     /// held.

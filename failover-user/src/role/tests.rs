@@ -777,3 +777,107 @@ fn a_primary_hears_its_monitor_leave() {
     assert_eq!(n, vec!["peer_left"]);
     assert_eq!(m.role(), Role::Primary);
 }
+
+#[test]
+fn a_first_answer_ends_a_startup_grace_suspicion() {
+    // While the self-check runs: no fence.
+    let mut inputs = monitor_armed();
+    inputs.pop(); // P never seen
+    inputs.push(GraceExpired);
+    let (mut m, _, _) = run(S, &inputs);
+    assert!(m.suspicious());
+    m.step(Liveness(LivenessEvent::Armed));
+    assert!(!m.suspicious());
+    assert!(
+        m.step(passed()).is_empty(),
+        "a late self-check decides nothing"
+    );
+    assert_eq!(m.role(), Role::Monitor);
+
+    // While the fence waits to be sent: cancelled.
+    let mut inputs = monitor_armed();
+    inputs.pop();
+    inputs.push(GraceExpired);
+    inputs.push(passed());
+    let (mut m, _, _) = run(S, &inputs);
+    assert_eq!(m.role(), Role::Booting);
+    let n = names(&m.step(Liveness(LivenessEvent::Armed)));
+    assert_eq!(n, vec!["fence_cancelled", "CancelBoot", "role_changed"]);
+    assert_eq!(m.role(), Role::Monitor);
+    // Now P is watched like any seen primary.
+    assert_eq!(names(&m.step(failed())), vec!["SelfCheck"]);
+}
+
+#[test]
+fn a_finished_fence_leaves_nothing_behind() {
+    // Recovery only: a reboot was accepted and done; a later planned stop of the primary is
+    // still a handover, not ignored.
+    let s = Policy {
+        takeover: false,
+        ..S
+    };
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    inputs.push(passed());
+    inputs.push(BootAccepted);
+    inputs.push(BootDone {
+        action: BootAction::Reboot,
+        ok: true,
+    });
+    inputs.push(Liveness(LivenessEvent::Armed));
+    let (mut m, _, _) = run(s, &inputs);
+    assert_eq!(m.role(), Role::Monitor);
+    let n = names(&m.step(PeerLeaving {
+        role: Role::Primary.code(),
+        epoch: 1,
+    }));
+    assert_eq!(n, vec!["peer_left"]);
+
+    // A failed attempt is over: if P then answers, the retry is cancelled.
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    inputs.push(passed());
+    inputs.push(BootAccepted);
+    inputs.push(BootDone {
+        action: BootAction::Off,
+        ok: false,
+    });
+    let (mut m, _, _) = run(S, &inputs);
+    let n = names(&m.step(Liveness(LivenessEvent::Recovered { after: 10 })));
+    assert_eq!(n, vec!["fence_cancelled", "role_changed"]);
+
+    // A takeover after a conflict powers nobody on: the earlier fence was confirmed, the
+    // later takeover comes from a `leaving` primary.
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    inputs.push(passed());
+    inputs.push(BootDone {
+        action: BootAction::Off,
+        ok: true,
+    });
+    inputs.push(Claimed {
+        addr: Addr::Primary,
+        ok: false,
+    });
+    let (mut m, _, _) = run(S, &inputs);
+    assert_eq!(m.role(), Role::Conflict);
+    m.step(RetryDue);
+    m.step(JoinDone {
+        monitor: None,
+        primary: Some(PEER),
+    });
+    m.step(Claimed {
+        addr: Addr::Monitor,
+        ok: true,
+    });
+    m.step(Liveness(LivenessEvent::Armed));
+    m.step(PeerLeaving {
+        role: Role::Primary.code(),
+        epoch: 1,
+    });
+    let n = names(&m.step(Claimed {
+        addr: Addr::Primary,
+        ok: true,
+    }));
+    assert!(!n.contains(&"Boot(On)".to_string()), "{n:?}");
+}

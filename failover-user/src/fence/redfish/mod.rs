@@ -266,12 +266,15 @@ impl RedfishFence {
         let c = tokio::time::timeout_at(deadline, Client::connect(self.endpoint.clone()))
             .await
             .map_err(|_| late())??;
-        let r = tokio::time::timeout_at(deadline, self.act(&c, action, accepted))
+        let session = Session(Some(c), self.endpoint.request_timeout);
+        let c = session.0.as_ref().expect("just set");
+        let r = tokio::time::timeout_at(deadline, self.act(c, action, accepted))
             .await
             .unwrap_or_else(|_| Err(late()));
-        // The session is deleted within what is left of the deadline (BMCs expire sessions
-        // that are not).
-        let _ = tokio::time::timeout_at(deadline, c.close()).await;
+        // The session is deleted within what is left of the deadline; past it (or when the
+        // attempt is cancelled) `Session` deletes it in the background, so a BMC's few session
+        // slots are not used up by retries.
+        session.close_by(deadline).await;
         r
     }
 
@@ -285,11 +288,13 @@ impl RedfishFence {
         match action {
             BootAction::Off => {
                 // Already off counts: the confirmation is the power state, not our request.
+                // Accepted before the request leaves: once the BMC may carry it out, the fence
+                // is no longer cancelled.
+                accepted();
                 if sys.power_state != "Off" {
                     let t = reset_first_allowed(c, &sys, &self.off_types).await?;
                     tracing::info!(target: "failover::boot", reset_type = %t, system = %sys.path, "off requested");
                 }
-                accepted();
                 wait_power(c, &sys, "Off", self.poll, self.fence_timeout).await
             }
             BootAction::On => {
@@ -299,11 +304,44 @@ impl RedfishFence {
                 wait_power(c, &sys, "On", self.poll, self.on_timeout).await
             }
             BootAction::Reboot => {
-                let t = reset_first_allowed(c, &sys, &self.restart_types).await?;
                 accepted();
+                let t = reset_first_allowed(c, &sys, &self.restart_types).await?;
                 tracing::info!(target: "failover::boot", reset_type = %t, system = %sys.path, "restart requested");
                 Ok(())
             }
+        }
+    }
+}
+
+/// A logged-in client whose session is deleted however the attempt ends: in time by
+/// [`Session::close_by`], else (deadline passed, attempt cancelled) by a background task
+/// bounded by one request timeout.
+struct Session(Option<Client>, Duration);
+
+impl Session {
+    async fn close_by(mut self, deadline: tokio::time::Instant) {
+        if let Some(c) = self.0.take() {
+            if tokio::time::Instant::now() < deadline {
+                let _ = tokio::time::timeout_at(deadline, c.close()).await;
+            } else {
+                Self::close_later(c, self.1);
+            }
+        }
+    }
+
+    fn close_later(c: Client, limit: Duration) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = tokio::time::timeout(limit, c.close()).await;
+            });
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            Self::close_later(c, self.1);
         }
     }
 }
