@@ -144,6 +144,9 @@ pub mod wire {
     pub const KIND_JOIN_REPLY: u8 = 4;
     /// The sender is stopping on purpose (a planned stop); not answered.
     pub const KIND_LEAVING: u8 = 5;
+    /// The sender took P over at its epoch (sent to the old primary's node address); not
+    /// answered.
+    pub const KIND_TAKEN_OVER: u8 = 6;
 
     /// Offsets of the fields inside the message.
     pub const OFF_MAGIC: usize = 0;

@@ -140,7 +140,7 @@ pub fn judge_at_deadline(
 }
 
 /// What the liveness tracker concluded from one verdict.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum LivenessEvent {
     /// The first in-time reply: failure detection is armed from now on.
     Armed,

@@ -85,11 +85,20 @@ pub enum Event {
     ConfigReloaded,
     /// SIGHUP: the new configuration was refused; the daemon runs on unchanged.
     ConfigReloadRefused,
+    /// Another host claimed or probed for an address this host holds: one announcement sent
+    /// to defend it.
+    AddressDefended,
+    /// This host gave up what it held to a host that outranks it (a lost address contest, a
+    /// peer with a higher epoch holding P) and rejoins.
+    Demoted,
+    /// The first fence of a `startup_grace` decision waits `boot.fence_delay` (the host that
+    /// is not the preferred primary), so two monitors never fence each other at once.
+    FenceDelayed,
 }
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 37] = [
+    pub const ALL: [Event; 40] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -127,6 +136,9 @@ impl Event {
         Event::PeerLeft,
         Event::ConfigReloaded,
         Event::ConfigReloadRefused,
+        Event::AddressDefended,
+        Event::Demoted,
+        Event::FenceDelayed,
     ];
 
     /// The stable name: the `event` field of the log line.
@@ -169,6 +181,9 @@ impl Event {
             Event::PeerLeft => "peer_left",
             Event::ConfigReloaded => "config_reloaded",
             Event::ConfigReloadRefused => "config_reload_refused",
+            Event::AddressDefended => "address_defended",
+            Event::Demoted => "demoted",
+            Event::FenceDelayed => "fence_delayed",
         }
     }
 
@@ -189,6 +204,7 @@ impl Event {
                 | Event::Isolated
                 | Event::NoWitness
                 | Event::ConfigReloadRefused
+                | Event::Demoted
         )
     }
 }

@@ -159,3 +159,19 @@ pub fn set_realtime(priority: u8) -> Result<(), io::Error> {
     }
     Ok(())
 }
+
+/// Makes the kernel source ARP requests on `interface` from the interface's own (primary)
+/// address, never from a floating one (`arp_announce = 2`). While two hosts briefly hold
+/// the same floating address (a cold-start race, a stale primary), a request sourced from it
+/// would be dropped by the other holder as a martian, and every reply queued behind it (a join
+/// answer, the answer of an address contest) would wait for seconds. Returns the old value
+/// when it was changed. IPv4 only; the setting is per interface and per network namespace.
+pub fn arp_announce_from_own_address(interface: &str) -> Result<Option<u8>, io::Error> {
+    let path = format!("/proc/sys/net/ipv4/conf/{interface}/arp_announce");
+    let old: u8 = std::fs::read_to_string(&path)?.trim().parse().unwrap_or(0);
+    if old >= 2 {
+        return Ok(None);
+    }
+    std::fs::write(&path, "2")?;
+    Ok(Some(old))
+}

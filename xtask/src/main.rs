@@ -78,7 +78,7 @@ enum Cmd {
     Demo {
         /// The fault: link, oneway, freeze, kill9, bmc-down, bmc-slow, loss, cpu (on the
         /// primary); monitor-link, witness-down, restart, bmc-flap, copy-load (where a fence
-        /// would be wrong; docs/lab.md).
+        /// would be wrong), bmc-lies (a fence that did not work; docs/lab.md).
         #[arg(long, default_value = "link")]
         fault: String,
         /// Print the summary as one JSON object on the last line of stdout.
@@ -129,7 +129,7 @@ enum Cmd {
     Bench {
         /// Fault: link, oneway, freeze, kill9, bmc-down, bmc-slow (a takeover); loss, cpu
         /// (false takeovers over a window); monitor-link, witness-down, restart, bmc-flap,
-        /// copy-load (the safety scenarios).
+        /// copy-load, bmc-lies (the safety scenarios).
         #[arg(long, default_value = "link")]
         fault: String,
         /// Number of runs.

@@ -36,6 +36,12 @@ pub fn arp_probe_frame(mac: &[u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     arp_frame(mac, Ipv4Addr::UNSPECIFIED, ip)
 }
 
+/// An ordinary ARP request for `ip` from `sender` (this host's own address): another host
+/// holding `ip` answers it, which is how a holder finds a second holder.
+pub fn arp_request_frame(mac: &[u8; 6], sender: Ipv4Addr, ip: Ipv4Addr) -> Vec<u8> {
+    arp_frame(mac, sender, ip)
+}
+
 fn ipv6_icmp_frame(
     dst_mac: [u8; 6],
     mac: &[u8; 6],
@@ -76,6 +82,16 @@ pub fn unsolicited_na_frame(mac: &[u8; 6], ip: Ipv6Addr) -> Vec<u8> {
 /// A duplicate-address-detection neighbour solicitation for `ip`: source ::, destination the
 /// solicited-node multicast group (RFC 4862 section 5.4.2).
 pub fn dad_ns_frame(mac: &[u8; 6], ip: Ipv6Addr) -> Vec<u8> {
+    ns_frame(mac, None, ip)
+}
+
+/// An ordinary neighbour solicitation for `ip` from `src` (this host's own address), with
+/// the source link-layer option: another host holding `ip` answers it with an NA.
+pub fn ns_from_frame(mac: &[u8; 6], src: Ipv6Addr, ip: Ipv6Addr) -> Vec<u8> {
+    ns_frame(mac, Some(src), ip)
+}
+
+fn ns_frame(mac: &[u8; 6], src: Option<Ipv6Addr>, ip: Ipv6Addr) -> Vec<u8> {
     let o = ip.octets();
     let group = Ipv6Addr::new(
         0xff02,
@@ -89,10 +105,15 @@ pub fn dad_ns_frame(mac: &[u8; 6], ip: Ipv6Addr) -> Vec<u8> {
     );
     let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
     icmp.extend_from_slice(&o);
+    if src.is_some() {
+        // RFC 4861 4.3: the source link-layer address option (never from ::).
+        icmp.extend_from_slice(&[1, 1]);
+        icmp.extend_from_slice(mac);
+    }
     ipv6_icmp_frame(
         [0x33, 0x33, 0xff, o[13], o[14], o[15]],
         mac,
-        Ipv6Addr::UNSPECIFIED,
+        src.unwrap_or(Ipv6Addr::UNSPECIFIED),
         group,
         &mut icmp,
     )
@@ -100,6 +121,29 @@ pub fn dad_ns_frame(mac: &[u8; 6], ip: Ipv6Addr) -> Vec<u8> {
 
 /// Whether `frame` shows another host holding `addr` (or probing for it and winning the tie);
 /// returns that host's MAC.
+/// The MAC of another host whose frame shows it holds `addr`: an ARP packet (any op) with
+/// `addr` as sender IP, or a neighbour advertisement for it. Frames from `ours` are ignored.
+pub fn claim_in(frame: &[u8], addr: IpAddr, ours: &[u8; 6]) -> Option<[u8; 6]> {
+    conflict_in(frame, addr, ours).filter(|_| !is_probe(frame))
+}
+
+/// A duplicate-address probe: an ARP request from 0.0.0.0, or a neighbour solicitation from
+/// the unspecified address.
+fn is_probe(frame: &[u8]) -> bool {
+    if frame.len() < 14 {
+        return false;
+    }
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETH_P_ARP => frame.len() >= 42 && frame[28..32] == [0, 0, 0, 0],
+        ETH_P_IPV6 => {
+            frame.len() >= 78 && frame[54] == 135 && frame[22..38].iter().all(|b| *b == 0)
+        }
+        _ => false,
+    }
+}
+
+/// The MAC of another host whose frame conflicts with `addr`: one that shows it holds it
+/// ([`claim_in`]), or a simultaneous duplicate-address probe for it from a lower MAC.
 pub fn conflict_in(frame: &[u8], addr: IpAddr, ours: &[u8; 6]) -> Option<[u8; 6]> {
     if frame.len() < 14 {
         return None;
@@ -160,7 +204,12 @@ mod tests {
     #[test]
     fn ipv6_frames_carry_valid_checksums() {
         let ip: Ipv6Addr = "fd00::100".parse().unwrap();
-        for f in [unsolicited_na_frame(&US, ip), dad_ns_frame(&US, ip)] {
+        let node: Ipv6Addr = "fd00::1".parse().unwrap();
+        for f in [
+            unsolicited_na_frame(&US, ip),
+            dad_ns_frame(&US, ip),
+            ns_from_frame(&US, node, ip),
+        ] {
             let icmp = &f[54..];
             let mut pseudo = Vec::new();
             pseudo.extend_from_slice(&f[22..54]);
@@ -198,5 +247,27 @@ mod tests {
         assert_eq!(conflict_in(&dad_ns_frame(&LOW, ip6), a6, &US), Some(LOW));
         assert_eq!(conflict_in(&dad_ns_frame(&HIGH, ip6), a6, &US), None);
         assert_eq!(conflict_in(&[0u8; 10], a6, &US), None, "short frame");
+    }
+
+    #[test]
+    fn a_claim_is_an_announcement_not_a_probe() {
+        let ip = Ipv4Addr::new(10, 0, 0, 100);
+        let a = IpAddr::V4(ip);
+        assert_eq!(claim_in(&garp_frame(&HIGH, ip), a, &US), Some(HIGH));
+        assert_eq!(claim_in(&garp_frame(&LOW, ip), a, &US), Some(LOW));
+        assert_eq!(claim_in(&garp_frame(&US, ip), a, &US), None);
+        // A probe is answered by the kernel, not contested.
+        assert_eq!(claim_in(&arp_probe_frame(&LOW, ip), a, &US), None);
+        // Nor is a holder's check, a request for the address from another address.
+        let node = Ipv4Addr::new(10, 0, 0, 1);
+        assert_eq!(claim_in(&arp_request_frame(&LOW, node, ip), a, &US), None);
+        let ip6: Ipv6Addr = "fd00::100".parse().unwrap();
+        let a6 = IpAddr::V6(ip6);
+        assert_eq!(
+            claim_in(&unsolicited_na_frame(&LOW, ip6), a6, &US),
+            Some(LOW)
+        );
+        assert_eq!(claim_in(&dad_ns_frame(&LOW, ip6), a6, &US), None);
+        assert_eq!(claim_in(&[0u8; 10], a6, &US), None, "short frame");
     }
 }

@@ -20,7 +20,10 @@ use crate::config::Cidr;
 mod frames;
 mod packet;
 
-pub use frames::{arp_probe_frame, conflict_in, dad_ns_frame, garp_frame, unsolicited_na_frame};
+pub use frames::{
+    arp_probe_frame, arp_request_frame, claim_in, conflict_in, dad_ns_frame, garp_frame,
+    ns_from_frame, unsolicited_na_frame,
+};
 use frames::{ETH_P_ARP, ETH_P_IPV6};
 use packet::PacketSocket;
 
@@ -155,6 +158,50 @@ impl AddressHandle {
     /// The interface's name.
     pub fn interface(&self) -> &str {
         &self.interface
+    }
+
+    /// Watches the segment for other hosts claiming `addrs` (ARP packets with one as sender
+    /// IP, neighbour advertisements for one): each claim is sent on the returned channel with
+    /// the other host's MAC. Runs until the receiver is dropped.
+    pub fn watch_claims(
+        &self,
+        addrs: Vec<IpAddr>,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<(IpAddr, [u8; 6])>, AddressError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut sockets = Vec::new();
+        if addrs.iter().any(IpAddr::is_ipv4) {
+            sockets.push(self.packet_socket(ETH_P_ARP)?);
+        }
+        if addrs.iter().any(IpAddr::is_ipv6) {
+            sockets.push(
+                self.packet_socket(ETH_P_IPV6)?
+                    .only_neighbour_advertisements()?,
+            );
+        }
+        let mac = self.mac;
+        for sock in sockets {
+            let (tx, addrs) = (tx.clone(), addrs.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1514];
+                loop {
+                    let n = match sock.recv(&mut buf).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::error!("address watch stopped: {e}");
+                            return;
+                        }
+                    };
+                    for a in &addrs {
+                        if let Some(other) = claim_in(&buf[..n], *a, &mac) {
+                            if tx.send((*a, other)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Ok(rx)
     }
 
     /// Watches the interface's carrier: every change (up with carrier, or not) is sent on the
@@ -385,6 +432,19 @@ impl AddressHandle {
             }
             sock.send(&frame)?;
         }
+        Ok(())
+    }
+
+    /// Asks the segment who holds `addr`, from this host's own address `from` (an ARP request
+    /// or a neighbour solicitation): a second holder answers, and [`AddressHandle::watch_claims`]
+    /// sees its answer. Families that differ are skipped.
+    pub fn check(&self, addr: IpAddr, from: IpAddr) -> Result<(), AddressError> {
+        let (proto, frame) = match (addr, from) {
+            (IpAddr::V4(a), IpAddr::V4(f)) => (ETH_P_ARP, arp_request_frame(&self.mac, f, a)),
+            (IpAddr::V6(a), IpAddr::V6(f)) => (ETH_P_IPV6, ns_from_frame(&self.mac, f, a)),
+            _ => return Ok(()),
+        };
+        self.packet_socket(proto)?.send(&frame)?;
         Ok(())
     }
 

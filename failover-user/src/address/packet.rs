@@ -79,6 +79,47 @@ impl PacketSocket {
         })
     }
 
+    /// Lets only IPv6 neighbour advertisements through (a kernel socket filter): a socket
+    /// bound to all of IPv6 would otherwise wake for every packet of the service.
+    pub(super) fn only_neighbour_advertisements(self) -> Result<PacketSocket, AddressError> {
+        let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+        // ldh [12]; jeq IPv6 / ldb [20]; jeq ICMPv6 / ldb [54]; jeq NA; accept; drop. No
+        // extension headers: NDP does not use them.
+        let prog = [
+            op(0x28, 0, 0, 12),
+            op(0x15, 0, 5, 0x86dd),
+            op(0x30, 0, 0, 20),
+            op(0x15, 0, 3, 58),
+            op(0x30, 0, 0, 54),
+            op(0x15, 0, 1, 136),
+            op(0x06, 0, 0, 0x0004_0000),
+            op(0x06, 0, 0, 0),
+        ];
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: a valid socket and a sock_fprog pointing at `prog`, which outlives the call
+        // (the kernel copies the program).
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(AddressError::Packet {
+                interface: self.interface.clone(),
+                what: "attach filter",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(self)
+    }
+
     fn fd(&self) -> &AsyncFd<OwnedFd> {
         self.fd.as_ref().expect("present until drop")
     }

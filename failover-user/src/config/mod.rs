@@ -256,6 +256,17 @@ impl Config {
     pub fn detection_time(&self) -> Duration {
         self.heartbeat.timeout.0 + self.heartbeat.interval.0 * (self.heartbeat.misses - 1)
     }
+
+    /// The wait before the first fence of a `startup_grace` decision: none on the preferred
+    /// primary, else `boot.fence_delay` (default three detection times).
+    pub fn fence_delay(&self) -> Duration {
+        if self.preferred_primary {
+            return Duration::ZERO;
+        }
+        self.boot
+            .fence_delay
+            .map_or(self.detection_time() * 3, |d| d.0)
+    }
 }
 
 #[cfg(test)]

@@ -142,6 +142,10 @@ pub struct Boot {
     /// Take P without a confirmed fence. Required for `method = "none"`. Default false.
     #[serde(default)]
     pub allow_unfenced_takeover: bool,
+    /// How long the host that is not the preferred primary waits before the first fence of
+    /// a `startup_grace` decision, so that two monitors never fence each other at once.
+    /// Default: three detection times. Ignored on the preferred primary.
+    pub fence_delay: Option<HumanDuration>,
     /// Redfish: the BMC's base URL (`https://bmc-b`).
     pub url: Option<String>,
     /// Redfish: the system, as an `@odata.id` path, Id, Name or UUID. Default: the only one.

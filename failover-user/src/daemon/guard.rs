@@ -1,13 +1,9 @@
-//! What stands between a failure decision and a fence, and between a planned stop and a fence:
-//! the self-check (this host's carrier, then its witnesses), and the `leaving` message a
-//! stopping host sends its peer.
-use std::net::{IpAddr, SocketAddr};
-
+//! What stands between a failure decision and a fence: the self-check (this host's carrier,
+//! then its witnesses).
 use super::{heartbeat::Command, Daemon, DaemonError};
 use crate::{
     event::Event,
-    role::{Input, Role, SelfCheck},
-    signal::join::send_leaving,
+    role::{Input, SelfCheck},
 };
 
 impl Daemon {
@@ -79,34 +75,5 @@ impl Daemon {
                 needed: needed as u8,
             }
         })
-    }
-
-    /// Tells the peer this host is stopping: a primary (which has released P) tells the
-    /// monitor at M, a monitor tells the primary at P.
-    pub(super) async fn send_leaving(&self) {
-        let role = self.machine.role();
-        if self.held.addrs().contains(&crate::role::Addr::Primary) {
-            // The release failed: a monitor told to take P would find it still answering.
-            // Better the usual detection than a handover onto a held address.
-            tracing::warn!("P is still on the interface: not telling the monitor to take it over");
-            return;
-        }
-        let to: IpAddr = match role {
-            Role::Primary => self.cfg.addresses.monitor.addr,
-            _ => self.cfg.addresses.primary.addr,
-        };
-        let to = SocketAddr::new(to, self.cfg.heartbeat.port);
-        if let Err(e) = send_leaving(
-            &self.cfg.node.interface,
-            self.cfg.node.address.addr,
-            to,
-            role,
-            self.machine.epoch(),
-            self.cfg.node.id,
-        )
-        .await
-        {
-            tracing::warn!(%to, error = %e, "could not tell the peer this host is stopping");
-        }
     }
 }

@@ -35,6 +35,9 @@ impl Held {
     }
 }
 
+/// How often a held address is checked for a second holder (an ARP request / NS for it).
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The address's name in events.
 fn which(a: Addr) -> &'static str {
     match a {
@@ -102,8 +105,10 @@ impl Daemon {
         Input::Claimed { addr: a, ok }
     }
 
-    /// Sends the first GARP / NA at once, the rest of the burst in the background, and for P
-    /// starts the periodic refresh.
+    /// Sends the first GARP / NA at once, the rest of the burst in the background, then
+    /// keeps watch while the address is held: every `CHECK_INTERVAL` an ARP request / NS for
+    /// it from the node address (a second holder answers, and the claim watch turns that into
+    /// a contest), and for P the periodic refresh.
     ///
     /// The first one is sent before the loop goes on (RFC 5227 announces right after the
     /// claim): what follows a claim (attaching XDP to monitor, persisting the epoch) keeps
@@ -119,16 +124,11 @@ impl Daemon {
         };
         let addrs = self.addrs.clone();
         let events = self.events.clone();
-        let refresh = which == Addr::Primary;
+        let node = self.cfg.node.address.addr;
+        let is_p = which == Addr::Primary;
         // The claim completes the role change that the burst belongs to.
-        let role = if refresh {
-            Role::Primary
-        } else {
-            Role::Monitor
-        }
-        .name();
-        let epoch =
-            self.machine.epoch() + u64::from(refresh && self.machine.role() != Role::Primary);
+        let role = if is_p { Role::Primary } else { Role::Monitor }.name();
+        let epoch = self.machine.epoch() + u64::from(is_p && self.machine.role() != Role::Primary);
         let t = tokio::spawn(async move {
             let rest = async {
                 first?;
@@ -147,27 +147,37 @@ impl Daemon {
                 ),
                 Err(e) => events.emit(Event::DaemonError, role, epoch, &crate::error_chain(&e)),
             }
-            if !refresh || every.is_zero() {
-                return;
+            let mut check = tokio::time::interval(CHECK_INTERVAL);
+            check.reset();
+            let mut refresh = (is_p && !every.is_zero()).then(|| tokio::time::interval(every));
+            if let Some(r) = refresh.as_mut() {
+                r.reset();
             }
             loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = addrs.announce(addr, 1, Duration::ZERO).await {
+                let refresh_due = async {
+                    match refresh.as_mut() {
+                        Some(r) => r.tick().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let sent = tokio::select! {
+                    _ = check.tick() => addrs.check(addr, node),
+                    _ = refresh_due => addrs.announce(addr, 1, Duration::ZERO).await,
+                };
+                if let Err(e) = sent {
                     tracing::warn!("{}", crate::error_chain(&e));
                 }
             }
         });
-        if refresh {
-            Tasks::replace(&mut self.tasks.refresh, Some(t));
-        }
+        Tasks::replace(&mut self.tasks.announce[which.index()], Some(t));
     }
 
     /// Removes `a` from the interface (absent is fine).
     pub(super) async fn release(&mut self, a: Addr) {
         let cidr = self.cidr(a);
-        if a == Addr::Primary {
-            Tasks::replace(&mut self.tasks.refresh, None);
-        }
+        // The burst, the refresh and the check stop with the address: announcing an address
+        // given up would pull its traffic back from the host that holds it now.
+        Tasks::replace(&mut self.tasks.announce[a.index()], None);
         match self.addrs.release(cidr.addr).await {
             Ok(removed) => {
                 self.held.set(a, false);

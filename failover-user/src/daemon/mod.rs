@@ -11,7 +11,8 @@
 //!   everything slow.
 //! - `monitor`: the monitor's probing state and its tick (on the heartbeat thread).
 //! - `hold`: claiming, announcing and releasing the floating addresses.
-//! - `guard`: the self-check before a fence and the `leaving` message of a planned stop.
+//! - `guard`: the self-check before a fence.
+//! - `peer`: notices to the peer (`leaving`, `taken over`), asking it, watching for claims.
 //! - `copy`: the data copy's tasks (the primary's server, the monitor's pulls).
 //! - `status`: what the loop publishes to the responders, the status socket and metrics.
 mod copy;
@@ -19,6 +20,7 @@ mod guard;
 mod heartbeat;
 mod hold;
 mod monitor;
+mod peer;
 mod reload;
 mod start;
 mod status;
@@ -36,7 +38,7 @@ use crate::{
     fastpath::FastPathError,
     fence::Fencer,
     hooks::HookRun,
-    role::{Action, BootAction, Input, Machine},
+    role::{Action, BootAction, Input, Machine, Timer},
     signal::{
         join::JoinJob,
         probe::ProbeError,
@@ -98,8 +100,11 @@ pub enum DaemonError {
 struct Tasks {
     join: Option<JoinHandle<()>>,
     retry: Option<JoinHandle<()>>,
-    refresh: Option<JoinHandle<()>>,
+    /// Per floating address (P, M): its announcement burst, then its refresh and check.
+    announce: [Option<JoinHandle<()>>; 2],
     boot: Option<JoinHandle<()>>,
+    /// The machine's timers (`Action::Schedule`), one per timer.
+    timers: std::collections::HashMap<Timer, JoinHandle<()>>,
 }
 
 impl Tasks {
@@ -112,12 +117,11 @@ impl Tasks {
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        for t in [
-            &mut self.join,
-            &mut self.retry,
-            &mut self.refresh,
-            &mut self.boot,
-        ] {
+        for (_, t) in self.timers.drain() {
+            t.abort();
+        }
+        let [p, m] = &mut self.announce;
+        for t in [&mut self.join, &mut self.retry, p, m, &mut self.boot] {
             Tasks::replace(t, None);
         }
     }
@@ -206,6 +210,10 @@ pub async fn run(
     }
     tokio::pin!(shutdown);
     let mut carrier = d.addrs.watch_carrier()?;
+    let mut claims = d.addrs.watch_claims(vec![
+        d.cfg.addresses.primary.addr,
+        d.cfg.addresses.monitor.addr,
+    ])?;
     let result = loop {
         let wake = d.next_wake();
         let step = tokio::select! {
@@ -221,6 +229,10 @@ pub async fn run(
                 d.on_carrier(up).await;
                 Ok(())
             }
+            Some((ip, mac)) = claims.recv() => match d.claim_seen(ip, mac) {
+                Some(input) => d.feed(input).await,
+                None => Ok(()),
+            },
             _ = hup.recv() => {
                 d.reload().await;
                 Ok(())
@@ -289,6 +301,7 @@ impl Daemon {
             Report::PeerLeaving { role, epoch } => {
                 self.feed(Input::PeerLeaving { role, epoch }).await?;
             }
+            Report::TakenOver { epoch } => self.feed(Input::TakenOver { epoch }).await?,
             Report::Failed(why) => return Err(DaemonError::Heartbeat(why)),
         }
         Ok(())
@@ -372,6 +385,30 @@ impl Daemon {
                 });
                 Tasks::replace(&mut self.tasks.retry, Some(t));
             }
+            Action::Schedule(timer, delay) => {
+                let tx = self.tx.clone();
+                let t = tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Input::Due(timer));
+                });
+                if let Some(old) = self.tasks.timers.insert(timer, t) {
+                    old.abort();
+                }
+            }
+            Action::Defend(a) => {
+                if self.held.addrs().contains(&a) {
+                    let addr = self.cidr(a).addr;
+                    if let Err(e) = self
+                        .addrs
+                        .announce(addr, 1, std::time::Duration::ZERO)
+                        .await
+                    {
+                        self.emit(Event::DaemonError, &crate::error_chain(&e));
+                    }
+                }
+            }
+            Action::AskPeer => self.ask_peer(),
+            Action::SendTakenOver => self.send_taken_over(),
         }
         Ok(None)
     }

@@ -68,6 +68,11 @@ pub(super) enum Report {
         /// Its epoch.
         epoch: u64,
     },
+    /// The peer says it took P over (a `taken over` notice at the node address).
+    TakenOver {
+        /// Its epoch.
+        epoch: u64,
+    },
     /// Reading the fast path failed: the daemon cannot judge probes any more.
     Failed(String),
 }

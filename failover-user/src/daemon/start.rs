@@ -34,15 +34,19 @@ pub(super) fn policy(cfg: &Config) -> Policy {
         retry_max: cfg.boot.retry_max.0,
         preferred_primary: cfg.preferred_primary,
         recheck: cfg.witness.recheck.0,
+        node_id: cfg.node.id,
+        fence_delay: cfg.fence_delay(),
     }
 }
 
-/// Binds the two responders (the heartbeat thread serves them). Heartbeats and joins to P are
-/// answered by whoever holds P, joins to M by whoever holds M. The sockets are bound with
+/// Binds the three responders (the heartbeat thread serves them). Heartbeats and joins to P
+/// are answered by whoever holds P, joins to M by whoever holds M; the sockets are bound with
 /// IP_FREEBIND, so they exist before the address does and only see traffic while this host
-/// holds it; replies leave from that address. Only the peer's datagrams reach them (a kernel
-/// socket filter: heartbeats, joins and epoch probes all come from `node.peer`), and a
-/// `leaving` message from the peer is reported. Returns them and the counters of the one on P.
+/// holds it, and replies leave from that address. The third, on the node address, answers the
+/// peer's questions in an address contest and takes its `taken over` notices. Only the peer's
+/// datagrams reach them (a kernel socket filter: heartbeats, joins and epoch probes all come
+/// from `node.peer`), and its notices are reported. Returns them and the counters of the one
+/// on P.
 fn bind_responders(
     cfg: &Config,
     identity: &Arc<Identity>,
@@ -53,17 +57,21 @@ fn bind_responders(
         let reports = reports.clone();
         Ok(Responder::bind(addr, port, identity.clone(), kinds)?
             .only_from(cfg.node.peer)?
-            .on_leaving(move |m| {
-                let _ = reports.send(Report::PeerLeaving {
-                    role: m.role,
-                    epoch: m.epoch,
+            .on_notice(move |m| {
+                let _ = reports.send(match m.kind {
+                    Kind::TakenOver => Report::TakenOver { epoch: m.epoch },
+                    _ => Report::PeerLeaving {
+                        role: m.role,
+                        epoch: m.epoch,
+                    },
                 });
             }))
     };
     let on_p = bind(cfg.addresses.primary.addr, &[Kind::Heartbeat, Kind::Join])?;
     let counters = on_p.counters.clone();
     let on_m = bind(cfg.addresses.monitor.addr, &[Kind::Join])?;
-    Ok((vec![on_p, on_m], counters))
+    let on_node = bind(cfg.node.address.addr, &[Kind::Join])?;
+    Ok((vec![on_p, on_m, on_node], counters))
 }
 
 impl Daemon {
@@ -168,6 +176,21 @@ impl Daemon {
             }
         }
         d.warn_about_opt_outs();
+        if d.cfg.addresses.primary.addr.is_ipv4() {
+            match crate::sys::arp_announce_from_own_address(&d.cfg.node.interface) {
+                Ok(Some(old)) => tracing::info!(interface = %d.cfg.node.interface, old,
+                    "set arp_announce = 2: ARP requests leave from the node address"),
+                Ok(None) => {}
+                Err(e) => d.emit(
+                    Event::DaemonError,
+                    &format!(
+                        "cannot set net.ipv4.conf.{}.arp_announce = 2 ({e}): while both hosts \
+                         hold a floating address, answers may wait seconds for ARP",
+                        d.cfg.node.interface
+                    ),
+                ),
+            }
+        }
         d.resolve_witnesses().await?;
         d.clear_leftovers().await?;
         d.emit(Event::DaemonStarted, &d.describe());

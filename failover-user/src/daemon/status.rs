@@ -3,7 +3,10 @@
 use std::sync::atomic::Ordering;
 
 use super::Daemon;
-use crate::{role::Role, sys::monotonic_ns};
+use crate::{
+    role::{Addr, Role, FLAG_HOLDS_M, FLAG_HOLDS_P, FLAG_PREFERRED},
+    sys::monotonic_ns,
+};
 
 impl Daemon {
     /// Copies role and epoch to the responders, metrics and status.
@@ -12,6 +15,16 @@ impl Daemon {
         let epoch = self.machine.epoch();
         self.identity.role.store(role.code(), Ordering::Relaxed);
         self.identity.epoch.store(epoch, Ordering::Relaxed);
+        let held = self.held.addrs();
+        let flags = [
+            (self.cfg.preferred_primary, FLAG_PREFERRED),
+            (held.contains(&Addr::Primary), FLAG_HOLDS_P),
+            (held.contains(&Addr::Monitor), FLAG_HOLDS_M),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |f, (_, bit)| f | bit);
+        self.identity.flags.store(flags, Ordering::Relaxed);
         self.metrics
             .role
             .store(u64::from(role.code()), Ordering::Relaxed);

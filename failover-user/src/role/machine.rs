@@ -6,15 +6,21 @@
 //!   and claims P only after the fence was confirmed, or when the primary said it is leaving
 //!   (the claim's duplicate-address probe then proves P silent), or when the operator opted
 //!   out of fencing;
-//! - a pending fence is cancelled when P answers again before a power-off was accepted.
+//! - a pending fence is cancelled when P answers again before a power-off was accepted;
+//! - a host that holds an address another host claims defends it once, and the loser of the
+//!   tie-break (`defence.rs`) gives it up; a primary that learns of a newer primary steps down.
+//!
+//! The fence rules are in `fence.rs`, the address and epoch rules in `defence.rs`.
 use std::time::Duration;
 
-use super::{Action, Addr, BootAction, Hook, Input, Notice, Policy, Role, SelfCheck};
+use super::{
+    defence::Contest, Action, Addr, Answer, BootAction, Hook, Input, Notice, Policy, Role, Timer,
+};
 use crate::{detector::LivenessEvent, event::Event};
 
 /// Why the monitor suspects the primary (awaiting the self-check).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Suspicion {
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Suspicion {
     /// This many consecutive probes without an in-time reply.
     Misses(u32),
     /// P never answered within `startup_grace`.
@@ -22,7 +28,7 @@ enum Suspicion {
 }
 
 impl Suspicion {
-    fn why(self) -> String {
+    pub(super) fn why(self) -> String {
         match self {
             Suspicion::Misses(n) => format!("{n} consecutive probes without a reply in time"),
             Suspicion::Grace => "the primary address never answered within startup_grace".into(),
@@ -31,29 +37,35 @@ impl Suspicion {
 }
 
 /// The state machine.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Machine {
-    policy: Policy,
-    role: Role,
-    epoch: u64,
-    armed: bool,
-    attempt: u32,
-    fence_confirmed: bool,
+    pub(super) policy: Policy,
+    pub(super) role: Role,
+    pub(super) epoch: u64,
+    pub(super) armed: bool,
+    pub(super) attempt: u32,
+    pub(super) fence_confirmed: bool,
     /// The boot action awaiting its result; results of anything else are not acted on.
-    pending_boot: Option<BootAction>,
+    pub(super) pending_boot: Option<BootAction>,
     /// The peer accepted a power action of this boot episode: no cancelling any more.
-    boot_accepted: bool,
+    pub(super) boot_accepted: bool,
     /// A failure decision awaits the self-check.
-    suspicion: Option<Suspicion>,
+    pub(super) suspicion: Option<Suspicion>,
     /// The last self-check failed: this host's side is the broken one.
-    isolated: bool,
+    pub(super) isolated: bool,
     /// The primary said it is stopping (recovery-only mode waits for it instead of fencing).
-    peer_left: bool,
+    pub(super) peer_left: bool,
     /// A join was sent since start.
-    joined: bool,
+    pub(super) joined: bool,
+    /// Address contests in progress, P then M.
+    pub(super) contest: [Option<Contest>; 2],
+    /// The peer's last answer to `AskPeer`, since the last ask.
+    pub(super) peer: Option<Answer>,
+    /// The current suspicion's fence waits for `Due(FenceDelay)`.
+    pub(super) delaying: bool,
 }
 
-fn emit(event: Event, detail: impl Into<String>) -> Action {
+pub(super) fn emit(event: Event, detail: impl Into<String>) -> Action {
     Action::Emit(Notice {
         event,
         detail: detail.into(),
@@ -76,6 +88,9 @@ impl Machine {
             isolated: false,
             peer_left: false,
             joined: false,
+            contest: [None, None],
+            peer: None,
+            delaying: false,
         }
     }
 
@@ -121,7 +136,7 @@ impl Machine {
         self.epoch = self.epoch.max(epoch);
     }
 
-    fn set_role(&mut self, to: Role, out: &mut Vec<Action>) {
+    pub(super) fn set_role(&mut self, to: Role, out: &mut Vec<Action>) {
         if matches!(to, Role::Monitor | Role::Joining | Role::Conflict) {
             // No fence is under way in these roles: what the last one left must not decide
             // the next (a later `leaving`, a later takeover's power-on).
@@ -138,7 +153,7 @@ impl Machine {
         }
     }
 
-    fn backoff(&mut self) -> Duration {
+    pub(super) fn backoff(&mut self) -> Duration {
         let d = self
             .policy
             .retry
@@ -148,7 +163,7 @@ impl Machine {
         d
     }
 
-    fn join(&mut self, out: &mut Vec<Action>) {
+    pub(super) fn join(&mut self, out: &mut Vec<Action>) {
         out.push(emit(
             Event::JoinProbeSent,
             "second signal to the monitor address",
@@ -157,158 +172,6 @@ impl Machine {
             doubled: !self.joined && self.policy.preferred_primary,
         });
         self.joined = true;
-    }
-
-    /// P looks failed: before any fence, check that this host is not the cut-off one.
-    fn suspect(&mut self, why: Suspicion, out: &mut Vec<Action>) {
-        if self.suspicion.is_none() {
-            self.suspicion = Some(why);
-            out.push(Action::SelfCheck);
-        }
-    }
-
-    fn self_checked(&mut self, result: SelfCheck, out: &mut Vec<Action>) {
-        let Some(why) = self.suspicion else {
-            return; // P came back meanwhile: nothing to decide
-        };
-        let failed = match result {
-            SelfCheck::Passed { .. } if std::mem::take(&mut self.isolated) => {
-                // The misses were seen while this side was cut off (and the first probes
-                // after it came back may still be waiting for neighbour resolution): they
-                // prove nothing about P. Judge it afresh; a fence needs a new failure.
-                self.suspicion = None;
-                out.push(emit(
-                    Event::IsolationEnded,
-                    "the self-check passes again; judging the primary afresh",
-                ));
-                out.push(Action::Rejudge);
-                return;
-            }
-            SelfCheck::Passed { .. } => {
-                self.start_boot(why.why(), out);
-                return;
-            }
-            SelfCheck::NoCarrier => "the service interface is down or has no carrier".to_string(),
-            SelfCheck::WitnessesSilent { answered, needed } => format!(
-                "{answered} witness(es) answered, {needed} needed: this host may be the one cut off"
-            ),
-        };
-        out.push(emit(
-            Event::Isolated,
-            format!("{}; not fencing the primary ({failed})", why.why()),
-        ));
-        if !self.isolated {
-            self.isolated = true;
-            out.push(Action::Hook(Hook::OnFault));
-        }
-        out.push(Action::Retry(self.policy.recheck));
-    }
-
-    /// The primary failed and this host's side works: boot (fence) it.
-    fn start_boot(&mut self, why: String, out: &mut Vec<Action>) {
-        out.push(emit(Event::PrimaryFailed, why));
-        self.set_role(Role::Booting, out);
-        self.attempt = 0;
-        self.fence_confirmed = false;
-        self.boot_accepted = false;
-        self.suspicion = None;
-        if self.policy.takeover && self.policy.no_fence {
-            out.push(emit(
-                Event::FenceSkipped,
-                "boot.method = none with allow_unfenced_takeover: taking P without a fence",
-            ));
-            self.take_over(out);
-            return;
-        }
-        self.request_boot(out);
-    }
-
-    fn request_boot(&mut self, out: &mut Vec<Action>) {
-        let action = if self.policy.takeover {
-            BootAction::Off
-        } else {
-            BootAction::Reboot
-        };
-        self.pending_boot = Some(action);
-        out.push(emit(Event::BootRequested, action.name()));
-        out.push(Action::Boot(action));
-    }
-
-    /// P answers again (`how`): a pending fence is abandoned while the peer has not accepted
-    /// one.
-    fn recovered(&mut self, how: String, out: &mut Vec<Action>) {
-        match self.role {
-            Role::Monitor => {
-                self.peer_left = false;
-                if self.suspicion.take().is_some() && std::mem::take(&mut self.isolated) {
-                    out.push(emit(Event::IsolationEnded, how));
-                }
-            }
-            Role::Booting if !self.boot_accepted => {
-                out.push(emit(
-                    Event::FenceCancelled,
-                    format!("{how}, before a power action was sent"),
-                ));
-                if self.pending_boot.take().is_some() {
-                    out.push(Action::CancelBoot);
-                }
-                self.attempt = 0;
-                self.set_role(Role::Monitor, out);
-            }
-            _ => {}
-        }
-    }
-
-    fn take_over(&mut self, out: &mut Vec<Action>) {
-        self.set_role(Role::TakingOver, out);
-        out.push(Action::StopMonitoring);
-        // The runtime reports `address_released` once the address is actually gone.
-        out.push(Action::Release(Addr::Monitor));
-        out.push(Action::Claim(Addr::Primary));
-    }
-
-    fn become_primary(&mut self, out: &mut Vec<Action>) {
-        self.epoch += 1;
-        out.push(Action::BumpEpoch);
-        out.push(emit(Event::AddressClaimed, "primary address"));
-        self.set_role(Role::Primary, out);
-        out.push(Action::Hook(Hook::OnPrimary));
-    }
-
-    /// The peer stopped on purpose: a primary that released P is taken over without a fence
-    /// (the claim's duplicate-address probe proves P silent first).
-    fn peer_leaving(&mut self, role: u8, epoch: u64, out: &mut Vec<Action>) {
-        self.observe_epoch(epoch);
-        match self.role {
-            Role::Monitor | Role::Booting
-                if role == Role::Primary.code() && self.armed && !self.boot_accepted =>
-            {
-                if self.pending_boot.take().is_some() {
-                    out.push(Action::CancelBoot);
-                }
-                self.suspicion = None;
-                self.isolated = false;
-                if self.policy.takeover {
-                    out.push(emit(
-                        Event::PeerLeft,
-                        format!("the primary (epoch {epoch}) is stopping and released P: taking it over without a fence"),
-                    ));
-                    self.take_over(out);
-                } else {
-                    out.push(emit(
-                        Event::PeerLeft,
-                        format!("the primary (epoch {epoch}) is stopping; recovery only: waiting for it to come back"),
-                    ));
-                    self.peer_left = true;
-                    self.set_role(Role::Monitor, out);
-                }
-            }
-            Role::Primary if role == Role::Monitor.code() => out.push(emit(
-                Event::PeerLeft,
-                "the monitor is stopping: nobody watches this host until it is back",
-            )),
-            _ => {}
-        }
     }
 
     /// Feeds one input; returns the actions to execute, in order.
@@ -349,6 +212,12 @@ impl Machine {
                 Role::Joining | Role::Conflict => {}
             },
             (_, Input::PeerLeaving { role, epoch }) => self.peer_leaving(role, epoch, &mut out),
+            (_, Input::Contested { addr, lower_mac }) => self.contested(addr, lower_mac, &mut out),
+            (_, Input::PeerSeen(p)) => self.peer_seen(p, &mut out),
+            (_, Input::PeerSilent) => self.peer_silent(&mut out),
+            (_, Input::TakenOver { epoch }) => self.taken_over(epoch, &mut out),
+            (_, Input::Due(Timer::DefendWindow(addr))) => self.window_over(addr),
+            (_, Input::Due(Timer::FenceDelay)) => self.fence_delay_over(&mut out),
             (Role::Joining, Input::Start) | (Role::Joining | Role::Conflict, Input::RetryDue) => {
                 self.join(&mut out)
             }
@@ -357,6 +226,21 @@ impl Machine {
                     self.observe_epoch(a.epoch);
                 }
                 match (monitor, primary) {
+                    (Some(m), None) if m.role != Role::Monitor.code() => {
+                        // M is held by a host that is fencing or taking over (perhaps this
+                        // one's old self): claiming P now could race its takeover. Wait.
+                        let role = Role::from_code(m.role).map_or("unknown", Role::name);
+                        out.push(emit(
+                            Event::JoinAnswered,
+                            format!(
+                                "monitor node {} answers as {role}, not as monitor; P silent: joining again later",
+                                m.node
+                            ),
+                        ));
+                        self.set_role(Role::Joining, &mut out);
+                        let d = self.backoff();
+                        out.push(Action::Retry(d));
+                    }
                     (Some(m), None) => {
                         // Claim 11: a live monitor answered and P is silent: become primary.
                         out.push(emit(
@@ -522,6 +406,9 @@ impl Machine {
                 },
             ) => {
                 self.become_primary(&mut out);
+                // If the old primary is still running (a BMC that reported Off wrongly, a
+                // leaving primary), it learns it is stale and steps down.
+                out.push(Action::SendTakenOver);
                 // Power the fenced host back on: it boots, joins, hears nobody at M and
                 // becomes the monitor (claim 12).
                 if std::mem::take(&mut self.fence_confirmed) {

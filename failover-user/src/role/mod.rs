@@ -8,6 +8,8 @@
 //! P stayed silent.
 use std::time::Duration;
 
+mod defence;
+mod fence;
 mod machine;
 
 use crate::{detector::LivenessEvent, event::Event};
@@ -15,7 +17,7 @@ use crate::{detector::LivenessEvent, event::Event};
 pub use machine::Machine;
 
 /// A role (the state of the machine).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// After start: sends the join probe (second signal) to M and waits `join_timeout`.
     Joining,
@@ -72,7 +74,7 @@ impl Role {
 }
 
 /// One of the two floating addresses.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Addr {
     /// P, the service address.
     Primary,
@@ -80,8 +82,18 @@ pub enum Addr {
     Monitor,
 }
 
+impl Addr {
+    /// 0 for P, 1 for M (for per-address arrays).
+    pub fn index(self) -> usize {
+        match self {
+            Addr::Primary => 0,
+            Addr::Monitor => 1,
+        }
+    }
+}
+
 /// What the boot method is asked to do to the peer.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum BootAction {
     /// Power off and confirm it is off (the fence).
     Off,
@@ -103,7 +115,7 @@ impl BootAction {
 }
 
 /// An operator hook.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Hook {
     /// After becoming primary.
     OnPrimary,
@@ -113,8 +125,9 @@ pub enum Hook {
     OnFault,
 }
 
-/// Who answered a join probe.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// What a host says about itself in its messages (join answers, the peer's answers to
+/// `AskPeer`, takeover notices).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Answer {
     /// Responder's role code.
     pub role: u8,
@@ -122,10 +135,45 @@ pub struct Answer {
     pub epoch: u64,
     /// Responder's node id.
     pub node: u32,
+    /// `FLAG_*` bits: preferred primary, holds P, holds M.
+    pub flags: u8,
+}
+
+/// The sender is the preferred primary (`preferred_primary`).
+pub const FLAG_PREFERRED: u8 = 1 << 0;
+/// The sender holds P.
+pub const FLAG_HOLDS_P: u8 = 1 << 1;
+/// The sender holds M.
+pub const FLAG_HOLDS_M: u8 = 1 << 2;
+
+impl Answer {
+    /// Whether the sender says it holds `addr`.
+    pub fn holds(&self, addr: Addr) -> bool {
+        let bit = match addr {
+            Addr::Primary => FLAG_HOLDS_P,
+            Addr::Monitor => FLAG_HOLDS_M,
+        };
+        self.flags & bit != 0
+    }
+
+    /// Whether the sender is the preferred primary.
+    pub fn preferred(&self) -> bool {
+        self.flags & FLAG_PREFERRED != 0
+    }
+}
+
+/// A timer the machine schedules (`Action::Schedule`), reported back as `Input::Due`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// The defence window of a contested address is over: the next claim by another host
+    /// starts a new contest.
+    DefendWindow(Addr),
+    /// `boot.fence_delay` is over: the delayed first fence may go ahead.
+    FenceDelay,
 }
 
 /// Inputs to the machine.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Input {
     /// The daemon started (after boot).
     Start,
@@ -170,12 +218,33 @@ pub enum Input {
         /// The peer's epoch.
         epoch: u64,
     },
+    /// Another host's frame shows an address this host holds: an ARP reply or announcement,
+    /// an IPv6 neighbour advertisement (duplicate-address probes are answered by the kernel
+    /// and are not reported).
+    Contested {
+        /// The address.
+        addr: Addr,
+        /// This host's MAC is lower than the other host's (the tie-break when the peer cannot
+        /// be asked).
+        lower_mac: bool,
+    },
+    /// The peer's answer to `AskPeer`.
+    PeerSeen(Answer),
+    /// The peer did not answer `AskPeer`.
+    PeerSilent,
+    /// The peer says it took P over, at `epoch` (it fenced this host, or believes so).
+    TakenOver {
+        /// The new primary's epoch.
+        epoch: u64,
+    },
+    /// A timer scheduled with `Action::Schedule` is due.
+    Due(Timer),
     /// Clean shutdown.
     Shutdown,
 }
 
 /// The outcome of the self-check: is this host's own side working?
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SelfCheck {
     /// The interface is up with carrier, and enough witnesses answered (`answered`; 0 when
     /// there are none to ask).
@@ -239,12 +308,22 @@ pub enum Action {
     CancelBoot,
     /// Tell the peer this host is stopping on purpose.
     SendLeaving,
+    /// Send one announcement (GARP / unsolicited NA) of an address this host holds.
+    Defend(Addr),
+    /// Ask the peer (at its node address) what it is and holds; report `PeerSeen` or
+    /// `PeerSilent`.
+    AskPeer,
+    /// Tell the old primary (at its node address) that this host took P over at the current
+    /// epoch.
+    SendTakenOver,
+    /// Report `Due(timer)` after this delay (replacing a pending one of the same timer).
+    Schedule(Timer, Duration),
     /// Record an event.
     Emit(Notice),
 }
 
 /// What the operator configured that the protocol rules depend on.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Policy {
     /// Fence and take P over (true) or only reboot the primary (false).
     pub takeover: bool,
@@ -262,6 +341,11 @@ pub struct Policy {
     pub preferred_primary: bool,
     /// While isolated, how often the self-check is repeated (`witness.recheck`).
     pub recheck: Duration,
+    /// This host's node id (the last tie-break of an address contest).
+    pub node_id: u32,
+    /// How long the first fence of a `startup_grace` decision waits (`boot.fence_delay`;
+    /// zero on the preferred primary).
+    pub fence_delay: Duration,
 }
 
 #[cfg(test)]

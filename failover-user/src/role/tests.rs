@@ -10,6 +10,8 @@ const S: Policy = Policy {
     retry_max: Duration::from_secs(8),
     preferred_primary: false,
     recheck: Duration::from_millis(500),
+    node_id: 1,
+    fence_delay: Duration::ZERO,
 };
 
 // Epoch 0, so that the epoch a test checks is this host's own count; epochs observed
@@ -18,7 +20,11 @@ const PEER: Answer = Answer {
     role: 2,
     epoch: 0,
     node: 2,
+    flags: 0,
 };
+
+/// The peer answering at M, as monitor.
+const MON: Answer = Answer { role: 3, ..PEER };
 
 fn names(actions: &[Action]) -> Vec<String> {
     actions
@@ -74,7 +80,7 @@ fn claim_11_monitor_answers_so_become_primary() {
         &[
             Start,
             JoinDone {
-                monitor: Some(PEER),
+                monitor: Some(MON),
                 primary: None,
             },
             Claimed {
@@ -130,7 +136,7 @@ fn claim_12_silence_so_become_monitor() {
 #[test]
 fn conflict_when_both_answer_and_no_claim() {
     let both = JoinDone {
-        monitor: Some(PEER),
+        monitor: Some(MON),
         primary: Some(PEER),
     };
     let (m, roles, acts) = run(S, &[Start, both, RetryDue, both]);
@@ -173,7 +179,7 @@ fn cold_start_loser_rejoins_and_becomes_primary() {
             },
             RetryDue,
             JoinDone {
-                monitor: Some(PEER),
+                monitor: Some(MON),
                 primary: None,
             },
             Claimed {
@@ -374,7 +380,7 @@ fn shutdown_releases_what_is_held() {
         &[
             Start,
             JoinDone {
-                monitor: Some(PEER),
+                monitor: Some(MON),
                 primary: None,
             },
             Claimed {
@@ -406,11 +412,11 @@ fn random_inputs_never_claim_p_unsafely() {
             primary: Some(PEER),
         },
         JoinDone {
-            monitor: Some(PEER),
+            monitor: Some(MON),
             primary: None,
         },
         JoinDone {
-            monitor: Some(PEER),
+            monitor: Some(MON),
             primary: Some(PEER),
         },
         Liveness(LivenessEvent::Armed),
@@ -460,12 +466,39 @@ fn random_inputs_never_claim_p_unsafely() {
             ok: false,
         },
         RetryDue,
+        Contested {
+            addr: Addr::Primary,
+            lower_mac: true,
+        },
+        Contested {
+            addr: Addr::Monitor,
+            lower_mac: false,
+        },
+        PeerSeen(Answer {
+            flags: crate::role::FLAG_HOLDS_P,
+            epoch: 9,
+            ..PEER
+        }),
+        PeerSeen(Answer {
+            flags: crate::role::FLAG_HOLDS_M,
+            ..MON
+        }),
+        PeerSilent,
+        TakenOver { epoch: 9 },
+        Due(Timer::DefendWindow(Addr::Primary)),
+        Due(Timer::DefendWindow(Addr::Monitor)),
+        Due(Timer::FenceDelay),
     ];
-    for takeover in [true, false] {
-        let s = Policy { takeover, ..S };
+    for (takeover, delay) in [(true, 0), (false, 0), (true, 90), (false, 90)] {
+        let s = Policy {
+            takeover,
+            fence_delay: Duration::from_millis(delay),
+            ..S
+        };
         for _ in 0..2000 {
             let mut m = Machine::new(s, 0);
             let mut last_fence_ok = false;
+            let mut delay_started = false;
             for _ in 0..40 {
                 let i = pool[rng.gen_range(0..pool.len())];
                 let role_before = m.role();
@@ -480,12 +513,20 @@ fn random_inputs_never_claim_p_unsafely() {
                 {
                     last_fence_ok = true;
                 }
-                // The only way from Monitor to Booting (a fence) is a passed self-check.
+                // The only way from Monitor to Booting (a fence) is a passed self-check, or
+                // the end of the fence delay that a passed self-check started.
                 if role_before == Role::Monitor && m.role() == Role::Booting {
                     assert!(
-                        matches!(i, SelfChecked(SelfCheck::Passed { .. })),
+                        matches!(i, SelfChecked(SelfCheck::Passed { .. }))
+                            || (i == Due(Timer::FenceDelay) && delay_started),
                         "fence without a passed self-check after {i:?}"
                     );
+                }
+                if acts
+                    .iter()
+                    .any(|a| matches!(a, Action::Schedule(Timer::FenceDelay, _)))
+                {
+                    delay_started = true;
                 }
                 let primary_left = matches!(i, PeerLeaving { role: 2, .. });
                 let last_join_ok = matches!(
@@ -567,7 +608,7 @@ fn only_the_preferred_primarys_first_join_listens_longer() {
         );
         // Both answer: a conflict, retried with a second join.
         let both = JoinDone {
-            monitor: Some(PEER),
+            monitor: Some(MON),
             primary: Some(PEER),
         };
         let mut doubled = Vec::new();
@@ -761,7 +802,7 @@ fn a_primary_hears_its_monitor_leave() {
         &[
             Start,
             JoinDone {
-                monitor: Some(PEER),
+                monitor: Some(MON),
                 primary: None,
             },
             Claimed {
@@ -880,4 +921,238 @@ fn a_finished_fence_leaves_nothing_behind() {
         ok: true,
     }));
     assert!(!n.contains(&"Boot(On)".to_string()), "{n:?}");
+}
+
+/// A settled host in `role` (Primary or Monitor) for the contest tests.
+fn settled(policy: Policy, primary: bool) -> Machine {
+    let mut m = Machine::new(policy, 0);
+    m.step(Start);
+    let (monitor, claim) = if primary {
+        (Some(MON), Addr::Primary)
+    } else {
+        (None, Addr::Monitor)
+    };
+    m.step(JoinDone {
+        monitor,
+        primary: None,
+    });
+    m.step(Claimed {
+        addr: claim,
+        ok: true,
+    });
+    m
+}
+
+fn holding(addr: Addr, epoch: u64, node: u32, preferred: bool) -> Answer {
+    let holds = match addr {
+        Addr::Primary => crate::role::FLAG_HOLDS_P,
+        Addr::Monitor => crate::role::FLAG_HOLDS_M,
+    };
+    let pref = if preferred {
+        crate::role::FLAG_PREFERRED
+    } else {
+        0
+    };
+    Answer {
+        role: if addr == Addr::Primary { 2 } else { 3 },
+        epoch,
+        node,
+        flags: holds | pref,
+    }
+}
+
+#[test]
+fn a_cold_start_with_both_on_m_settles_with_the_preferred_host_primary() {
+    let contested = Contested {
+        addr: Addr::Monitor,
+        lower_mac: true,
+    };
+    // The preferred host (node 1) yields M ...
+    let mut a = settled(
+        Policy {
+            preferred_primary: true,
+            ..S
+        },
+        false,
+    );
+    assert_eq!(a.role(), Role::Monitor);
+    let n = names(&a.step(contested));
+    assert_eq!(
+        n,
+        vec![
+            "address_defended",
+            "Defend(Monitor)",
+            "AskPeer",
+            "Schedule(DefendWindow(Monitor), 10s)"
+        ]
+    );
+    assert!(a
+        .step(PeerSeen(holding(Addr::Monitor, 0, 2, false)))
+        .is_empty());
+    let n = names(&a.step(contested));
+    assert_eq!(
+        n,
+        vec![
+            "address_conflict",
+            "demoted",
+            "StopMonitoring",
+            "Release(Monitor)",
+            "Hook(OnFault)",
+            "role_changed",
+            "join_probe_sent",
+            "SendJoin"
+        ]
+    );
+    assert_eq!(a.role(), Role::Joining);
+    // ... and the other (node 2) keeps it, defending once more at most.
+    let mut b = settled(Policy { node_id: 2, ..S }, false);
+    b.step(contested);
+    b.step(PeerSeen(holding(Addr::Monitor, 0, 1, true)));
+    let n = names(&b.step(contested));
+    assert_eq!(n, vec!["address_conflict", "Defend(Monitor)"]);
+    assert!(
+        names(&b.step(contested)) == vec!["address_conflict"],
+        "no third announcement"
+    );
+    assert_eq!(b.role(), Role::Monitor);
+    // The window ends: a later claim is a new contest.
+    b.step(Due(Timer::DefendWindow(Addr::Monitor)));
+    assert!(names(&b.step(contested)).contains(&"Defend(Monitor)".to_string()));
+}
+
+#[test]
+fn the_higher_epoch_keeps_p_and_a_stale_primary_steps_down() {
+    let contested = Contested {
+        addr: Addr::Primary,
+        lower_mac: true,
+    };
+    let mut a = settled(S, true);
+    assert_eq!((a.role(), a.epoch()), (Role::Primary, 1));
+    a.step(contested);
+    // The peer is primary at a higher epoch: step down at once, before any second claim.
+    let n = names(&a.step(PeerSeen(holding(Addr::Primary, 2, 2, false))));
+    assert!(
+        n.starts_with(&["demoted".to_string(), "Release(Primary)".to_string()]),
+        "{n:?}"
+    );
+    assert_eq!(a.role(), Role::Joining);
+
+    // A lower-epoch peer on P loses; this host keeps it.
+    let mut b = settled(Policy { node_id: 2, ..S }, true);
+    b.step(PeerSeen(holding(Addr::Primary, 1, 1, true)));
+    b.step(contested);
+    b.step(PeerSeen(holding(Addr::Primary, 0, 1, true)));
+    let n = names(&b.step(contested));
+    assert_eq!(n, vec!["address_conflict", "Defend(Primary)"]);
+    assert_eq!(b.role(), Role::Primary);
+}
+
+#[test]
+fn a_taken_over_notice_demotes_a_primary_below_it_only() {
+    let mut m = settled(S, true);
+    assert!(
+        m.step(TakenOver { epoch: 1 }).is_empty(),
+        "same epoch: not newer"
+    );
+    let n = names(&m.step(TakenOver { epoch: 2 }));
+    assert_eq!(
+        n,
+        vec![
+            "demoted",
+            "Release(Primary)",
+            "Hook(OnFault)",
+            "role_changed",
+            "join_probe_sent",
+            "SendJoin"
+        ]
+    );
+    // The next promotion goes above the newer primary.
+    assert_eq!(m.epoch(), 2);
+    let mut monitor = settled(S, false);
+    assert!(monitor.step(TakenOver { epoch: 5 }).is_empty());
+    assert_eq!(monitor.role(), Role::Monitor);
+}
+
+#[test]
+fn a_contest_without_the_peer_goes_to_the_lower_mac_and_a_third_host_never_wins() {
+    for (lower_mac, keeps) in [(true, true), (false, false)] {
+        let c = Contested {
+            addr: Addr::Primary,
+            lower_mac,
+        };
+        let mut m = settled(S, true);
+        m.step(c);
+        m.step(PeerSilent);
+        m.step(c);
+        assert_eq!(m.role() == Role::Primary, keeps, "lower_mac {lower_mac}");
+    }
+    // The peer answers but does not hold P: a third host. Keep it.
+    let c = Contested {
+        addr: Addr::Primary,
+        lower_mac: false,
+    };
+    let mut m = settled(S, true);
+    m.step(c);
+    m.step(PeerSeen(holding(Addr::Monitor, 5, 2, true)));
+    m.step(c);
+    assert_eq!(m.role(), Role::Primary);
+    // Not holding the address: no contest at all.
+    let mut j = Machine::new(S, 0);
+    assert!(j.step(c).is_empty());
+}
+
+#[test]
+fn a_join_claims_p_only_from_a_monitor_that_is_not_fencing() {
+    for role in [Role::Booting, Role::TakingOver, Role::Primary] {
+        let (m, _, acts) = run(
+            S,
+            &[
+                Start,
+                JoinDone {
+                    monitor: Some(Answer {
+                        role: role.code(),
+                        ..MON
+                    }),
+                    primary: None,
+                },
+            ],
+        );
+        let n = names(&acts);
+        assert!(
+            !n.contains(&"Claim(Primary)".to_string()),
+            "{role:?}: {n:?}"
+        );
+        assert!(n.contains(&"Retry(1s)".to_string()), "{role:?}: {n:?}");
+        assert_eq!(m.role(), Role::Joining);
+    }
+}
+
+#[test]
+fn the_first_fence_of_startup_grace_waits_on_the_host_that_is_not_preferred() {
+    let s = Policy {
+        fence_delay: Duration::from_millis(90),
+        ..S
+    };
+    let mut inputs = monitor_armed();
+    inputs.pop(); // P never answered
+    inputs.push(GraceExpired);
+    let (mut m, _, _) = run(s, &inputs);
+    let n = names(&m.step(passed()));
+    assert_eq!(n, vec!["fence_delayed", "Schedule(FenceDelay, 90ms)"]);
+    assert_eq!(m.role(), Role::Monitor);
+    let n = names(&m.step(Due(Timer::FenceDelay)));
+    assert!(n.contains(&"Boot(Off)".to_string()), "{n:?}");
+
+    // P answers during the delay: no fence.
+    let (mut m, _, _) = run(s, &inputs);
+    m.step(passed());
+    m.step(Liveness(LivenessEvent::Armed));
+    assert!(m.step(Due(Timer::FenceDelay)).is_empty());
+    assert_eq!(m.role(), Role::Monitor);
+
+    // After misses (the peer was a primary, which never fences) there is no delay.
+    let mut inputs = monitor_armed();
+    inputs.push(failed());
+    let (mut m, _, _) = run(s, &inputs);
+    assert!(names(&m.step(passed())).contains(&"Boot(Off)".to_string()));
 }

@@ -128,8 +128,18 @@ impl JoinJob {
     /// Returns who answered at M and at P. A socket error counts as silence: the next step,
     /// claiming M, probes for duplicates before taking anything.
     pub async fn run(self) -> (Option<Answer>, Option<Answer>) {
-        match self.try_run().await {
-            Ok(r) => r,
+        let targets = [self.monitor, self.primary];
+        match ask(
+            &self.interface,
+            self.local,
+            &targets,
+            self.port,
+            self.node,
+            self.window,
+        )
+        .await
+        {
+            Ok(a) => (a[0], a[1]),
             Err(e) => {
                 tracing::warn!(interface = %self.interface, error = %e,
                     "join probe could not be sent; treating as silence");
@@ -138,73 +148,107 @@ impl JoinJob {
             }
         }
     }
+}
 
-    async fn try_run(&self) -> std::io::Result<(Option<Answer>, Option<Answer>)> {
-        let sock = UdpSocket::from_std(join_socket(&self.interface, self.local)?)?;
-        let token: u64 = rand::random();
-        let deadline = Instant::now() + self.window;
-        let resend = (self.window / 5).max(Duration::from_millis(1));
-        let (mut monitor, mut primary) = (None, None);
-        let mut seq = 0u64;
-        let mut next_send = Instant::now();
-        let mut buf = [0u8; 256];
-        while Instant::now() < deadline {
-            if Instant::now() >= next_send {
-                seq += 1;
-                let msg = join_message(token, seq, self.node);
-                for (target, got) in [
-                    (self.monitor, monitor.is_some()),
-                    (self.primary, primary.is_some()),
-                ] {
-                    if !got {
-                        if let Err(e) = sock.send_to(&msg, SocketAddr::new(target, self.port)).await
-                        {
-                            tracing::debug!(%target, error = %e, "join probe send failed");
-                        }
-                    }
-                }
-                next_send += resend;
-            }
-            let until = next_send.min(deadline);
-            let Ok(r) = tokio::time::timeout_at(until, sock.recv_from(&mut buf)).await else {
-                continue;
-            };
-            let (n, from) = r?;
-            let Ok(reply) = Message::decode(&buf[..n]) else {
-                continue;
-            };
-            if reply.kind != Kind::JoinReply || reply.token != token || reply.node == self.node {
-                continue;
-            }
-            let answer = Answer {
-                role: reply.role,
-                epoch: reply.epoch,
-                node: reply.node,
-            };
-            if from.ip() == self.monitor {
-                monitor.get_or_insert(answer);
-            } else if from.ip() == self.primary {
-                primary.get_or_insert(answer);
-            }
+/// Asks the peer at its node address what it is and holds (before deciding an address
+/// contest): `None` when it does not answer within `window` or cannot be asked.
+pub async fn ask_peer(
+    interface: &str,
+    local: IpAddr,
+    peer: SocketAddr,
+    node: u32,
+    window: Duration,
+) -> Option<Answer> {
+    match ask(interface, local, &[peer.ip()], peer.port(), node, window).await {
+        Ok(a) => a[0],
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "could not ask the peer");
+            None
         }
-        Ok((monitor, primary))
     }
 }
 
-/// Sends the `leaving` message (a planned stop) from `local` to `to`, three times 1 ms apart
-/// so that one lost datagram does not turn the handover into a fence. Errors are returned
-/// after the last try.
-pub async fn send_leaving(
+/// Join requests from `local` to each of `targets` (at `port`), resent five times within
+/// `window`; the first answer of each (from another node), in the order of `targets`.
+async fn ask(
+    interface: &str,
+    local: IpAddr,
+    targets: &[IpAddr],
+    port: u16,
+    node: u32,
+    window: Duration,
+) -> std::io::Result<Vec<Option<Answer>>> {
+    let sock = UdpSocket::from_std(join_socket(interface, local)?)?;
+    let token: u64 = rand::random();
+    let deadline = Instant::now() + window;
+    let resend = (window / 5).max(Duration::from_millis(1));
+    let mut answers: Vec<Option<Answer>> = vec![None; targets.len()];
+    let mut seq = 0u64;
+    let mut next_send = Instant::now();
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline && answers.iter().any(Option::is_none) {
+        if Instant::now() >= next_send {
+            seq += 1;
+            let msg = join_message(token, seq, node);
+            for (target, got) in targets.iter().zip(&answers) {
+                if got.is_none() {
+                    if let Err(e) = sock.send_to(&msg, SocketAddr::new(*target, port)).await {
+                        tracing::debug!(%target, error = %e, "join probe send failed");
+                    }
+                }
+            }
+            next_send += resend;
+        }
+        let until = next_send.min(deadline);
+        let Ok(r) = tokio::time::timeout_at(until, sock.recv_from(&mut buf)).await else {
+            continue;
+        };
+        let (n, from) = r?;
+        let Ok(reply) = Message::decode(&buf[..n]) else {
+            continue;
+        };
+        if reply.kind != Kind::JoinReply || reply.token != token || reply.node == node {
+            continue;
+        }
+        if let Some(i) = targets.iter().position(|t| *t == from.ip()) {
+            answers[i].get_or_insert(Answer {
+                role: reply.role,
+                epoch: reply.epoch,
+                node: reply.node,
+                flags: reply.flags,
+            });
+        }
+    }
+    Ok(answers)
+}
+
+/// Sends `msg`, a notice (`Kind::Leaving`: a planned stop; `Kind::TakenOver`), from `local`
+/// to `to`, `times` times `spacing` apart, so that one lost datagram does not turn a handover
+/// into a fence. Errors are returned after the last try.
+pub async fn send_notice(
     interface: &str,
     local: IpAddr,
     to: SocketAddr,
-    role: Role,
-    epoch: u64,
-    node: u32,
+    msg: Message,
+    times: u32,
+    spacing: Duration,
 ) -> std::io::Result<()> {
     let sock = join_socket(interface, local)?;
-    let msg = Message {
-        kind: Kind::Leaving,
+    let msg = msg.encode();
+    let mut last = Ok(());
+    for i in 0..times {
+        if i > 0 {
+            tokio::time::sleep(spacing).await;
+        }
+        last = sock.send_to(&msg, to).map(drop);
+    }
+    last
+}
+
+/// A notice from this host: `kind` with its role, epoch and node id.
+pub fn notice(kind: Kind, role: Role, epoch: u64, node: u32) -> Message {
+    Message {
+        kind,
         role: role.code(),
         flags: 0,
         token: rand::random(),
@@ -212,13 +256,4 @@ pub async fn send_leaving(
         epoch,
         node,
     }
-    .encode();
-    let mut last = Ok(());
-    for i in 0..3 {
-        if i > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        last = sock.send_to(&msg, to).map(drop);
-    }
-    last
 }

@@ -41,6 +41,8 @@ pub struct Identity {
     pub role: AtomicU8,
     /// Epoch carried in replies.
     pub epoch: AtomicU64,
+    /// `role::FLAG_*` bits carried in replies (preferred primary, holds P, holds M).
+    pub flags: AtomicU8,
     /// Node id carried in replies.
     pub node: u32,
 }
@@ -64,8 +66,8 @@ pub struct Responder {
     addr: SocketAddr,
     identity: Arc<Identity>,
     kinds: &'static [Kind],
-    /// Called with every `leaving` message (a planned stop of the sender).
-    on_leaving: Option<Box<dyn Fn(Message) + Send>>,
+    /// Called with every notice (`leaving`: a planned stop of the sender; `taken over`).
+    on_notice: Option<Box<dyn Fn(Message) + Send>>,
     /// Counters, readable while it runs.
     pub counters: Arc<ResponderCounters>,
 }
@@ -156,7 +158,7 @@ impl Responder {
             addr,
             identity,
             kinds,
-            on_leaving: None,
+            on_notice: None,
             counters: Arc::default(),
         })
     }
@@ -190,9 +192,10 @@ impl Responder {
         Ok(self)
     }
 
-    /// Calls `f` with every `leaving` message received.
-    pub fn on_leaving(mut self, f: impl Fn(Message) + Send + 'static) -> Responder {
-        self.on_leaving = Some(Box::new(f));
+    /// Calls `f` with every notice received (`leaving`, `taken over`): messages that are
+    /// reported, not answered.
+    pub fn on_notice(mut self, f: impl Fn(Message) + Send + 'static) -> Responder {
+        self.on_notice = Some(Box::new(f));
         self
     }
 
@@ -217,14 +220,17 @@ impl Responder {
                         source,
                     })?;
             let msg = Message::decode(&buf[..n]).ok();
-            if let (Some(m), Some(f)) = (msg.filter(|m| m.kind == Kind::Leaving), &self.on_leaving)
-            {
+            if let (Some(m), Some(f)) = (
+                msg.filter(|m| matches!(m.kind, Kind::Leaving | Kind::TakenOver)),
+                &self.on_notice,
+            ) {
                 f(m);
                 continue;
             }
             let reply = msg.filter(|m| self.kinds.contains(&m.kind)).and_then(|m| {
                 m.reply(
                     self.identity.role.load(Ordering::Relaxed),
+                    self.identity.flags.load(Ordering::Relaxed),
                     self.identity.epoch.load(Ordering::Relaxed),
                     self.identity.node,
                 )

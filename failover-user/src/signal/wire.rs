@@ -14,6 +14,8 @@ pub enum Kind {
     JoinReply,
     /// The sender is stopping on purpose and released what it held (not answered).
     Leaving,
+    /// The sender took P over at its epoch (not answered).
+    TakenOver,
 }
 
 impl Kind {
@@ -24,6 +26,7 @@ impl Kind {
             Kind::Join => wire::KIND_JOIN,
             Kind::JoinReply => wire::KIND_JOIN_REPLY,
             Kind::Leaving => wire::KIND_LEAVING,
+            Kind::TakenOver => wire::KIND_TAKEN_OVER,
         }
     }
 
@@ -34,6 +37,7 @@ impl Kind {
             wire::KIND_JOIN => Kind::Join,
             wire::KIND_JOIN_REPLY => Kind::JoinReply,
             wire::KIND_LEAVING => Kind::Leaving,
+            wire::KIND_TAKEN_OVER => Kind::TakenOver,
             _ => return None,
         })
     }
@@ -129,12 +133,12 @@ impl Message {
         })
     }
 
-    /// The reply to this request, carrying the responder's role, epoch and node id.
-    pub fn reply(&self, role: u8, epoch: u64, node: u32) -> Option<Message> {
+    /// The reply to this request, carrying the responder's role, flags, epoch and node id.
+    pub fn reply(&self, role: u8, flags: u8, epoch: u64, node: u32) -> Option<Message> {
         Some(Message {
             kind: self.kind.reply()?,
             role,
-            flags: 0,
+            flags,
             token: self.token,
             seq: self.seq,
             epoch,
@@ -206,11 +210,16 @@ mod tests {
             epoch: 0,
             node: 1,
         };
-        let rep = req.reply(1, 3, 2).expect("heartbeat has a reply");
+        let rep = req.reply(1, 4, 3, 2).expect("heartbeat has a reply");
         assert_eq!(
-            (rep.kind, rep.token, rep.seq, rep.epoch, rep.node),
-            (Kind::HeartbeatReply, 5, 6, 3, 2)
+            (rep.kind, rep.token, rep.seq, rep.epoch, rep.node, rep.flags),
+            (Kind::HeartbeatReply, 5, 6, 3, 2, 4)
         );
-        assert!(rep.reply(0, 0, 0).is_none());
+        assert!(rep.reply(0, 0, 0, 0).is_none());
+        assert_eq!(Kind::from_u8(wire::KIND_TAKEN_OVER), Some(Kind::TakenOver));
+        assert!(
+            Kind::TakenOver.reply().is_none(),
+            "a notice is not answered"
+        );
     }
 }

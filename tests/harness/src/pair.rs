@@ -523,6 +523,19 @@ impl Pair {
         ]);
     }
 
+    /// Isolates `h`'s switch port (bridge port isolation: its carrier stays up, but it hears
+    /// no other isolated port) or joins it again.
+    pub fn isolate(&self, h: Host, on: bool) {
+        let out = self
+            .sw
+            .command("bridge")
+            .args(["link", "set", "dev", Pair::port_name(h), "isolated"])
+            .arg(if on { "on" } else { "off" })
+            .output()
+            .expect("bridge");
+        assert!(out.status.success(), "bridge link set isolated: {out:?}");
+    }
+
     /// Starts both daemons at once and waits for them to settle; returns (primary, monitor).
     pub fn cold_start(&self) -> (Host, Host) {
         let since = self.mark();
@@ -550,17 +563,6 @@ impl Pair {
         let monitor = primary.other();
         self.wait_role(monitor, since, "monitor");
         (primary, monitor)
-    }
-
-    /// Starts B, waits until it is monitor, then A, which hears B at M and becomes primary:
-    /// settled roles without the simultaneous cold start. Returns (primary, monitor) = (A, B).
-    pub fn start_settled(&self) -> (Host, Host) {
-        let since = self.mark();
-        self.start(Host::B);
-        self.wait_role(Host::B, since, "monitor");
-        self.start(Host::A);
-        self.wait_role(Host::A, since, "primary");
-        (Host::A, Host::B)
     }
 
     /// Stops the split-brain watcher and returns (samples, samples with two holders of P).

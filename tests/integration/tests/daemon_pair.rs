@@ -187,7 +187,7 @@ fn recovery_only_reboots_the_primary_and_it_rejoins_as_primary() {
     for h in Host::BOTH {
         pair.configure(h, |c| c.set("takeover", "false"));
     }
-    let (primary, monitor) = pair.start_settled();
+    let (primary, monitor) = pair.cold_start();
     let p = pair.p.clone();
     let mark = pair.mark();
     pair.port(primary, false);
@@ -230,7 +230,7 @@ fn a_failing_fence_never_lets_the_monitor_claim_p() {
         fence_fails: true,
         ..Options::default()
     });
-    let (primary, monitor) = pair.start_settled();
+    let (primary, monitor) = pair.cold_start();
     let (p, m) = (pair.p.clone(), pair.m.clone());
     let mark = pair.mark();
     pair.port(primary, false);
@@ -396,12 +396,14 @@ fn the_monitor_holds_a_copy_of_the_primarys_data_and_serves_it_after_takeover() 
             ))
         });
     }
-    let (primary, monitor) = pair.start_settled();
+    let (primary, monitor) = pair.cold_start();
     let data = |h: Host| pair.dir.join(format!("data-{}", h.name()));
     std::fs::create_dir_all(data(primary).join("sub")).unwrap();
     std::fs::write(data(primary).join("sub/state"), "v1").unwrap();
     let wrote = mono_ns();
-    pair.wait_event(monitor, 0, "sync_done", |v| ts(v) > wrote);
+    // A copy that started after the write (one already running may carry the old tree).
+    let started = pair.wait_event(monitor, 0, "sync_started", |v| ts(v) > wrote);
+    pair.wait_event(monitor, 0, "sync_done", |v| ts(v) > ts(&started));
     assert_eq!(
         std::fs::read_to_string(data(monitor).join("sub/state")).unwrap(),
         "v1"
@@ -429,7 +431,8 @@ fn the_monitor_holds_a_copy_of_the_primarys_data_and_serves_it_after_takeover() 
     );
     std::fs::remove_file(&flag).unwrap();
     let t = mono_ns();
-    pair.wait_event(monitor, 0, "sync_done", |v| ts(v) > t);
+    let started = pair.wait_event(monitor, 0, "sync_started", |v| ts(v) > t);
+    pair.wait_event(monitor, 0, "sync_done", |v| ts(v) > ts(&started));
     assert_eq!(
         std::fs::read_to_string(data(monitor).join("sub/state")).unwrap(),
         "v2"
@@ -480,7 +483,7 @@ fn a_second_daemon_with_the_same_control_socket_refuses_to_start() {
 #[test]
 fn sighup_reloads_safe_changes_and_refuses_the_others() {
     let mut pair = Pair::new(Options::default());
-    let (primary, monitor) = pair.start_settled();
+    let (primary, monitor) = pair.cold_start();
     let p = pair.p.clone();
     let mark = pair.mark();
     pair.configure(primary, |c| c.extra = "[garp]\ncount = 3\n".into());
@@ -513,7 +516,7 @@ fn sighup_reloads_safe_changes_and_refuses_the_others() {
 #[test]
 fn a_flood_to_the_heartbeat_port_does_not_starve_heartbeats() {
     let mut pair = Pair::new(Options::default());
-    let (primary, monitor) = pair.start_settled();
+    let (primary, monitor) = pair.cold_start();
     let mark = pair.mark();
     let flood = format!(
         "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
@@ -548,7 +551,7 @@ fn a_flood_to_the_heartbeat_port_does_not_starve_heartbeats() {
 #[test]
 fn forged_replies_from_a_third_host_are_not_counted() {
     let mut pair = Pair::new(Options::default());
-    let (primary, monitor) = pair.start_settled();
+    let (primary, monitor) = pair.cold_start();
     let pins = pair.pins_of(monitor);
     let dump = |map: &str| -> serde_json::Value {
         let out = std::process::Command::new("bpftool")
@@ -608,5 +611,53 @@ fn forged_replies_from_a_third_host_are_not_counted() {
     pair.wait_event(monitor, mark, "fence_confirmed", |_| true);
     let _ = forger.wait();
     eprintln!("forged replies rejected by source before the cut: {rejected}");
+    assert_no_split_brain(&mut pair);
+}
+
+/// The cold-start race the duplicate-address probe cannot settle: both hosts join while they
+/// cannot hear each other (their switch ports isolated, carrier up), so both claim M. When the
+/// ports are joined, each host's check of M (an ARP request once a second) is answered by the
+/// other: each defends once, asks the other, and the tie-break leaves M with one (equal
+/// epochs, neither preferred: the lower node id, A). The other gives it up (`demoted`),
+/// rejoins, hears M and becomes primary. Well before `startup_grace`, and nobody is fenced.
+#[test]
+fn a_cold_start_with_both_on_m_settles_without_a_fence() {
+    let mut pair = Pair::new(Options::default());
+    for h in Host::BOTH {
+        pair.isolate(h, true);
+    }
+    let since = pair.mark();
+    pair.start(Host::A);
+    pair.start(Host::B);
+    for h in Host::BOTH {
+        pair.wait_role(h, since, "monitor");
+    }
+    let joined = pair.mark();
+    for h in Host::BOTH {
+        pair.isolate(h, false);
+    }
+    let demoted = pair.wait_event(Host::B, joined, "demoted", |_| true);
+    assert!(
+        demoted["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("monitor address")),
+        "{demoted}"
+    );
+    let primary = pair.wait_role(Host::B, ts(&demoted), "primary");
+    eprintln!(
+        "ports joined -> B primary: {:.1} ms",
+        (ts(&primary) - joined) as f64 / 1e6
+    );
+    assert_eq!(pair.status(Host::A)["role"], "monitor");
+    assert!(
+        !pair.emitted(Host::A, since, "demoted", |_| true),
+        "A kept M"
+    );
+    for h in Host::BOTH {
+        assert!(
+            !pair.emitted(h, since, "boot_requested", |_| true),
+            "nobody fenced"
+        );
+    }
     assert_no_split_brain(&mut pair);
 }

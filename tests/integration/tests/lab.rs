@@ -200,3 +200,18 @@ fn a_heavy_copy_never_fences_the_primary() {
     assert_eq!(s.figures["copy_failures"], 0, "{s:?}");
     assert_settled(&s, Host::A, Host::B);
 }
+
+// ------------------------------------------------------------------ one holder of P
+
+/// A fence that did not work: the BMC reports Off and leaves A running (with everything A
+/// sends lost, so B's duplicate-address probe cannot see it). B takes P and tells A; A, which
+/// still hears the segment, gives P up at once (`demoted`) and, once its frames flow again,
+/// rejoins as monitor. The client never hears A again after that.
+#[test]
+fn a_stale_primary_steps_down_when_the_bmc_lied() {
+    let s = safety_case(Fault::BmcLies, true);
+    assert_eq!(s.figures["a_holds_p_after_stepping_down"], false, "{s:?}");
+    assert_eq!(s.figures["answers_from_a_after_stepdown"], 0, "{s:?}");
+    assert_eq!(s.power_offs, Some(0), "the BMC powered nothing off: {s:?}");
+    assert_settled(&s, Host::B, Host::A);
+}

@@ -317,7 +317,7 @@ fn daemon_fences_through_sushy_and_claims_p_only_after_power_off() {
         "power_poll = \"50ms\"\nfence_timeout = \"30s\"\ntimeout = \"30s\"\n\
          retry = \"200ms\"\nretry_max = \"1s\"\n",
     );
-    let (primary, monitor) = pair.start_settled();
+    let (primary, monitor) = pair.cold_start();
     let (samples, both) = pair.stop_watch();
     assert!(samples > 0);
     assert_eq!(both, 0, "no split brain during the cold start");
@@ -415,7 +415,7 @@ fn daemon_never_takes_p_when_the_bmc_refuses() {
         &wrong,
         "retry = \"200ms\"\nretry_max = \"400ms\"\n",
     );
-    let (primary, monitor) = pair.start_settled();
+    let (primary, monitor) = pair.cold_start();
     let p = pair.p.clone();
     let mark = pair.mark();
     pair.port(primary, false);

@@ -45,7 +45,8 @@ pub struct BmcArgs {
     /// Time from power-on to the start command.
     #[arg(long, default_value_t = 300)]
     boot_delay_ms: u64,
-    /// Directory of fault switches (`slow_ms`: extra latency per request).
+    /// Directory of fault switches (`slow_ms`: extra latency per request; `lies`: power
+    /// actions are reported done, the host is left as it is).
     #[arg(long)]
     control: PathBuf,
 }
@@ -93,6 +94,11 @@ impl PoweredHost {
 
     fn boot(&self) {
         let _ = Command::new("sh").args(["-c", &self.start]).spawn();
+    }
+
+    /// Whether this BMC lies (fault "bmc-lies"): it reports Off without powering off.
+    fn lies(&self) -> bool {
+        self.control.join("lies").exists()
     }
 
     /// Extra latency per request, from the control directory (fault "bmc-slow").
@@ -237,6 +243,22 @@ fn reset(host: Arc<Mutex<PoweredHost>>, t: String) {
             "ForceOff" | "ForceRestart" | "GracefulRestart" | "PowerCycle"
         );
         let on = t != "ForceOff";
+        {
+            // A lying BMC: the state changes, the host does not. Logged under other names,
+            // so that nothing reads a power cut into it.
+            let mut h = host.lock().unwrap();
+            if h.lies() {
+                if off && h.power != "Off" {
+                    h.power = "Off".into();
+                    log_event(&t, "OffReported");
+                }
+                if on && h.power != "On" {
+                    h.power = "On".into();
+                    log_event(&t, "OnReported");
+                }
+                return;
+            }
+        }
         if off {
             let mut h = host.lock().unwrap();
             if h.power != "Off" {

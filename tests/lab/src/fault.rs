@@ -39,6 +39,10 @@ pub enum Fault {
     /// A data directory large enough that each copy takes a long while, copied continuously
     /// (the primary stays healthy).
     CopyLoad,
+    /// Everything it sends is lost at the switch (a one-way partition) and its BMC lies: it
+    /// reports Off without powering the host off. The "fenced" primary runs on, holding P,
+    /// still hearing the segment, and must step down when the new primary takes P.
+    BmcLies,
 }
 
 impl Fault {
@@ -58,6 +62,7 @@ impl Fault {
             Fault::Restart => "restart",
             Fault::BmcFlap => "bmc-flap",
             Fault::CopyLoad => "copy-load",
+            Fault::BmcLies => "bmc-lies",
         }
     }
 
@@ -77,6 +82,7 @@ impl Fault {
                 | Fault::Restart
                 | Fault::BmcFlap
                 | Fault::CopyLoad
+                | Fault::BmcLies
         )
     }
 }
@@ -174,6 +180,10 @@ impl Lab {
                     .ip(["addr", "del", &format!("{}/24", bmc_addr(h)), "dev", "brm"]);
             }
             Fault::CopyLoad => {}
+            Fault::BmcLies => {
+                std::fs::write(self.control_dir(h).join("lies"), "").unwrap();
+                switch_rule(&self.pair.sw, &format!("iifname \"{port}\" drop"));
+            }
             Fault::Cpu => {
                 for _ in 0..2 {
                     let c = self
@@ -208,6 +218,10 @@ impl Lab {
                 self.repair_bmc(h);
             }
             Fault::Oneway | Fault::Loss => self.clear_switch_rules(),
+            Fault::BmcLies => {
+                self.clear_switch_rules();
+                let _ = std::fs::remove_file(self.control_dir(h).join("lies"));
+            }
             Fault::Freeze | Fault::Kill9 | Fault::Cpu | Fault::Restart | Fault::CopyLoad => {}
         }
         let _ = std::fs::remove_file(self.control_dir(h).join("slow_ms"));

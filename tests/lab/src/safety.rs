@@ -1,6 +1,7 @@
 //! The scenarios in which the primary must *not* be fenced (or only once its failure is
 //! shown): the monitor's own link cut, the witness unreachable, a planned restart, a fence
-//! whose reason went away, and a heavy data copy. Each starts from the steady state the
+//! whose reason went away, and a heavy data copy; and the one in which a fence did not work
+//! (a BMC that lies), where the old primary must step down. Each starts from the steady state the
 //! generic scenario reaches; each counts the power-offs, the isolation and cancel events, and
 //! times what it is about in ms from its fault.
 use std::time::{Duration, Instant};
@@ -258,6 +259,54 @@ pub fn run(lab: &mut Lab, opts: &LabOptions, fault: Fault, window: Duration) -> 
             fig.insert(
                 "copy_failures".into(),
                 json!(lab.count(Host::B, t0, "sync_failed")),
+            );
+        }
+        Fault::BmcLies => {
+            // B fences A (the BMC says Off), takes P and tells A; A, still running and
+            // hearing the segment, must give P up at once.
+            let confirmed = lab.wait_event(Host::B, "fence_confirmed", |_| true, t0);
+            let claimed = lab.wait_event(Host::B, "address_claimed", claims_p, t0);
+            let demoted = lab.wait_event(Host::A, "demoted", |_| true, t0);
+            let released =
+                lab.wait_event(Host::A, "address_released", |v| detail(v).contains(P), t0);
+            timeline.push((
+                "fence_confirmed (b): the BMC lied".into(),
+                Some(ts(&confirmed)),
+            ));
+            timeline.push(("P claimed (b), first GARP".into(), Some(ts(&claimed))));
+            timeline.push(("demoted (a)".into(), Some(ts(&demoted))));
+            timeline.push(("P released (a)".into(), Some(ts(&released))));
+            fig.insert("demoted_because".into(), json!(detail(&demoted)));
+            fig.insert(
+                "new_garp_to_old_release_ms".into(),
+                json!(ms_since(ts(&claimed), Some(ts(&released)))),
+            );
+            let a_holds_p = lab.pair.holds(Host::A, P);
+            fig.insert("a_holds_p_after_stepping_down".into(), json!(a_holds_p));
+            // A's frames flow again: it rejoins as monitor, and must not answer on P again.
+            let repaired = mono_ns();
+            lab.repair(Host::A, fault);
+            timeline.push(("a's frames flow again".into(), Some(repaired)));
+            let joined = lab.wait_event(
+                Host::A,
+                "role_changed",
+                |v| v["role"] == "monitor",
+                ts(&demoted),
+            );
+            timeline.push(("a joined as monitor".into(), Some(ts(&joined))));
+            let first_b = lab.wait_for("an answer from b", || lab.first_answer("b", repaired));
+            lab.observe(window);
+            // After B answered once A had let P go, every answer is B's: no interleaving.
+            let after = ts(&released).max(first_b);
+            let from_a = lab
+                .answers()
+                .iter()
+                .filter(|v| v["host"] == "a" && ts(v) > after)
+                .count();
+            fig.insert("answers_from_a_after_stepdown".into(), json!(from_a));
+            s.claim12 = Some(
+                lab.status(Host::B)
+                    .is_some_and(|st| st["role"] == "primary"),
             );
         }
         other => unreachable!("{other} is not a safety scenario"),
