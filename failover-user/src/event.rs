@@ -64,6 +64,8 @@ pub enum Event {
     SyncDone,
     /// A data copy failed (monitor), or serving one failed (primary).
     SyncFailed,
+    /// On the monitor, no copy completed for longer than `sync.alert_after`.
+    SyncStale,
     /// At takeover: the generation of the data copy served, and its age.
     ServingCopy,
     /// A hook exited 0.
@@ -98,7 +100,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 40] = [
+    pub const ALL: [Event; 41] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -126,6 +128,7 @@ impl Event {
         Event::SyncStarted,
         Event::SyncDone,
         Event::SyncFailed,
+        Event::SyncStale,
         Event::ServingCopy,
         Event::HookRan,
         Event::HookFailed,
@@ -171,6 +174,7 @@ impl Event {
             Event::SyncStarted => "sync_started",
             Event::SyncDone => "sync_done",
             Event::SyncFailed => "sync_failed",
+            Event::SyncStale => "sync_stale",
             Event::ServingCopy => "serving_copy",
             Event::HookRan => "hook_ran",
             Event::HookFailed => "hook_failed",
@@ -201,6 +205,7 @@ impl Event {
                 | Event::DaemonError
                 | Event::TlsUnverified
                 | Event::SyncFailed
+                | Event::SyncStale
                 | Event::Isolated
                 | Event::NoWitness
                 | Event::ConfigReloadRefused

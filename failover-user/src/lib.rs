@@ -13,12 +13,16 @@ pub mod event;
 pub mod fastpath;
 pub mod fence;
 pub mod hooks;
+pub mod listen;
 pub mod logging;
 pub mod role;
 pub mod signal;
 pub mod state;
 pub mod sync;
 pub mod sys;
+
+#[cfg(test)]
+mod fuzz_regressions;
 
 /// Formats an error and its sources as one line, "outer: inner: root cause", skipping a source
 /// whose text the previous message already contains (some libraries print their source too).

@@ -1,11 +1,12 @@
 //! `cargo xtask`: the project's tasks (setup, build, run, demo, bench, bench-sync, bench-xdp,
-//! test). See README.md.
+//! model, fuzz, test). See README.md.
 //!
 //! xtask depends on no crate of this workspace (anyhow, clap and serde_json only): it must
 //! compile on a bare machine with nothing but the stable toolchain, because the workspace
 //! crates' build scripts need the eBPF toolchain that `setup` installs. Product code (the lab,
 //! the benchmarks) lives in the `failover-lab` binary, which xtask builds and runs.
 mod build;
+mod fuzz;
 mod lab;
 mod setup;
 mod step;
@@ -141,6 +142,43 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         window_s: u64,
     },
+    /// Model-check the protocol (tests/model, docs/design.md "What the model covers"): both
+    /// hosts' real role machines under every interleaving of a lossy, reordering,
+    /// partitioning network, failing and lying BMCs, and crashing, freezing and stopped
+    /// daemons, up to --depth steps from a cold start. Prints the states explored and, for a
+    /// violated property, a readable trace. `cargo xtask test` runs it at depth 12.
+    ///
+    /// Runs setup, then `failover-model` built with the release profile.
+    Model {
+        /// Steps from the cold start to explore.
+        #[arg(long, default_value_t = 14)]
+        depth: usize,
+        /// Faults per path.
+        #[arg(long, default_value_t = 2)]
+        faults: u8,
+    },
+    /// Fuzz every decoder fed from outside (failover-user/fuzz, docs/fuzzing.md): the heartbeat
+    /// message, the sync channel's frames and manifests, the Redfish answers, the config file,
+    /// the control plane's inputs and the XDP program (through BPF_PROG_TEST_RUN; root only).
+    ///
+    /// Runs setup, installs cargo-fuzz 0.13.2 when `cargo fuzz` is missing, builds the targets
+    /// with the nightly toolchain, then runs each in turn for --seconds (corpus in
+    /// failover-user/fuzz/corpus/TARGET, crashes in failover-user/fuzz/artifacts/TARGET, logs
+    /// in target/xtask/logs/fuzz-TARGET.log). Prints seconds, executions, corpus size and
+    /// crashes per target; fails when any target crashed or hung. Run it under `nice -n 19`
+    /// beside timing-sensitive work.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target: wire, sync_frame, sync_manifest, redfish_json, config,
+        /// control_request, xdp.
+        #[arg(long)]
+        target: Option<String>,
+        /// Minimise each corpus afterwards (`cargo fuzz cmin`), to keep what is committed small.
+        #[arg(long)]
+        cmin: bool,
+    },
 }
 
 /// Runs the task; errors end as one `xtask: ...` line and exit status 1.
@@ -186,6 +224,21 @@ fn dispatch(cmd: Cmd, runner: &Runner) -> Result<()> {
                 .map(|never| match never {})
         }
         Cmd::Test => test::run(runner),
+        Cmd::Model { depth, faults } => {
+            setup::run(runner)?;
+            let mut c = cargo();
+            c.args(["run", "--release", "-q", "-p", "failover-model", "--"])
+                .args(["--depth", &depth.to_string()])
+                .args(["--faults", &faults.to_string()]);
+            let st = c.status()?;
+            anyhow::ensure!(st.success(), "the model check failed ({st})");
+            Ok(())
+        }
+        Cmd::Fuzz {
+            seconds,
+            target,
+            cmin,
+        } => fuzz::run(runner, seconds, target.as_deref(), cmin),
     }
 }
 

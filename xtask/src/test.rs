@@ -1,5 +1,6 @@
 //! `cargo xtask test`: everything CI runs, in order, one line per step: setup, the workspace
-//! check, fmt, clippy (userspace and eBPF), build, unit tests, privileged integration tests.
+//! check, fmt, clippy (userspace and eBPF), build, unit tests, the model check, privileged
+//! integration tests.
 use std::{collections::HashSet, process::Command, time::Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -52,6 +53,11 @@ pub fn run(runner: &Runner) -> Result<()> {
         unit.args(["-p", pkg]);
     }
     runner.step("unit tests").summary(test_counts).run([unit])?;
+    // The protocol model check (tests/model) at the depth CI affords.
+    runner
+        .step("model check")
+        .summary(test_counts)
+        .run([cargo_with(&["test", "-p", "failover-model"])])?;
     let mut integration = cargo_with(&[
         "test",
         "-p",

@@ -415,6 +415,64 @@ pub struct DataSync {
     /// Connect timeout of the monitor's pull. Default 2s.
     #[serde(default = "default_sync_connect")]
     pub connect_timeout: HumanDuration,
+    /// Deadline of the authentication handshake, on both sides; a connection to the sync port
+    /// that has not authenticated by then is closed. Default 5s.
+    #[serde(default = "default_sync_handshake")]
+    pub handshake_timeout: HumanDuration,
+    /// Deadline of each frame read or written once authenticated. Default: `snapshot_timeout`
+    /// + 30s (the monitor waits for one frame while the primary snapshots and scans).
+    #[serde(default)]
+    pub frame_timeout: Option<HumanDuration>,
+    /// Deadline of one whole copy, on both sides. Default: 100 copy intervals, at least 10 min.
+    #[serde(default)]
+    pub copy_timeout: Option<HumanDuration>,
+    /// On the monitor, no copy completed for this long is the `sync_stale` alert. Default: 10
+    /// copy intervals (`every` × `heartbeat.interval`).
+    #[serde(default)]
+    pub alert_after: Option<HumanDuration>,
+}
+
+/// The deadlines of the data copy, defaults resolved.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SyncDeadlines {
+    /// `sync.connect_timeout`.
+    pub connect: Duration,
+    /// `sync.handshake_timeout`.
+    pub handshake: Duration,
+    /// `sync.frame_timeout`.
+    pub frame: Duration,
+    /// `sync.copy_timeout`.
+    pub copy: Duration,
+    /// `sync.alert_after`.
+    pub alert_after: Duration,
+}
+
+/// Added to `snapshot_timeout` for the default `frame_timeout`.
+const FRAME_SLACK: Duration = Duration::from_secs(30);
+/// The shortest default `copy_timeout`.
+const COPY_TIMEOUT_MIN: Duration = Duration::from_secs(600);
+
+impl DataSync {
+    /// Time between two copies: `every` heartbeats of `heartbeat_interval`.
+    pub fn copy_interval(&self, heartbeat_interval: Duration) -> Duration {
+        heartbeat_interval.saturating_mul(self.every)
+    }
+
+    /// The deadlines, with the derived defaults filled in.
+    pub fn deadlines(&self, heartbeat_interval: Duration) -> SyncDeadlines {
+        let every = self.copy_interval(heartbeat_interval);
+        SyncDeadlines {
+            connect: self.connect_timeout.0,
+            handshake: self.handshake_timeout.0,
+            frame: self
+                .frame_timeout
+                .map_or(self.snapshot_timeout.0.saturating_add(FRAME_SLACK), |d| d.0),
+            copy: self
+                .copy_timeout
+                .map_or(every.saturating_mul(100).max(COPY_TIMEOUT_MIN), |d| d.0),
+            alert_after: self.alert_after.map_or(every.saturating_mul(10), |d| d.0),
+        }
+    }
 }
 
 fn default_every() -> u32 {
@@ -428,4 +486,7 @@ fn default_snapshot_timeout() -> HumanDuration {
 }
 fn default_sync_connect() -> HumanDuration {
     HumanDuration(Duration::from_secs(2))
+}
+fn default_sync_handshake() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
 }

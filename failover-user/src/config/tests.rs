@@ -176,6 +176,31 @@ fn sync_settings_are_checked() {
     .expect("valid sync");
     let sy = c.sync.expect("sync section");
     assert_eq!((sy.every, sy.port, sy.bandwidth_mbit), (500, 7789, 0));
+    // GOOD's heartbeat is 1 ms: a copy every 500 ms.
+    let secs = Duration::from_secs;
+    assert_eq!(
+        sy.deadlines(c.heartbeat.interval.0),
+        SyncDeadlines {
+            connect: secs(2),
+            handshake: secs(5),
+            frame: secs(60),
+            copy: secs(600),
+            alert_after: secs(5),
+        }
+    );
+    let set = parse(&with(
+        "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nevery = 100000\nhandshake_timeout = \"1s\"\n\
+         frame_timeout = \"40s\"\nalert_after = \"3m\"\nsnapshot_timeout = \"10s\"",
+    ))
+    .expect("valid deadlines")
+    .sync
+    .unwrap();
+    let d = set.deadlines(Duration::from_millis(1));
+    assert_eq!(
+        (d.handshake, d.frame, d.alert_after),
+        (secs(1), secs(40), secs(180))
+    );
+    assert_eq!(d.copy, secs(10_000), "100 copy intervals of 100 s");
     for (extra, want) in [
         ("key_file = \"/k\"", "sync: missing field `dir`"),
         ("dir = \"/var/lib/app\"", "missing field `key_file`"),
@@ -196,6 +221,27 @@ fn sync_settings_are_checked() {
         (
             "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nkey = \"abc\"",
             "unknown field `key`",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nhandshake_timeout = \"0s\"",
+            "sync.handshake_timeout: must be greater than zero",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\ncopy_timeout = \"0s\"",
+            "sync.copy_timeout: must be greater than zero",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nalert_after = \"soon\"",
+            "sync.alert_after: \"soon\" is not a duration",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nalert_after = \"500ms\"",
+            "sync.alert_after: 500ms must be longer than one copy interval",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nsnapshot_command = \"true\"\n\
+             frame_timeout = \"30s\"",
+            "sync.frame_timeout: 30s must be longer than sync.snapshot_timeout",
         ),
     ] {
         let err = parse(&with(extra)).expect_err(want);

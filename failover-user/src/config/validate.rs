@@ -1,7 +1,7 @@
 //! Validation: values that parse but make no sense, named by field.
 use std::path::Path;
 
-use super::{BootMethod, Config, ConfigError};
+use super::{BootMethod, Config, ConfigError, DataSync};
 
 impl Config {
     pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -163,6 +163,7 @@ impl Config {
             {
                 return bad("sync.snapshot_command", "must not be empty".into());
             }
+            self.validate_sync_deadlines(sy, path)?;
         }
         if let Some(level) = &self.log_level {
             if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
@@ -221,6 +222,50 @@ impl Config {
             return bad(
                 "garp.dad_wait",
                 "must be greater than zero when garp.dad_probes > 0".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_sync_deadlines(&self, sy: &DataSync, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: format!("sync.{field}"),
+                message,
+            })
+        };
+        for (field, d) in [
+            ("connect_timeout", Some(sy.connect_timeout)),
+            ("handshake_timeout", Some(sy.handshake_timeout)),
+            ("frame_timeout", sy.frame_timeout),
+            ("copy_timeout", sy.copy_timeout),
+            ("alert_after", sy.alert_after),
+        ] {
+            if d.is_some_and(|d| d.0.is_zero()) {
+                return bad(field, "must be greater than zero".into());
+            }
+        }
+        let d = sy.deadlines(self.heartbeat.interval.0);
+        if sy.snapshot_command.is_some() && d.frame <= sy.snapshot_timeout.0 {
+            return bad(
+                "frame_timeout",
+                format!(
+                    "{:?} must be longer than sync.snapshot_timeout ({:?}): the monitor waits \
+                     for one frame while the primary runs the snapshot command",
+                    d.frame, sy.snapshot_timeout.0
+                ),
+            );
+        }
+        let every = sy.copy_interval(self.heartbeat.interval.0);
+        if d.alert_after <= every {
+            return bad(
+                "alert_after",
+                format!(
+                    "{:?} must be longer than one copy interval (sync.every x \
+                     heartbeat.interval = {every:?}), or every copy would raise it",
+                    d.alert_after
+                ),
             );
         }
         Ok(())

@@ -2,19 +2,8 @@
 //! trips).
 use std::{
     fmt::Write as _,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
-
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-};
-
-use super::ControlError;
 
 /// Upper bounds (ms) of the detection-time histogram buckets.
 pub const DETECTION_BUCKETS_MS: [u64; 10] = [5, 10, 20, 30, 50, 100, 250, 500, 1000, 5000];
@@ -304,46 +293,6 @@ impl Metrics {
             &l,
         );
         s
-    }
-}
-
-/// Binds the metrics listener.
-pub async fn bind_metrics(addr: std::net::SocketAddr) -> Result<TcpListener, ControlError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ControlError::Metrics { addr, source })
-}
-
-/// Serves the Prometheus text format to any HTTP GET.
-pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, node: String) {
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        let node = node.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                // Read the request head (bounded); the path does not matter.
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                    let n = conn.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                }
-                let body = metrics.render(&node);
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                conn.write_all(resp.as_bytes()).await?;
-                conn.shutdown().await
-            })
-            .await;
-        });
     }
 }
 

@@ -1,14 +1,16 @@
 //! What the daemon tells operators besides events: the status socket (`failover status`) and
-//! the Prometheus text endpoint.
+//! the Prometheus text endpoint (its numbers in `metrics`, its listener in `endpoint`).
+mod endpoint;
 mod metrics;
 mod status;
 
 use std::{io, path::PathBuf};
 
-pub use metrics::{bind_metrics, serve_metrics, Metrics, DETECTION_BUCKETS_MS};
+pub use endpoint::{bind_metrics, serve_metrics, METRICS_CONNECTIONS, METRICS_DEADLINE};
+pub use metrics::{Metrics, DETECTION_BUCKETS_MS};
 pub use status::{
     bind_control, query_status, serve_control, BootStatus, PeerStatus, SharedStatus, Status,
-    SyncStatus,
+    SyncStatus, CONTROL_CONNECTIONS, CONTROL_DEADLINE,
 };
 
 /// A control-plane failure.

@@ -12,7 +12,10 @@ use tokio::{
 };
 
 use super::ControlError;
-use crate::sys::monotonic_ns;
+use crate::{
+    listen::{self, Backoff, Slots},
+    sys::monotonic_ns,
+};
 
 /// What `failover status` reports.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -120,33 +123,54 @@ pub async fn bind_control(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(l)
 }
 
-/// Serves `status` requests: each connection gets the status as one JSON line.
+/// Connections the status socket serves at once (each is one write of a few hundred bytes).
+pub const CONTROL_CONNECTIONS: usize = 8;
+/// Deadline of one status connection.
+pub const CONTROL_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Serves `status` requests: each connection gets the status as one JSON line, within
+/// [`CONTROL_DEADLINE`]; at most [`CONTROL_CONNECTIONS`] at once (`crate::listen`).
 pub async fn serve_control(listener: UnixListener, status: SharedStatus) {
+    let mut backoff = Backoff::new("control socket");
+    let slots = Slots::new("control socket", CONTROL_CONNECTIONS, "read its answer");
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
+        let (mut conn, _) = listen::accept(&mut backoff, || listener.accept()).await;
+        let from = conn
+            .peer_cred()
+            .ok()
+            .and_then(|c| c.pid())
+            .map_or_else(|| "a local client".to_string(), |p| format!("pid {p}"));
+        // Refused: dropping the connection closes it at once.
+        let Some(mut slot) = slots.admit(from) else {
             continue;
         };
-        let body = {
-            let s = status.lock().unwrap_or_else(|p| p.into_inner());
-            let mut s = s.clone();
-            if let Some(b) = s.last_boot.as_mut() {
-                b.age_ms = monotonic_ns().saturating_sub(b.at_ns) / 1_000_000;
-            }
-            if let Some(sy) = s.sync.as_mut() {
-                sy.age_ms = (sy.completed_unix_ms > 0)
-                    .then(|| crate::sync::unix_ms().saturating_sub(sy.completed_unix_ms));
-            }
-            serde_json::to_string(&s).unwrap_or_default()
-        };
+        let body = render(&status);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let write = tokio::time::timeout(CONTROL_DEADLINE, async {
                 conn.write_all(body.as_bytes()).await?;
                 conn.write_all(b"\n").await?;
                 conn.shutdown().await
-            })
-            .await;
+            });
+            tokio::select! {
+                _ = slot.evicted() => {}
+                _ = write => {}
+            }
         });
     }
+}
+
+/// The status as one JSON object, ages computed now.
+fn render(status: &SharedStatus) -> String {
+    let s = status.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = s.clone();
+    if let Some(b) = s.last_boot.as_mut() {
+        b.age_ms = monotonic_ns().saturating_sub(b.at_ns) / 1_000_000;
+    }
+    if let Some(sy) = s.sync.as_mut() {
+        sy.age_ms = (sy.completed_unix_ms > 0)
+            .then(|| crate::sync::unix_ms().saturating_sub(sy.completed_unix_ms));
+    }
+    serde_json::to_string(&s).unwrap_or_default()
 }
 
 /// Asks the daemon at `path` for its status.

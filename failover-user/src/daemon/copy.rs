@@ -1,5 +1,6 @@
-//! The data copy's tasks (claims 14, 21): the primary's server, and the monitor's pull every
-//! `sync.every` heartbeats. The copy itself is in `crate::sync`.
+//! The data copy's tasks (claims 14, 21): the monitor's pull every `sync.every` heartbeats
+//! and its `sync_stale` watch (`stale`), and the primary's server (`serve`). The copy itself
+//! is in `crate::sync`.
 //!
 //! Each copy runs on a thread of the blocking pool with a small runtime of its own: scanning,
 //! hashing, deltas, encryption, fsyncs and renames of a large tree take seconds, and none of it
@@ -11,28 +12,38 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
-use socket2::{Domain, Socket, Type};
-use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
-use super::{Daemon, DaemonError};
+use super::{
+    serve::{self, Server},
+    stale::{self, StaleContext},
+    Daemon, DaemonError,
+};
 use crate::{
-    config::{Config, DataSync},
+    config::{Config, DataSync, SyncDeadlines},
     control::{Metrics, SharedStatus, SyncStatus},
     event::{Emitter, Event},
     role::Role,
     signal::responder::Identity,
-    sync::{self, Channel, CommitGate, Key, Store, SyncError},
+    sync::{self, Channel, CommitGate, Deadlines, Key, Store, SyncError},
 };
 
-/// The monitor's side of the copy, and the handle on the primary's server.
+/// The monitor's side of the copy (its pulls and its `sync_stale` watch); the primary's server
+/// runs on its own (`serve`), started here.
 pub(super) struct Copier {
     cfg: DataSync,
+    deadlines: SyncDeadlines,
     /// The peer's sync server.
     peer: SocketAddr,
     store: Arc<Store>,
     key: Key,
     /// The pull in flight, if any: its thread, its cancel signal and its commit gate.
     task: Option<Pull>,
+    /// The time of each completed copy, for the `sync_stale` watch.
+    done: watch::Sender<std::time::Instant>,
+    /// The `sync_stale` watch, while monitoring.
+    stale: Option<JoinHandle<()>>,
+    identity: Arc<Identity>,
     events: Emitter,
     status: SharedStatus,
     metrics: Arc<Metrics>,
@@ -46,7 +57,7 @@ struct Pull {
 }
 
 /// Runs `work` on a thread of the blocking pool, on a current-thread runtime of its own.
-fn on_copy_thread<F>(work: F) -> JoinHandle<()>
+pub(super) fn on_copy_thread<F>(work: F) -> JoinHandle<()>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -61,23 +72,11 @@ where
     })
 }
 
-/// A listening TCP socket on `addr` (SO_REUSEADDR, so a restart can bind at once).
-fn listen(addr: SocketAddr) -> Result<TcpListener, SyncError> {
-    let err = |source| SyncError::Io {
-        what: "listen on",
-        path: addr.to_string().into(),
-        source,
-    };
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)
-        .and_then(|s| {
-            s.set_reuse_address(true)?;
-            s.set_nonblocking(true)?;
-            s.bind(&addr.into())?;
-            s.listen(8)?;
-            Ok(s)
-        })
-        .map_err(err)?;
-    TcpListener::from_std(s.into()).map_err(err)
+/// Clears the staging a given-up copy left, on its copy thread, now that nothing writes to it.
+fn clear_staging(dir: &std::path::Path) {
+    if let Err(e) = Store::open(dir) {
+        tracing::warn!("{}", crate::error_chain(&e));
+    }
 }
 
 impl Copier {
@@ -108,24 +107,49 @@ impl Copier {
                 .sync_completed_unix_ms
                 .store(g.completed_ms, Ordering::Relaxed);
         }
-        let listener = listen(SocketAddr::new(cfg.node.address.addr, sc.port))?;
-        tokio::spawn(serve(
+        let deadlines = sc.deadlines(cfg.heartbeat.interval.0);
+        let listener = serve::listen(SocketAddr::new(cfg.node.address.addr, sc.port))?;
+        tokio::spawn(serve::serve(
             listener,
-            identity,
-            events.clone(),
-            key.clone(),
-            sc.clone(),
+            Server {
+                identity: identity.clone(),
+                events: events.clone(),
+                key: key.clone(),
+                cfg: sc.clone(),
+                deadlines,
+                peer: cfg.node.peer,
+            },
         ));
         Ok(Some(Copier {
             peer: SocketAddr::new(cfg.node.peer, sc.port),
             cfg: sc,
+            deadlines,
             store,
             key,
             task: None,
+            done: watch::Sender::new(std::time::Instant::now()),
+            stale: None,
+            identity,
             events,
             status,
             metrics,
         }))
+    }
+
+    /// Monitoring started: watch for `sync_stale` from now.
+    pub(super) fn watch(&mut self) {
+        let t = stale::watch(
+            self.deadlines.alert_after,
+            self.done.subscribe(),
+            StaleContext {
+                events: self.events.clone(),
+                identity: self.identity.clone(),
+                status: self.status.clone(),
+            },
+        );
+        if let Some(old) = self.stale.replace(t) {
+            old.abort();
+        }
     }
 
     /// Pulls one copy, unless one is still in flight. The heartbeat thread says when: every
@@ -134,16 +158,17 @@ impl Copier {
         if self.task.as_ref().is_some_and(|t| !t.thread.is_finished()) {
             return;
         }
-        let (to, store, key, limit) = (
+        let (to, store, key, d) = (
             self.peer,
             self.store.clone(),
             self.key.clone(),
-            self.cfg.connect_timeout.0,
+            self.deadlines,
         );
-        let (events, status, metrics) = (
+        let (events, status, metrics, done) = (
             self.events.clone(),
             self.status.clone(),
             self.metrics.clone(),
+            self.done.clone(),
         );
         let (cancel, mut cancelled) = tokio::sync::watch::channel(false);
         let gate = CommitGate::default();
@@ -158,20 +183,34 @@ impl Copier {
                 epoch,
                 &format!("pulling from {to}"),
             );
+            let deadlines = Deadlines {
+                handshake: d.handshake,
+                frame: d.frame,
+            };
             let work = async {
-                let mut ch = Channel::connect(to, &key, limit).await?;
+                let mut ch = Channel::connect_with(to, &key, d.connect, deadlines).await?;
                 sync::pull(&mut ch, &store, &g).await
             };
+            // The whole copy has a deadline. The store's switch is synchronous: a copy given
+            // up at an await point has either switched the directory or left it alone.
             let r = tokio::select! {
-                r = work => r,
-                _ = cancelled.changed() => Err(SyncError::Cancelled),
+                r = tokio::time::timeout(d.copy, work) => r,
+                _ = cancelled.changed() => Ok(Err(SyncError::Cancelled)),
             };
+            let r = r.unwrap_or_else(|_| {
+                clear_staging(&dir);
+                Err(SyncError::Peer {
+                    peer: to.to_string(),
+                    message: format!(
+                        "the copy did not complete within {:?} (sync.copy_timeout); the \
+                         previous copy stays",
+                        d.copy
+                    ),
+                })
+            });
             if matches!(r, Err(SyncError::Cancelled)) {
-                // Monitoring stopped (a takeover): the previous copy stays; clear the staging
-                // this copy left, on this thread, now that nothing writes to it.
-                if let Err(e) = Store::open(&dir) {
-                    tracing::warn!("{}", crate::error_chain(&e));
-                }
+                // Monitoring stopped (a takeover): the previous copy stays.
+                clear_staging(&dir);
                 return;
             }
             let took = started.elapsed();
@@ -208,6 +247,8 @@ impl Copier {
                             took.as_secs_f64() * 1e3,
                         ),
                     );
+                    // After the event: a stretch never starts before its `sync_done`.
+                    done.send_replace(std::time::Instant::now());
                 }
                 Err(e) => {
                     let msg = crate::error_chain(&e);
@@ -228,60 +269,15 @@ impl Copier {
 
     /// Stops a copy in flight: after this returns it will not switch the data directory (it
     /// leaves the previous copy intact and removes its own staging).
+    /// Also ends the `sync_stale` watch (monitoring stopped).
     pub(super) fn stop(&mut self) {
+        if let Some(t) = self.stale.take() {
+            t.abort();
+        }
         if let Some(t) = self.task.take() {
             t.gate.close();
             let _ = t.cancel.send(true);
         }
-    }
-}
-
-/// The primary's side: serves one copy per connection, only while this host is primary.
-async fn serve(
-    listener: TcpListener,
-    identity: Arc<Identity>,
-    events: Emitter,
-    key: Key,
-    cfg: DataSync,
-) {
-    let rate = u64::from(cfg.bandwidth_mbit) * 1_000_000 / 8;
-    let role = Role::Primary.name();
-    loop {
-        let Ok((conn, from)) = listener.accept().await else {
-            continue;
-        };
-        if identity.role.load(Ordering::Relaxed) != Role::Primary.code() {
-            continue; // only the primary's data is offered
-        }
-        let epoch = identity.epoch.load(Ordering::Relaxed);
-        let Ok(conn) = conn.into_std() else { continue };
-        let (events, key, cfg) = (events.clone(), key.clone(), cfg.clone());
-        // One copy at a time, each on a copy thread.
-        let _ = on_copy_thread(async move {
-            let Ok(conn) = tokio::net::TcpStream::from_std(conn) else {
-                return;
-            };
-            let mut ch = match Channel::accept(conn, &key, rate).await {
-                Ok(ch) => ch,
-                Err(e) => {
-                    events.emit(Event::SyncFailed, role, epoch, &crate::error_chain(&e));
-                    return;
-                }
-            };
-            let snap = cfg
-                .snapshot_command
-                .as_deref()
-                .map(|c| (c, cfg.snapshot_timeout.0));
-            if let Err(e) = sync::serve_one(&mut ch, &cfg.dir, snap).await {
-                events.emit(
-                    Event::SyncFailed,
-                    role,
-                    epoch,
-                    &format!("serving {from}: {}", crate::error_chain(&e)),
-                );
-            }
-        })
-        .await;
     }
 }
 

@@ -13,7 +13,8 @@
 //! - `hold`: claiming, announcing and releasing the floating addresses.
 //! - `guard`: the self-check before a fence.
 //! - `peer`: notices to the peer (`leaving`, `taken over`), asking it, watching for claims.
-//! - `copy`: the data copy's tasks (the primary's server, the monitor's pulls).
+//! - `copy`: the data copy's tasks: the monitor's pulls, `stale` (the `sync_stale` watch)
+//!   and `serve` (the primary's server).
 //! - `status`: what the loop publishes to the responders, the status socket and metrics.
 mod copy;
 mod guard;
@@ -22,6 +23,8 @@ mod hold;
 mod monitor;
 mod peer;
 mod reload;
+mod serve;
+mod stale;
 mod start;
 mod status;
 
@@ -336,7 +339,12 @@ impl Daemon {
             Action::SendJoin { doubled } => self.send_join(doubled),
             Action::Claim(a) => return Ok(Some(self.claim(a).await)),
             Action::Release(a) => self.release(a).await,
-            Action::StartMonitoring => self.start_monitoring().await?,
+            Action::StartMonitoring => {
+                self.start_monitoring().await?;
+                if let Some(c) = self.copier.as_mut() {
+                    c.watch();
+                }
+            }
             Action::StopMonitoring => {
                 self.stop_monitor();
                 self.grace = None;

@@ -36,6 +36,7 @@ pub(super) fn policy(cfg: &Config) -> Policy {
         recheck: cfg.witness.recheck.0,
         node_id: cfg.node.id,
         fence_delay: cfg.fence_delay(),
+        handover_window: cfg.heartbeat.timeout.0 + cfg.heartbeat.interval.0 * 2,
     }
 }
 

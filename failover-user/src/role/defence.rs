@@ -4,7 +4,9 @@
 //! A contest starts when another host's frame shows an address this host holds (an ARP reply
 //! or announcement, an unsolicited NA; the kernel itself answers the other host's
 //! duplicate-address probes). This host defends once and asks the peer what it holds. If the
-//! other side persists within `DEFEND_INTERVAL`, the tie-break decides: the higher epoch wins;
+//! other side persists within `DEFEND_INTERVAL`, the tie-break decides (on the answer to the
+//! latest question: after each decision to keep the address the peer is asked again, so that
+//! two hosts that decided on different information meet again on the same): the higher epoch wins;
 //! then, for P the preferred primary and for M the other host (so that the preferred host ends
 //! up primary); then the lower node id. When the peer cannot be asked, the lower MAC wins, a
 //! rule both sides can apply alone. The loser gives the address up at once (`demoted`) and
@@ -144,19 +146,21 @@ impl Machine {
                 Event::AddressConflict,
                 format!("{why}: this host keeps it"),
             ));
-            if c.defences < MAX_DEFENCES {
+            let defend = c.defences < MAX_DEFENCES;
+            if defend {
                 out.push(Action::Defend(addr));
-                self.contest[i] = Some(Contest {
-                    defences: c.defences + 1,
-                    repeated: false,
-                    ..c
-                });
-            } else {
-                self.contest[i] = Some(Contest {
-                    repeated: false,
-                    ..c
-                });
             }
+            // The next claim is judged on a fresh answer: the two hosts may have decided on
+            // different information (one heard the peer, the other did not), and only a
+            // new round lets the loser see that it lost.
+            self.contest[i] = Some(Contest {
+                defences: c.defences + u8::from(defend),
+                repeated: false,
+                asked: false,
+                ..c
+            });
+            self.peer = None;
+            out.push(Action::AskPeer);
         } else {
             out.push(emit(
                 Event::AddressConflict,

@@ -74,6 +74,7 @@ impl Machine {
         self.attempt = 0;
         self.fence_confirmed = false;
         self.boot_accepted = false;
+        self.answered_in_attempt = false;
         self.suspicion = None;
         if self.policy.takeover && self.policy.no_fence {
             out.push(emit(
@@ -118,6 +119,7 @@ impl Machine {
                 self.attempt = 0;
                 self.set_role(Role::Monitor, out);
             }
+            Role::Booting => self.answered_in_attempt = true,
             _ => {}
         }
     }
@@ -136,6 +138,17 @@ impl Machine {
         out.push(emit(Event::AddressClaimed, "primary address"));
         self.set_role(Role::Primary, out);
         out.push(Action::Hook(Hook::OnPrimary));
+    }
+
+    /// The handover window is over and P never missed a heartbeat: the `leaving` notice was
+    /// stale (sent before the primary restarted); nothing is taken over.
+    pub(super) fn handover_over(&mut self, out: &mut Vec<Action>) {
+        if std::mem::take(&mut self.handover) && self.role == Role::Monitor {
+            out.push(emit(
+                Event::PeerLeft,
+                "the primary still answers: its leaving notice was stale; nothing taken over",
+            ));
+        }
     }
 
     /// `boot.fence_delay` is over: the delayed fence goes ahead if P is still suspected.
@@ -159,14 +172,29 @@ impl Machine {
                 if self.pending_boot.take().is_some() {
                     out.push(Action::CancelBoot);
                 }
+                // P already failing (a fence was pending): its silence is shown already.
+                let silent = self.role == Role::Booting || self.suspicion.is_some();
                 self.suspicion = None;
                 self.isolated = false;
-                if self.policy.takeover {
+                if self.policy.takeover && silent {
                     out.push(emit(
                         Event::PeerLeft,
                         format!("the primary (epoch {epoch}) is stopping and released P: taking it over without a fence"),
                     ));
                     self.take_over(out);
+                } else if self.policy.takeover {
+                    // Taken over at the first missed heartbeat: a notice that arrives late
+                    // (after the primary restarted and answers again) changes nothing.
+                    out.push(emit(
+                        Event::PeerLeft,
+                        format!("the primary (epoch {epoch}) is stopping and released P: taking it over without a fence at its first missed heartbeat"),
+                    ));
+                    self.set_role(Role::Monitor, out);
+                    self.handover = true;
+                    out.push(Action::Schedule(
+                        Timer::Handover,
+                        self.policy.handover_window,
+                    ));
                 } else {
                     out.push(emit(
                         Event::PeerLeft,

@@ -63,6 +63,12 @@ pub struct Machine {
     pub(super) peer: Option<Answer>,
     /// The current suspicion's fence waits for `Due(FenceDelay)`.
     pub(super) delaying: bool,
+    /// The primary said it is leaving: P is taken over at the first missed heartbeat (a
+    /// notice delayed past the primary's restart must not hand P over while it answers).
+    pub(super) handover: bool,
+    /// P answered in time while the current power action was under way: if the attempt
+    /// fails, the fence is over rather than retried.
+    pub(super) answered_in_attempt: bool,
 }
 
 pub(super) fn emit(event: Event, detail: impl Into<String>) -> Action {
@@ -91,6 +97,8 @@ impl Machine {
             contest: [None, None],
             peer: None,
             delaying: false,
+            handover: false,
+            answered_in_attempt: false,
         }
     }
 
@@ -143,6 +151,10 @@ impl Machine {
             self.pending_boot = None;
             self.boot_accepted = false;
             self.fence_confirmed = false;
+            self.answered_in_attempt = false;
+        }
+        if to != Role::Monitor {
+            self.handover = false;
         }
         if to != self.role {
             out.push(emit(
@@ -218,6 +230,7 @@ impl Machine {
             (_, Input::TakenOver { epoch }) => self.taken_over(epoch, &mut out),
             (_, Input::Due(Timer::DefendWindow(addr))) => self.window_over(addr),
             (_, Input::Due(Timer::FenceDelay)) => self.fence_delay_over(&mut out),
+            (_, Input::Due(Timer::Handover)) => self.handover_over(&mut out),
             (Role::Joining, Input::Start) | (Role::Joining | Role::Conflict, Input::RetryDue) => {
                 self.join(&mut out)
             }
@@ -314,6 +327,14 @@ impl Machine {
                 self.armed = true;
                 self.recovered("the primary answers for the first time".into(), &mut out);
             }
+            (
+                Role::Monitor,
+                Input::Liveness(LivenessEvent::Missed { .. } | LivenessEvent::Failed { .. }),
+            ) if self.handover => {
+                // The leaving primary released P: its first missed heartbeat confirms it.
+                self.handover = false;
+                self.take_over(&mut out);
+            }
             (Role::Monitor, Input::Liveness(ev)) => match ev {
                 LivenessEvent::Armed => {
                     self.armed = true;
@@ -365,7 +386,17 @@ impl Machine {
                 };
                 out.push(emit(event, format!("{} not confirmed", action.name())));
                 out.push(Action::Hook(Hook::OnFault));
-                if action == BootAction::Off && self.policy.allow_unfenced {
+                if std::mem::take(&mut self.answered_in_attempt) {
+                    // Found by the model check: P answered while the request was out, and
+                    // the request did not take. Retrying would power off a primary that is
+                    // serving; taking P unfenced would make two.
+                    out.push(emit(
+                        Event::FenceCancelled,
+                        "the primary answered in time while the failed attempt was under way",
+                    ));
+                    self.attempt = 0;
+                    self.set_role(Role::Monitor, &mut out);
+                } else if action == BootAction::Off && self.policy.allow_unfenced {
                     out.push(emit(
                         Event::UnfencedTakeover,
                         "allow_unfenced_takeover = true: taking P although the fence failed",

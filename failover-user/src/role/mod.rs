@@ -170,6 +170,9 @@ pub enum Timer {
     DefendWindow(Addr),
     /// `boot.fence_delay` is over: the delayed first fence may go ahead.
     FenceDelay,
+    /// The handover window after the primary's `leaving` is over without a missed
+    /// heartbeat: P still answers, so the notice was stale.
+    Handover,
 }
 
 /// Inputs to the machine.
@@ -346,6 +349,9 @@ pub struct Policy {
     /// How long the first fence of a `startup_grace` decision waits (`boot.fence_delay`;
     /// zero on the preferred primary).
     pub fence_delay: Duration,
+    /// After the primary's `leaving`, how long the monitor waits for the first missed
+    /// heartbeat that shows P released (a probe deadline and a little more).
+    pub handover_window: Duration,
 }
 
 #[cfg(test)]

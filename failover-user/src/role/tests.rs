@@ -12,6 +12,7 @@ const S: Policy = Policy {
     recheck: Duration::from_millis(500),
     node_id: 1,
     fence_delay: Duration::ZERO,
+    handover_window: Duration::from_millis(14),
 };
 
 // Epoch 0, so that the epoch a test checks is this host's own count; epochs observed
@@ -488,6 +489,7 @@ fn random_inputs_never_claim_p_unsafely() {
         Due(Timer::DefendWindow(Addr::Primary)),
         Due(Timer::DefendWindow(Addr::Monitor)),
         Due(Timer::FenceDelay),
+        Due(Timer::Handover),
     ];
     for (takeover, delay) in [(true, 0), (false, 0), (true, 90), (false, 90)] {
         let s = Policy {
@@ -499,6 +501,7 @@ fn random_inputs_never_claim_p_unsafely() {
             let mut m = Machine::new(s, 0);
             let mut last_fence_ok = false;
             let mut delay_started = false;
+            let mut leaving_seen = false;
             for _ in 0..40 {
                 let i = pool[rng.gen_range(0..pool.len())];
                 let role_before = m.role();
@@ -528,7 +531,10 @@ fn random_inputs_never_claim_p_unsafely() {
                 {
                     delay_started = true;
                 }
-                let primary_left = matches!(i, PeerLeaving { role: 2, .. });
+                if matches!(i, PeerLeaving { role: 2, .. }) {
+                    leaving_seen = true;
+                }
+                let primary_left = leaving_seen;
                 let last_join_ok = matches!(
                     i,
                     JoinDone {
@@ -732,6 +738,27 @@ fn a_pending_fence_is_cancelled_when_p_answers_before_an_off_was_accepted() {
     assert_eq!(m.role(), Role::Booting);
 }
 
+/// Found by the model check (tests/model): the primary's `leaving` delayed past its restart
+/// (the primary stopped, started again and is primary again at a higher epoch) must not
+/// hand P over while P answers; with a cross-cut the claim's duplicate-address probe would
+/// not have caught it.
+#[test]
+fn a_stale_leaving_notice_hands_nothing_over() {
+    let (mut m, _, _) = run(S, &monitor_armed());
+    let n = names(&m.step(PeerLeaving {
+        role: Role::Primary.code(),
+        epoch: 1,
+    }));
+    assert_eq!(n, vec!["peer_left", "Schedule(Handover, 14ms)"]);
+    // P keeps answering: no miss within the window.
+    let n = names(&m.step(Due(Timer::Handover)));
+    assert_eq!(n, vec!["peer_left"]);
+    assert_eq!(m.role(), Role::Monitor);
+    // A later miss is an ordinary one: no takeover without a fence.
+    let n = names(&m.step(Liveness(LivenessEvent::Missed { consecutive: 1 })));
+    assert!(!n.iter().any(|a| a.starts_with("Claim")), "{n:?}");
+}
+
 #[test]
 fn a_leaving_primary_is_taken_over_without_a_fence() {
     let (mut m, _, _) = run(S, &monitor_armed());
@@ -739,10 +766,12 @@ fn a_leaving_primary_is_taken_over_without_a_fence() {
         role: Role::Primary.code(),
         epoch: 4,
     }));
+    assert_eq!(n, vec!["peer_left", "Schedule(Handover, 14ms)"]);
+    // The first missed heartbeat shows P released: taken over, without a fence.
+    let n = names(&m.step(Liveness(LivenessEvent::Missed { consecutive: 1 })));
     assert_eq!(
         n,
         vec![
-            "peer_left",
             "role_changed",
             "StopMonitoring",
             "Release(Monitor)",
@@ -1009,9 +1038,12 @@ fn a_cold_start_with_both_on_m_settles_with_the_preferred_host_primary() {
     b.step(contested);
     b.step(PeerSeen(holding(Addr::Monitor, 0, 1, true)));
     let n = names(&b.step(contested));
-    assert_eq!(n, vec!["address_conflict", "Defend(Monitor)"]);
+    assert_eq!(n, vec!["address_conflict", "Defend(Monitor)", "AskPeer"]);
+    // The next round is judged on a fresh answer, without a third announcement.
+    assert!(b.step(contested).is_empty(), "waits for the answer");
     assert!(
-        names(&b.step(contested)) == vec!["address_conflict"],
+        names(&b.step(PeerSeen(holding(Addr::Monitor, 0, 1, true))))
+            == vec!["address_conflict", "AskPeer"],
         "no third announcement"
     );
     assert_eq!(b.role(), Role::Monitor);
@@ -1043,7 +1075,7 @@ fn the_higher_epoch_keeps_p_and_a_stale_primary_steps_down() {
     b.step(contested);
     b.step(PeerSeen(holding(Addr::Primary, 0, 1, true)));
     let n = names(&b.step(contested));
-    assert_eq!(n, vec!["address_conflict", "Defend(Primary)"]);
+    assert_eq!(n, vec!["address_conflict", "Defend(Primary)", "AskPeer"]);
     assert_eq!(b.role(), Role::Primary);
 }
 
@@ -1155,4 +1187,40 @@ fn the_first_fence_of_startup_grace_waits_on_the_host_that_is_not_preferred() {
     inputs.push(failed());
     let (mut m, _, _) = run(s, &inputs);
     assert!(names(&m.step(passed())).contains(&"Boot(Off)".to_string()));
+}
+
+/// Found by the model check (tests/model): a `startup_grace` fence whose request is out when P
+/// answers for the first time, and then fails (the BMC went away), must not be retried: the
+/// retry would power off a primary that is serving.
+#[test]
+fn a_failed_attempt_during_which_p_answered_is_not_retried() {
+    let (mut m, _, _) = run(
+        S,
+        &[
+            Start,
+            JoinDone {
+                monitor: None,
+                primary: None,
+            },
+            Claimed {
+                addr: Addr::Monitor,
+                ok: true,
+            },
+        ],
+    );
+    m.step(GraceExpired);
+    let n = names(&m.step(passed()));
+    assert!(n.contains(&"Boot(Off)".to_string()), "{n:?}");
+    m.step(BootAccepted);
+    assert!(
+        m.step(Liveness(LivenessEvent::Armed)).is_empty(),
+        "accepted: not cancelled yet"
+    );
+    let n = names(&m.step(BootDone {
+        action: BootAction::Off,
+        ok: false,
+    }));
+    assert!(n.contains(&"fence_cancelled".to_string()), "{n:?}");
+    assert!(!n.iter().any(|a| a.starts_with("Retry")), "{n:?}");
+    assert_eq!(m.role(), Role::Monitor);
 }

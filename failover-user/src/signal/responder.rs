@@ -81,6 +81,11 @@ impl std::fmt::Debug for Responder {
     }
 }
 
+/// The receive buffer asked for on each responder socket (the kernel doubles it for its
+/// bookkeeping, within `net.core.rmem_max`): a bound that does not depend on the host's
+/// `rmem_default`, and room for hundreds of heartbeats if the thread is late.
+pub const RECV_BUFFER: usize = 128 * 1024;
+
 /// `SKF_NET_OFF` of linux/filter.h: classic BPF loads relative to the network header.
 const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
 
@@ -149,6 +154,7 @@ impl Responder {
         }
         // A takeover binds the service address right after adding it.
         s.set_freebind(true).map_err(err)?;
+        s.set_recv_buffer_size(RECV_BUFFER).map_err(err)?;
         s.set_nonblocking(true).map_err(err)?;
         s.bind(&addr.into()).map_err(err)?;
         let sock: std::net::UdpSocket = s.into();
@@ -251,5 +257,26 @@ impl Responder {
                 Err(e) => tracing::debug!(%from, error = %e, "reply failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responder_sockets_have_a_bounded_receive_buffer() {
+        let r = Responder::bind(
+            "127.0.0.1".parse().unwrap(),
+            0,
+            Arc::default(),
+            &[Kind::Heartbeat],
+        )
+        .expect("bind");
+        let n = socket2::SockRef::from(&r.sock)
+            .recv_buffer_size()
+            .expect("SO_RCVBUF");
+        // The kernel doubles the request, within rmem_max.
+        assert!(n <= 2 * RECV_BUFFER, "{n}");
     }
 }

@@ -1,4 +1,5 @@
-//! The peer channel: TCP with Noise `NNpsk0` under the shared key, rate-limited frames.
+//! The peer channel: TCP with Noise `NNpsk0` under the shared key, rate-limited frames, a
+//! deadline on the handshake and on every frame.
 use std::{
     fs, io,
     os::unix::fs::MetadataExt as _,
@@ -59,6 +60,26 @@ impl Key {
 }
 
 const NOISE: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+
+/// The deadlines of a channel: a peer that stops talking ends it with an error instead of
+/// holding it (and its slot on the server) forever.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// The whole authentication handshake (both messages).
+    pub handshake: Duration,
+    /// Each frame read or written once authenticated (the rate limit's pauses not counted).
+    pub frame: Duration,
+}
+
+impl Default for Deadlines {
+    /// The daemon's defaults (`sync.handshake_timeout`, `sync.frame_timeout`).
+    fn default() -> Self {
+        Deadlines {
+            handshake: Duration::from_secs(5),
+            frame: Duration::from_secs(60),
+        }
+    }
+}
 /// Plaintext bytes per frame (a Noise message is at most 65535 bytes, 16 of them the tag).
 pub(super) const CHUNK: usize = 65000;
 
@@ -72,6 +93,7 @@ pub struct Channel {
     rate: u64,
     sent: u64,
     started: Instant,
+    frame_timeout: Duration,
 }
 
 impl Channel {
@@ -83,16 +105,37 @@ impl Channel {
     }
 
     pub(super) async fn handshake(
-        mut stream: TcpStream,
+        stream: TcpStream,
         key: &Key,
         initiator: bool,
         rate: u64,
+        deadlines: Deadlines,
     ) -> Result<Channel, SyncError> {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "?".into(), |a| a.to_string());
+        let limit = deadlines.handshake;
+        let work = Channel::handshake_steps(stream, key, initiator, rate, deadlines, &peer);
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| SyncError::Peer {
+                peer: peer.clone(),
+                message: format!(
+                    "did not authenticate within {limit:?} (sync.handshake_timeout); closed"
+                ),
+            })?
+    }
+
+    async fn handshake_steps(
+        mut stream: TcpStream,
+        key: &Key,
+        initiator: bool,
+        rate: u64,
+        deadlines: Deadlines,
+        peer: &str,
+    ) -> Result<Channel, SyncError> {
         let perr = |m: String| SyncError::Peer {
-            peer: peer.clone(),
+            peer: peer.to_string(),
             message: m,
         };
         let b = snow::Builder::new(NOISE.parse().expect("valid noise pattern"))
@@ -132,19 +175,31 @@ impl Channel {
         Ok(Channel {
             stream,
             noise,
-            peer,
+            peer: peer.to_string(),
             buf: vec![0u8; 65535],
             rate,
             sent: 0,
             started: Instant::now(),
+            frame_timeout: deadlines.frame,
         })
     }
 
-    /// Connects to `addr` and authenticates.
+    /// Connects to `addr` (within `timeout`) and authenticates, with the default
+    /// [`Deadlines`].
     pub async fn connect(
         addr: std::net::SocketAddr,
         key: &Key,
         timeout: Duration,
+    ) -> Result<Channel, SyncError> {
+        Channel::connect_with(addr, key, timeout, Deadlines::default()).await
+    }
+
+    /// Connects to `addr` (within `timeout`) and authenticates, with `deadlines`.
+    pub async fn connect_with(
+        addr: std::net::SocketAddr,
+        key: &Key,
+        timeout: Duration,
+        deadlines: Deadlines,
     ) -> Result<Channel, SyncError> {
         let s = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
@@ -156,12 +211,23 @@ impl Channel {
                 peer: addr.to_string(),
                 message: format!("connect: {e}"),
             })?;
-        Channel::handshake(s, key, true, 0).await
+        Channel::handshake(s, key, true, 0, deadlines).await
     }
 
     /// Authenticates an accepted connection; sends at most `rate` bytes/s (0: unlimited).
+    /// With the default [`Deadlines`].
     pub async fn accept(s: TcpStream, key: &Key, rate: u64) -> Result<Channel, SyncError> {
-        Channel::handshake(s, key, false, rate).await
+        Channel::accept_with(s, key, rate, Deadlines::default()).await
+    }
+
+    /// [`Channel::accept`] with `deadlines`.
+    pub async fn accept_with(
+        s: TcpStream,
+        key: &Key,
+        rate: u64,
+        deadlines: Deadlines,
+    ) -> Result<Channel, SyncError> {
+        Channel::handshake(s, key, false, rate, deadlines).await
     }
 
     pub(super) async fn send_frame(&mut self, plain: &[u8]) -> Result<(), SyncError> {
@@ -169,8 +235,14 @@ impl Channel {
             .noise
             .write_message(plain, &mut self.buf)
             .map_err(|e| self.err(format!("encrypt: {e}")))?;
-        write_frame(&mut self.stream, &self.buf[..n])
+        let limit = self.frame_timeout;
+        tokio::time::timeout(limit, write_frame(&mut self.stream, &self.buf[..n]))
             .await
+            .map_err(|_| {
+                self.err(format!(
+                    "send: the peer took no frame for {limit:?} (sync.frame_timeout)"
+                ))
+            })?
             .map_err(|e| self.err(format!("send: {e}")))?;
         self.sent += n as u64;
         if self.rate > 0 {
@@ -184,8 +256,14 @@ impl Channel {
     }
 
     pub(super) async fn recv_frame(&mut self) -> Result<Vec<u8>, SyncError> {
-        let msg = read_frame(&mut self.stream)
+        let limit = self.frame_timeout;
+        let msg = tokio::time::timeout(limit, read_frame(&mut self.stream))
             .await
+            .map_err(|_| {
+                self.err(format!(
+                    "receive: no frame for {limit:?} (sync.frame_timeout)"
+                ))
+            })?
             .map_err(|e| self.err(format!("receive: {e}")))?;
         let n = self.noise.read_message(&msg, &mut self.buf).map_err(|_| {
             self.err("a frame failed authentication (tampered, replayed or reordered)")

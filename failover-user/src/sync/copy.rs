@@ -67,8 +67,7 @@ pub async fn serve_one(
     let mut sigs = BTreeMap::new();
     for p in paths {
         let raw = ch.recv(1 << 30).await?;
-        let sig = fast_rsync::Signature::deserialize(raw)
-            .map_err(|_| ch.err(format!("{p}: malformed signature")))?;
+        let sig = signature(raw).ok_or_else(|| ch.err(format!("{p}: malformed signature")))?;
         sigs.insert(p, sig);
     }
     let mut sent = 0;
@@ -125,6 +124,31 @@ pub const DELTA_MIN: u64 = 1 << 20;
 /// Files above this are sent whole (a delta needs both versions in memory).
 pub const DELTA_MAX: u64 = 1 << 30;
 const DELTA_BLOCK: u32 = 16 * 1024;
+
+/// The monitor's signature of a file, as the primary receives it. A block size of 0 is refused:
+/// `fast_rsync::diff` never ends on one (fuzzing found it; a signature the monitor computes
+/// has [`DELTA_BLOCK`]).
+fn signature(raw: Vec<u8>) -> Option<fast_rsync::Signature> {
+    if raw.get(4..8).is_some_and(|b| b == [0; 4]) {
+        return None;
+    }
+    fast_rsync::Signature::deserialize(raw).ok()
+}
+
+/// Applies the primary's `delta` to our `base`, producing at most `size` bytes (the size its
+/// trailer announces). The buffer grows with what the delta produces: `size` comes from the
+/// peer, and reserving it up front let a trailer claiming 2^62 bytes abort the process
+/// (fuzzing found it).
+fn apply_delta(base: &[u8], delta: &[u8], size: u64) -> Result<Vec<u8>, fast_rsync::ApplyError> {
+    let mut out = Vec::with_capacity(size.min(DELTA_MAX) as usize);
+    fast_rsync::apply_limited(
+        base,
+        delta,
+        &mut out,
+        usize::try_from(size).unwrap_or(usize::MAX),
+    )?;
+    Ok(out)
+}
 
 fn sum_trailer(size: u64, hash: &blake3::Hash) -> Vec<u8> {
     let mut end = vec![TAG_END];
@@ -292,12 +316,12 @@ pub async fn pull(
                             .map(|c| c.join(rel))
                             .ok_or_else(|| ch.err(format!("{rel}: delta without a base")))?;
                         let base = fs::read(&base_p).map_err(io_err("read", &base_p))?;
-                        let mut out = Vec::with_capacity(t.size as usize);
-                        fast_rsync::apply_limited(&base, &delta, &mut out, t.size as usize)
-                            .map_err(|e| SyncError::Mismatch {
+                        let out = apply_delta(&base, &delta, t.size).map_err(|e| {
+                            SyncError::Mismatch {
                                 path: PathBuf::from(rel),
                                 message: format!("the delta does not apply: {e}"),
-                            })?;
+                            }
+                        })?;
                         h.update(&out);
                         f.write_all(&out).map_err(io_err("write", &p))?;
                         got = out.len() as u64;
@@ -351,5 +375,49 @@ pub async fn pull(
             let _ = remove_any(stage.path());
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `sync_manifest` fuzz target's hang: a signature with block size 0 made
+    /// `fast_rsync::diff` loop forever in `serve_one`.
+    #[test]
+    fn signatures_with_block_size_zero_are_refused() {
+        let mut raw = vec![0x72, 0x73, 0x01, 0x36];
+        raw.extend_from_slice(&[0; 56]);
+        assert!(signature(raw).is_none());
+        let ok = fast_rsync::Signature::calculate(
+            b"some data",
+            fast_rsync::SignatureOptions {
+                block_size: DELTA_BLOCK,
+                crypto_hash_size: 8,
+            },
+        );
+        assert!(signature(ok.into_serialized()).is_some());
+    }
+
+    /// A trailer claiming 2^62 bytes for a delta: no up-front allocation of that size.
+    #[test]
+    fn a_delta_trailer_cannot_claim_any_size() {
+        let base = vec![7u8; 4096];
+        let mut new = base.clone();
+        new[100] = 1;
+        let sig = fast_rsync::Signature::calculate(
+            &base,
+            fast_rsync::SignatureOptions {
+                block_size: 1024,
+                crypto_hash_size: 8,
+            },
+        );
+        let mut delta = Vec::new();
+        fast_rsync::diff(&sig.index(), &new, &mut delta).unwrap();
+        assert_eq!(apply_delta(&base, &delta, 1 << 62).unwrap(), new);
+        assert!(
+            apply_delta(&base, &delta, 10).is_err(),
+            "the announced size still limits"
+        );
     }
 }

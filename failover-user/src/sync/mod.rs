@@ -11,7 +11,7 @@
 //!   never a mix, also when a copy is interrupted at any point.
 //! - [`Channel`]: the peer channel, TCP with Noise `NNpsk0` (snow): both sides prove the shared
 //!   key, every frame is encrypted and authenticated, and frame nonces make replay and
-//!   reordering fail.
+//!   reordering fail. The handshake and every frame have a deadline ([`Deadlines`]).
 //! - [`serve_one`] / [`pull`]: one copy from the primary (server) to the monitor (client).
 mod channel;
 mod copy;
@@ -23,7 +23,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use channel::{Channel, Key};
+pub use channel::{Channel, Deadlines, Key};
 pub use copy::{pull, serve_one, CopyReport, DELTA_MAX, DELTA_MIN};
 pub use manifest::{hash_file, Entry, FileSum, Manifest};
 pub use store::{unix_ms, CommitGate, Generation, Stage, Store};

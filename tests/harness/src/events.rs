@@ -4,7 +4,9 @@
 //! drains: whoever starts the daemon (the fixture directly, or a lab BMC's boot command)
 //! only points stderr at the FIFO. The reader keeps the FIFO open for writing too, so it
 //! never sees end-of-file between two runs of the daemon. Every line is copied to a plain log
-//! file beside the FIFO; event lines are collected and can be waited for.
+//! file beside the FIFO; event lines are collected and can be waited for, and so can the other
+//! JSON lines (plain log lines: a WARN about a listener), stamped with `seen_ns` (CLOCK_MONOTONIC
+//! when the reader got them).
 use std::{
     fs::OpenOptions,
     io::{BufRead as _, Write as _},
@@ -25,6 +27,9 @@ const STOP: &str = "\u{1}stop";
 struct Shared {
     events: Mutex<Vec<Value>>,
     cond: Condvar,
+    /// JSON lines that are not events, each with `seen_ns`.
+    lines: Mutex<Vec<Value>>,
+    lines_cond: Condvar,
 }
 
 impl Shared {
@@ -32,6 +37,10 @@ impl Shared {
     /// reader must keep reading, or a daemon writing its stderr would block.
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
         self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_lines(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -85,10 +94,14 @@ impl EventLog {
                 if echo {
                     eprintln!("[{t}] {line}");
                 }
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if let Ok(mut v) = serde_json::from_str::<Value>(&line) {
                     if v.get("event").is_some() {
                         s.lock().push(v);
                         s.cond.notify_all();
+                    } else if v.is_object() {
+                        v["seen_ns"] = crate::mono_ns().into();
+                        s.lock_lines().push(v);
+                        s.lines_cond.notify_all();
                     }
                 }
             }
@@ -162,6 +175,50 @@ impl EventLog {
                 .shared
                 .cond
                 .wait_timeout(events, slice)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// The log lines that are not events (`message`, `level`, `target` and their fields),
+    /// received after `since_ns` (their `seen_ns`), for which `pred` holds.
+    pub fn lines(&self, since_ns: u64, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.shared
+            .lock_lines()
+            .iter()
+            .filter(|v| v["seen_ns"].as_u64().unwrap_or(0) > since_ns && pred(v))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for the first non-event log line received after `since_ns` for which `pred`
+    /// holds, and returns it; panics (naming `what`) after [`HANG_GUARD`].
+    pub fn wait_line(&self, since_ns: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + HANG_GUARD;
+        let mut lines = self.shared.lock_lines();
+        loop {
+            if let Some(v) = lines
+                .iter()
+                .find(|v| v["seen_ns"].as_u64().unwrap_or(0) > since_ns && pred(v))
+            {
+                return v.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "host {} never logged {what}; its last lines: {:#?}",
+                self.tag,
+                lines
+                    .iter()
+                    .rev()
+                    .take(30)
+                    .map(|v| format!("{} {}", v["level"], v["message"]))
+                    .collect::<Vec<_>>()
+            );
+            lines = self
+                .shared
+                .lines_cond
+                .wait_timeout(lines, left.min(Duration::from_millis(100)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }

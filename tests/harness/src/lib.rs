@@ -2,7 +2,8 @@
 //! (tests/lab): network namespaces, veth pairs, private bpffs mounts and child processes, each
 //! a guard that cleans up on drop (also when a test panics); the BMC peers of the Redfish
 //! tests; frame builders; and one two-host fixture ([`pair::Pair`]) with its configuration
-//! writer ([`config::HostConfig`]) and event log ([`events::EventLog`]).
+//! writer ([`config::HostConfig`]) and event log ([`events::EventLog`]); misbehaving clients
+//! ([`hostile`]) and a process's accounting ([`proc`]).
 //!
 //! Shelling out to `ip` is fine here: this is the test bench, not the daemon.
 #![warn(missing_docs)]
@@ -12,8 +13,10 @@ pub mod config;
 pub mod events;
 pub mod frames;
 pub mod guard;
+pub mod hostile;
 pub mod netns;
 pub mod pair;
+pub mod proc;
 pub mod scripts;
 mod watch;
 

@@ -345,6 +345,13 @@ impl Pair {
         }
     }
 
+    /// The pid of `h`'s daemon (nsenter execs it: the child's pid is the daemon's).
+    pub fn pid(&self, h: Host) -> Option<u32> {
+        self.daemons.lock().unwrap()[h.index()]
+            .as_ref()
+            .map(|g| g.0.id())
+    }
+
     /// Whether `h`'s daemon is still running.
     pub fn running(&self, h: Host) -> bool {
         self.daemons.lock().unwrap()[h.index()]
@@ -403,6 +410,23 @@ impl Pair {
         abort: impl Fn() -> bool,
     ) -> Value {
         self.logs[h.index()].wait_unless(since, name, pred, abort)
+    }
+
+    /// `h`'s log lines that are not events, received after `since`, for which `pred` holds.
+    pub fn log_lines(&self, h: Host, since: u64, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.logs[h.index()].lines(since, pred)
+    }
+
+    /// Waits (hang guard) for a log line of `h` that is not an event, received after `since`,
+    /// for which `pred` holds; `what` names it in the panic.
+    pub fn wait_log(
+        &self,
+        h: Host,
+        since: u64,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.logs[h.index()].wait_line(since, what, pred)
     }
 
     /// Whether `h` emitted `name` after `since` with `pred` holding.

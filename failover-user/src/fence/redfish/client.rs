@@ -6,7 +6,7 @@ use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
 use url::Url;
 
-use super::{tls::tls_config, Endpoint, RedfishError, System};
+use super::{parse, tls::tls_config, Endpoint, RedfishError, System};
 
 #[derive(Debug)]
 enum Auth {
@@ -52,18 +52,6 @@ fn transport_message(e: &reqwest::Error) -> String {
     msg
 }
 
-/// A Redfish error body's message (`error.message`, or the first extended info message).
-fn error_message(body: &Value) -> String {
-    let e = &body["error"];
-    e["@Message.ExtendedInfo"][0]["Message"]
-        .as_str()
-        .or_else(|| e["message"].as_str())
-        .unwrap_or("")
-        .chars()
-        .take(300)
-        .collect()
-}
-
 struct Reply {
     status: StatusCode,
     headers: header::HeaderMap,
@@ -99,19 +87,9 @@ impl Client {
             auth: Auth::Basic,
             systems: String::new(),
         };
-        let root = c.get("/redfish/v1/", "service root").await?;
-        c.systems = root["Systems"]["@odata.id"]
-            .as_str()
-            .unwrap_or("/redfish/v1/Systems")
-            .to_string();
-        let sessions = root["Links"]["Sessions"]["@odata.id"]
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| {
-                root.get("SessionService")
-                    .map(|_| "/redfish/v1/SessionService/Sessions".to_string())
-            });
-        if let Some(path) = sessions {
+        let root = parse::service_root(&c.get("/redfish/v1/", "service root").await?);
+        c.systems = root.systems;
+        if let Some(path) = root.sessions {
             c.login(&path).await?;
         }
         Ok(c)
@@ -145,7 +123,7 @@ impl Client {
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|l| url.join(l).ok())
-            .or_else(|| a.body["@odata.id"].as_str().and_then(|p| self.url(p).ok()));
+            .or_else(|| parse::session_path(&a.body).and_then(|p| self.url(p).ok()));
         self.auth = Auth::Session { token, location };
         Ok(())
     }
@@ -214,25 +192,17 @@ impl Client {
                         op: op.to_string(),
                         message: transport_message(&e),
                     })?;
-                    let body: Value = if bytes.is_empty() {
-                        Value::Null
-                    } else {
-                        match serde_json::from_slice(&bytes) {
-                            Ok(v) => v,
-                            Err(e) if status.is_success() => {
-                                return Err(RedfishError::Protocol {
-                                    op: op.to_string(),
-                                    message: format!("the answer is not JSON ({e})"),
-                                })
-                            }
-                            Err(_) => Value::Null,
+                    let body = parse::body(status.is_success(), &bytes).map_err(|message| {
+                        RedfishError::Protocol {
+                            op: op.to_string(),
+                            message,
                         }
-                    };
+                    })?;
                     if !status.is_success() {
                         return Err(RedfishError::Status {
                             op: op.to_string(),
                             status,
-                            message: error_message(&body),
+                            message: parse::error_message(&body),
                         });
                     }
                     return Ok(Reply {
@@ -273,15 +243,7 @@ impl Client {
         let path = match sel.as_deref() {
             Some(p) if p.starts_with('/') => p.to_string(),
             _ => {
-                let coll = self.get(&coll_path, "systems").await?;
-                let members: Vec<String> = coll["Members"]
-                    .as_array()
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|x| x["@odata.id"].as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let members = parse::members(&self.get(&coll_path, "systems").await?);
                 let op = format!("GET {} (systems)", self.url(&coll_path)?);
                 match sel.as_deref() {
                     None => match members.as_slice() {
@@ -307,11 +269,7 @@ impl Client {
                         let mut hits = Vec::new();
                         for m in &members {
                             let s = self.get(m, "system").await?;
-                            let matches = [&s["Id"], &s["Name"], &s["UUID"]]
-                                .iter()
-                                .any(|v| v.as_str().is_some_and(|x| x.eq_ignore_ascii_case(want)))
-                                || m.trim_end_matches('/').rsplit('/').next() == Some(want);
-                            if matches {
+                            if parse::is_system(&s, m, want) {
                                 hits.push(m.clone());
                             }
                         }
@@ -347,51 +305,24 @@ impl Client {
     async fn read_system(&self, path: &str) -> Result<System, RedfishError> {
         let s = self.get(path, "system").await?;
         let op = format!("GET {} (system)", self.url(path)?);
-        let action = &s["Actions"]["#ComputerSystem.Reset"];
-        let target = action["target"]
-            .as_str()
-            .ok_or_else(|| RedfishError::Protocol {
-                op: op.clone(),
-                message: "the system has no #ComputerSystem.Reset action".into(),
-            })?;
-        let mut types: Vec<String> = action["ResetType@Redfish.AllowableValues"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let action = parse::reset_action(&s).ok_or_else(|| RedfishError::Protocol {
+            op: op.clone(),
+            message: "the system has no #ComputerSystem.Reset action".into(),
+        })?;
+        let mut types = action.types;
         if types.is_empty() {
-            if let Some(info) = action["@Redfish.ActionInfo"].as_str() {
-                let info = self.get(info, "reset action info").await?;
-                types = info["Parameters"]
-                    .as_array()
-                    .and_then(|ps| ps.iter().find(|p| p["Name"] == "ResetType"))
-                    .and_then(|p| p["AllowableValues"].as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+            if let Some(info) = action.action_info {
+                types = parse::action_info_types(&self.get(info, "reset action info").await?);
             }
         }
-        Ok(System {
-            path: s["@odata.id"].as_str().unwrap_or(path).to_string(),
-            id: s["Id"].as_str().unwrap_or("").to_string(),
-            name: s["Name"].as_str().unwrap_or("").to_string(),
-            uuid: s["UUID"].as_str().map(str::to_string),
-            power_state: s["PowerState"].as_str().unwrap_or("Unknown").to_string(),
-            reset_target: target.to_string(),
-            reset_types: types,
-        })
+        Ok(parse::system(&s, path, action.target, types))
     }
 
     /// The system's current `PowerState`.
     pub async fn power_state(&self, system: &System) -> Result<String, RedfishError> {
-        let s = self.get(&system.path, "power state").await?;
-        Ok(s["PowerState"].as_str().unwrap_or("Unknown").to_string())
+        Ok(parse::power_state(
+            &self.get(&system.path, "power state").await?,
+        ))
     }
 
     /// Posts one reset of `reset_type` and waits for the service to accept it: 200 and 204
@@ -442,15 +373,10 @@ impl Client {
         let url = self.url(path)?;
         let op = format!("GET {url} (ETag for If-Match)");
         let a = self.send(Method::GET, url, None, None, &op, true).await?;
-        a.headers
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| a.body["@odata.etag"].as_str().map(str::to_string))
-            .ok_or_else(|| RedfishError::Protocol {
-                op,
-                message: "the service demands If-Match but gives no ETag".into(),
-            })
+        parse::etag(&a.headers, &a.body).ok_or_else(|| RedfishError::Protocol {
+            op,
+            message: "the service demands If-Match but gives no ETag".into(),
+        })
     }
 
     async fn follow_task(
@@ -467,7 +393,7 @@ impl Client {
                 op: op.to_string(),
                 message: "202 Accepted without a task monitor Location".into(),
             })?;
-        let mut wait = retry_after(headers).unwrap_or(TASK_POLL);
+        let mut wait = parse::retry_after(headers).unwrap_or(TASK_POLL);
         loop {
             tokio::time::sleep(wait).await;
             let top = format!("GET {loc} (task monitor of {op})");
@@ -475,40 +401,10 @@ impl Client {
                 .send(Method::GET, loc.clone(), None, None, &top, true)
                 .await?;
             if a.status != StatusCode::ACCEPTED {
-                let state = a.body["TaskState"].as_str().unwrap_or("Completed");
-                return match state {
-                    "Completed" | "" => Ok(()),
-                    other => Err(RedfishError::Protocol {
-                        op: top,
-                        message: format!(
-                            "task ended {other}: {}",
-                            a.body["Messages"][0]["Message"].as_str().unwrap_or("")
-                        ),
-                    }),
-                };
+                return parse::task_outcome(&a.body)
+                    .map_err(|message| RedfishError::Protocol { op: top, message });
             }
-            wait = retry_after(&a.headers).unwrap_or(TASK_POLL);
+            wait = parse::retry_after(&a.headers).unwrap_or(TASK_POLL);
         }
-    }
-}
-
-fn retry_after(h: &header::HeaderMap) -> Option<Duration> {
-    h.get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.min(60)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_messages_come_from_the_redfish_body() {
-        let b = json!({"error": {"code": "Base.1.0.GeneralError", "message": "outer",
-            "@Message.ExtendedInfo": [{"Message": "inner detail"}]}});
-        assert_eq!(error_message(&b), "inner detail");
-        assert_eq!(error_message(&json!({"error": {"message": "m"}})), "m");
-        assert_eq!(error_message(&Value::Null), "");
     }
 }

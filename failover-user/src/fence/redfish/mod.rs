@@ -8,6 +8,7 @@
 //! [`RedfishFence`] holds the daemon's strategies on top of the client: `off` (the fence: a
 //! power-off, confirmed by reading PowerState Off), `on`, and `restart`.
 mod client;
+pub mod parse;
 mod secret;
 mod tls;
 

@@ -1,0 +1,228 @@
+//! The runtime, as the model sees it: what each machine action does to the world, and the
+//! inputs that come back. The real runtime (failover-user/src/daemon) executes actions in
+//! order and queues the inputs they return (a claim's result) behind them; so does this.
+use std::collections::VecDeque;
+
+use failover::role::{Action, Addr, BootAction, Input, Machine, Policy};
+
+use crate::world::{name, other, timer_slot, Daemon, HostId, Msg, World};
+
+/// The policy of host `h`: A is the preferred primary, B waits a fence delay.
+pub fn policy(h: HostId) -> Policy {
+    use std::time::Duration;
+    Policy {
+        takeover: true,
+        no_fence: false,
+        allow_unfenced: false,
+        retry: Duration::from_secs(1),
+        retry_max: Duration::from_secs(30),
+        preferred_primary: h == 0,
+        recheck: Duration::from_millis(500),
+        node_id: h as u32 + 1,
+        fence_delay: if h == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(84)
+        },
+        handover_window: Duration::from_millis(14),
+    }
+}
+
+/// Feeds `input` to `h`'s machine and executes everything it leads to. `log` collects a
+/// readable line per action, for traces.
+pub fn feed(w: &mut World, h: HostId, input: Input, log: &mut Option<&mut Vec<String>>) {
+    let mut queue = VecDeque::from([input]);
+    while let Some(i) = queue.pop_front() {
+        if let Some(l) = log.as_deref_mut() {
+            l.push(format!("  {} <- {i:?}", name(h)));
+        }
+        let actions = w.hosts[h].m.step(i);
+        for a in actions {
+            if let Some(next) = execute(w, h, a, log) {
+                queue.push_back(next);
+            }
+        }
+    }
+}
+
+fn execute(
+    w: &mut World,
+    h: HostId,
+    a: Action,
+    log: &mut Option<&mut Vec<String>>,
+) -> Option<Input> {
+    if let Some(l) = log.as_deref_mut() {
+        match &a {
+            Action::Emit(n) => l.push(format!(
+                "    {}: {} ({})",
+                name(h),
+                n.event.name(),
+                n.detail
+            )),
+            a => l.push(format!("    {} -> {a:?}", name(h))),
+        }
+    }
+    let host = &mut w.hosts[h];
+    match a {
+        Action::Emit(_) => {}
+        Action::SendJoin { .. } => host.join = true,
+        Action::Claim(addr) => return Some(claim(w, h, addr)),
+        Action::Release(Addr::Primary) => host.has_p = false,
+        Action::Release(Addr::Monitor) => host.has_m = false,
+        Action::StartMonitoring => {
+            host.monitoring = true;
+            host.decided = false;
+            host.det_armed = host.m.armed();
+            host.det_missed = false;
+            host.det_failed = false;
+            host.grace = !host.m.armed();
+        }
+        Action::StopMonitoring => {
+            host.monitoring = false;
+            host.grace = false;
+        }
+        Action::Boot(BootAction::On) => host.boot_on = true,
+        Action::Boot(b) => {
+            if !host.decided {
+                // A fence or reboot without a current failure decision (one taken while the
+                // peer was not serving and reachable, and not undone by its recovery).
+                w.fenced_without_decision = true;
+            }
+            host.boot = Some(b);
+            host.accepted = false;
+        }
+        Action::Hook(_) => {}
+        Action::BumpEpoch => host.persisted = host.m.epoch(),
+        Action::Retry(_) => host.retry = true,
+        Action::SelfCheck => host.self_check = true,
+        Action::Rejudge => {
+            host.det_missed = false;
+            host.det_failed = false;
+            host.decided = false;
+            if !host.m.armed() && host.monitoring {
+                host.grace = true;
+            }
+        }
+        Action::CancelBoot => host.boot = None,
+        Action::SendLeaving => {
+            let msg = Msg::Leaving {
+                role: host.m.role().code(),
+                epoch: host.m.epoch(),
+            };
+            // The runtime never tells the monitor to take P while P is still held.
+            if !host.has_p {
+                w.send(h, msg);
+            }
+        }
+        Action::Defend(addr) => {
+            let holds = match addr {
+                Addr::Primary => host.has_p,
+                Addr::Monitor => host.has_m,
+            };
+            if holds {
+                w.send(
+                    h,
+                    Msg::Announce {
+                        p: addr == Addr::Primary,
+                    },
+                );
+            }
+        }
+        Action::AskPeer => host.ask = true,
+        Action::SendTakenOver => {
+            let epoch = host.m.epoch();
+            w.send(h, Msg::TakenOver { epoch });
+        }
+        Action::Schedule(t, _) => host.timers[timer_slot(t)] = true,
+    }
+    None
+}
+
+/// Claims `addr` for `h`: the duplicate-address probe finds the other host if it holds the
+/// address and its answers reach `h` (its kernel answers, whatever its daemon does);
+/// otherwise the address is added and announced.
+fn claim(w: &mut World, h: HostId, addr: Addr) -> Input {
+    let o = other(h);
+    let held_there = match addr {
+        Addr::Primary => w.hosts[o].has_p,
+        Addr::Monitor => w.hosts[o].has_m,
+    };
+    if held_there && w.path(o, h) && w.path(h, o) {
+        return Input::Claimed { addr, ok: false };
+    }
+    match addr {
+        Addr::Primary => w.hosts[h].has_p = true,
+        Addr::Monitor => w.hosts[h].has_m = true,
+    }
+    w.send(
+        h,
+        Msg::Announce {
+            p: addr == Addr::Primary,
+        },
+    );
+    Input::Claimed { addr, ok: true }
+}
+
+/// Starts `h`'s daemon (power-on boot or an operator's restart): it removes what a previous
+/// run left on the interface, starts joining with its persisted epoch.
+pub fn start_daemon(w: &mut World, h: HostId, log: &mut Option<&mut Vec<String>>) {
+    // Timing: a datagram on one segment is delivered or lost long before a daemon restarts
+    // (and its join period ends), unless the receiver is frozen and not reading.
+    let o = other(h);
+    if w.hosts[o].daemon == Daemon::Running {
+        w.hosts[o].inbox.clear();
+    }
+    let host = &mut w.hosts[h];
+    let persisted = host.persisted;
+    *host = crate::world::Host {
+        power: true,
+        daemon: Daemon::Running,
+        m: Machine::new(policy(h), persisted),
+        persisted,
+        has_p: false,
+        has_m: false,
+        join: false,
+        ask: false,
+        self_check: false,
+        retry: false,
+        grace: false,
+        boot: None,
+        accepted: false,
+        boot_on: false,
+        timers: [false; 4],
+        monitoring: false,
+        det_armed: false,
+        det_missed: false,
+        det_failed: false,
+        decided: false,
+        inbox: Vec::new(),
+    };
+    feed(w, h, Input::Start, log);
+}
+
+/// The daemon of `h` is gone (crash, power cut): its runtime work with it. What it added to
+/// the interface stays there unless the host lost power.
+pub fn daemon_gone(w: &mut World, h: HostId) {
+    let host = &mut w.hosts[h];
+    host.daemon = Daemon::Down;
+    host.join = false;
+    host.ask = false;
+    host.self_check = false;
+    host.retry = false;
+    host.grace = false;
+    host.boot = None;
+    host.boot_on = false;
+    host.timers = [false; 4];
+    host.monitoring = false;
+    host.decided = false;
+    host.inbox.clear();
+}
+
+/// `h` loses power: every process dies, the interface is flushed.
+pub fn power_off(w: &mut World, h: HostId) {
+    daemon_gone(w, h);
+    let host = &mut w.hosts[h];
+    host.power = false;
+    host.has_p = false;
+    host.has_m = false;
+}
