@@ -96,11 +96,21 @@ pub enum Event {
     /// The first fence of a `startup_grace` decision waits `boot.fence_delay` (the host that
     /// is not the preferred primary), so two monitors never fence each other at once.
     FenceDelayed,
+    /// A copy replaced this host's own data (what it served as primary): kept aside as
+    /// `DIR.diverged-EPOCH`, never deleted.
+    SyncKeptAside,
+    /// An old kept-aside directory was removed (more than `sync.keep_diverged`).
+    SyncAsideRemoved,
+    /// The monitor did not take P: its copy of the data is older than `sync.max_age`.
+    TakeoverRefused,
+    /// The monitor took P with a copy older than `sync.max_age` (`sync.serve_stale`, the peer
+    /// confirmed off).
+    StaleCopyServed,
 }
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 41] = [
+    pub const ALL: [Event; 45] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -142,6 +152,10 @@ impl Event {
         Event::AddressDefended,
         Event::Demoted,
         Event::FenceDelayed,
+        Event::SyncKeptAside,
+        Event::SyncAsideRemoved,
+        Event::TakeoverRefused,
+        Event::StaleCopyServed,
     ];
 
     /// The stable name: the `event` field of the log line.
@@ -188,6 +202,10 @@ impl Event {
             Event::AddressDefended => "address_defended",
             Event::Demoted => "demoted",
             Event::FenceDelayed => "fence_delayed",
+            Event::SyncKeptAside => "sync_kept_aside",
+            Event::SyncAsideRemoved => "sync_aside_removed",
+            Event::TakeoverRefused => "takeover_refused",
+            Event::StaleCopyServed => "stale_copy_served",
         }
     }
 
@@ -210,6 +228,10 @@ impl Event {
                 | Event::NoWitness
                 | Event::ConfigReloadRefused
                 | Event::Demoted
+                | Event::SyncKeptAside
+                | Event::SyncAsideRemoved
+                | Event::TakeoverRefused
+                | Event::StaleCopyServed
         )
     }
 }

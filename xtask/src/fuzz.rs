@@ -62,7 +62,9 @@ pub fn run(runner: &Runner, seconds: u64, only: Option<&str>, cmin: bool) -> Res
     crate::setup::run(runner)?;
     cargo_fuzz(runner)?;
     let mut build = fuzz_cmd("build");
-    build.args(&targets);
+    if let [one] = targets.as_slice() {
+        build.arg(one);
+    }
     runner
         .step("fuzz: build the targets")
         .hint("cargo +nightly fuzz build, instrumented; minutes the first time")

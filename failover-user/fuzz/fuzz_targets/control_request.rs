@@ -11,7 +11,11 @@
 //!   to JSON that decodes to the same status.
 #![no_main]
 
-use std::{path::PathBuf, sync::{Arc, OnceLock}, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use failover::control::{query_status, serve_metrics, Metrics, Status};
 use failover_fuzz::{runtime, scratch, write_seeds};
@@ -28,7 +32,11 @@ fn metrics_addr() -> std::net::SocketAddr {
         runtime().block_on(async {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let a = l.local_addr().unwrap();
-            tokio::spawn(serve_metrics(l, Arc::new(Metrics::default()), "fuzz".into()));
+            tokio::spawn(serve_metrics(
+                l,
+                Arc::new(Metrics::default()),
+                "fuzz".into(),
+            ));
             a
         })
     })
@@ -47,9 +55,20 @@ fn status_socket() -> &'static (UnixListener, PathBuf) {
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let full = Status::default();
     vec![
-        ("metrics-get", b"\x00GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        (
+            "metrics-get",
+            b"\x00GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
         ("metrics-partial", b"\x00GET /".to_vec()),
-        ("status-default", [&[1u8][..], serde_json::to_string(&full).unwrap().as_bytes(), b"\n"].concat()),
+        (
+            "status-default",
+            [
+                &[1u8][..],
+                serde_json::to_string(&full).unwrap().as_bytes(),
+                b"\n",
+            ]
+            .concat(),
+        ),
         ("status-garbage", b"\x01{\"role\":".to_vec()),
     ]
 }

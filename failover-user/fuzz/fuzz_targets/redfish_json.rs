@@ -23,17 +23,53 @@ use reqwest::header::{HeaderMap, HeaderValue, ETAG, RETRY_AFTER};
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let s = |n, flag: u8, body: &str| (n, [&[flag][..], body.as_bytes()].concat());
     vec![
-        s("root", 0, r##"{"@odata.id":"/redfish/v1/","Id":"RootService","RedfishVersion":"1.16.0","Systems":{"@odata.id":"/redfish/v1/Systems"},"SessionService":{"@odata.id":"/redfish/v1/SessionService"},"Links":{"Sessions":{"@odata.id":"/redfish/v1/SessionService/Sessions"}}}"##),
-        s("systems", 0, r##"{"@odata.id":"/redfish/v1/Systems","Members@odata.count":2,"Members":[{"@odata.id":"/redfish/v1/Systems/1"},{"@odata.id":"/redfish/v1/Systems/node-b/"}]}"##),
-        s("system", 0, r##"{"@odata.id":"/redfish/v1/Systems/1","@odata.etag":"W/\"abc\"","Id":"1","Name":"host-a","UUID":"38947555-7742-3448-3784-823347823834","PowerState":"On","Actions":{"#ComputerSystem.Reset":{"target":"/redfish/v1/Systems/1/Actions/ComputerSystem.Reset","ResetType@Redfish.AllowableValues":["On","ForceOff","GracefulShutdown","ForceRestart","PushPowerButton"]}}}"##),
-        s("system-actioninfo", 0, r##"{"Id":"1","PowerState":"Off","Actions":{"#ComputerSystem.Reset":{"target":"/redfish/v1/Systems/1/Actions/ComputerSystem.Reset","@Redfish.ActionInfo":"/redfish/v1/Systems/1/ResetActionInfo"}}}"##),
-        s("actioninfo", 0, r##"{"@odata.id":"/redfish/v1/Systems/1/ResetActionInfo","Parameters":[{"Name":"ResetType","Required":true,"DataType":"String","AllowableValues":["On","ForceOff"]}]}"##),
-        s("task-running", 0, r##"{"@odata.id":"/redfish/v1/TaskService/Tasks/7","TaskState":"Running","PercentComplete":40}"##),
-        s("task-exception", 0, r##"{"TaskState":"Exception","Messages":[{"MessageId":"Base.1.0.GeneralError","Message":"The BMC refused"}]}"##),
-        s("error", 1, r##"{"error":{"code":"Base.1.0.GeneralError","message":"A general error has occurred.","@Message.ExtendedInfo":[{"MessageId":"Base.1.0.ActionParameterNotSupported","Message":"The parameter ResetType is not supported"}]}}"##),
+        s(
+            "root",
+            0,
+            r##"{"@odata.id":"/redfish/v1/","Id":"RootService","RedfishVersion":"1.16.0","Systems":{"@odata.id":"/redfish/v1/Systems"},"SessionService":{"@odata.id":"/redfish/v1/SessionService"},"Links":{"Sessions":{"@odata.id":"/redfish/v1/SessionService/Sessions"}}}"##,
+        ),
+        s(
+            "systems",
+            0,
+            r##"{"@odata.id":"/redfish/v1/Systems","Members@odata.count":2,"Members":[{"@odata.id":"/redfish/v1/Systems/1"},{"@odata.id":"/redfish/v1/Systems/node-b/"}]}"##,
+        ),
+        s(
+            "system",
+            0,
+            r##"{"@odata.id":"/redfish/v1/Systems/1","@odata.etag":"W/\"abc\"","Id":"1","Name":"host-a","UUID":"38947555-7742-3448-3784-823347823834","PowerState":"On","Actions":{"#ComputerSystem.Reset":{"target":"/redfish/v1/Systems/1/Actions/ComputerSystem.Reset","ResetType@Redfish.AllowableValues":["On","ForceOff","GracefulShutdown","ForceRestart","PushPowerButton"]}}}"##,
+        ),
+        s(
+            "system-actioninfo",
+            0,
+            r##"{"Id":"1","PowerState":"Off","Actions":{"#ComputerSystem.Reset":{"target":"/redfish/v1/Systems/1/Actions/ComputerSystem.Reset","@Redfish.ActionInfo":"/redfish/v1/Systems/1/ResetActionInfo"}}}"##,
+        ),
+        s(
+            "actioninfo",
+            0,
+            r##"{"@odata.id":"/redfish/v1/Systems/1/ResetActionInfo","Parameters":[{"Name":"ResetType","Required":true,"DataType":"String","AllowableValues":["On","ForceOff"]}]}"##,
+        ),
+        s(
+            "task-running",
+            0,
+            r##"{"@odata.id":"/redfish/v1/TaskService/Tasks/7","TaskState":"Running","PercentComplete":40}"##,
+        ),
+        s(
+            "task-exception",
+            0,
+            r##"{"TaskState":"Exception","Messages":[{"MessageId":"Base.1.0.GeneralError","Message":"The BMC refused"}]}"##,
+        ),
+        s(
+            "error",
+            1,
+            r##"{"error":{"code":"Base.1.0.GeneralError","message":"A general error has occurred.","@Message.ExtendedInfo":[{"MessageId":"Base.1.0.ActionParameterNotSupported","Message":"The parameter ResetType is not supported"}]}}"##,
+        ),
         s("not-json", 1, "<html>503 Service Unavailable</html>"),
         s("retry-after", 0, " 30 "),
-        s("session", 0, r##"{"@odata.id":"/redfish/v1/SessionService/Sessions/12","UserName":"admin"}"##),
+        s(
+            "session",
+            0,
+            r##"{"@odata.id":"/redfish/v1/SessionService/Sessions/12","UserName":"admin"}"##,
+        ),
     ]
 }
 

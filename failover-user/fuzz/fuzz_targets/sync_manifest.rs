@@ -32,7 +32,9 @@ fn seeded_store(work: &Path) -> (Store, Manifest) {
     std::io::Write::write_all(&mut st.create("a").expect("create"), &base_a()).expect("write");
     st.finish("a", 0o644).expect("finish");
     let m = Manifest::scan(st.path()).expect("scan stage");
-    let g = store.commit(st, &m, &CommitGate::default()).expect("commit");
+    let g = store
+        .commit(st, &m, &CommitGate::default())
+        .expect("commit");
     assert_eq!(g.number, 1);
     (store, m)
 }
@@ -76,40 +78,75 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     f.size = new_a.len() as u64;
     m2.entries.insert(
         "d/n".into(),
-        failover::sync::Entry { mode: 0o600, file: Some(failover::sync::FileSum { size: 3, hash: blake3::hash(b"new").to_hex().to_string() }) },
+        failover::sync::Entry {
+            mode: 0o600,
+            file: Some(failover::sync::FileSum {
+                size: 3,
+                hash: blake3::hash(b"new").to_hex().to_string(),
+            }),
+        },
     );
     let sig = fast_rsync::Signature::calculate(
         &base_a(),
-        fast_rsync::SignatureOptions { block_size: 1024, crypto_hash_size: 8 },
+        fast_rsync::SignatureOptions {
+            block_size: 1024,
+            crypto_hash_size: 8,
+        },
     );
     let mut delta = Vec::new();
     fast_rsync::diff(&sig.index(), &new_a, &mut delta).unwrap();
     let data_frame = |d: &[u8]| [&[0u8][..], d].concat();
     let delta_frame = [&[3u8][..], &delta].concat();
     let m2o = offer(&m2);
-    let pull_whole = [vec![0u8], enc(&[
-        Send::Message(&m2o),
-        Send::Frame(&data_frame(&new_a)),
-        Send::Frame(&trailer(&new_a)),
-        Send::Frame(&data_frame(b"new")),
-        Send::Frame(&trailer(b"new")),
-    ])].concat();
-    let pull_delta = [vec![0u8], enc(&[
-        Send::Message(&m2o),
-        Send::Frame(&delta_frame),
-        Send::Frame(&trailer(&new_a)),
-        Send::Frame(&[2]),
-    ])].concat();
+    let pull_whole = [
+        vec![0u8],
+        enc(&[
+            Send::Message(&m2o),
+            Send::Frame(&data_frame(&new_a)),
+            Send::Frame(&trailer(&new_a)),
+            Send::Frame(&data_frame(b"new")),
+            Send::Frame(&trailer(b"new")),
+        ]),
+    ]
+    .concat();
+    let pull_delta = [
+        vec![0u8],
+        enc(&[
+            Send::Message(&m2o),
+            Send::Frame(&delta_frame),
+            Send::Frame(&trailer(&new_a)),
+            Send::Frame(&[2]),
+        ]),
+    ]
+    .concat();
     let pull_same = [vec![0u8], enc(&[Send::Message(&offer(&m1))])].concat();
-    let pull_escape = [vec![0u8], enc(&[Send::Message(br#"{"Manifest":{"entries":{"../x":{"mode":420,"file":null}}}}"#)])].concat();
-    let pull_failed = [vec![0u8], enc(&[Send::Message(br#"{"Failed":"snapshot"}"#)])].concat();
+    let pull_escape = [
+        vec![0u8],
+        enc(&[Send::Message(
+            br#"{"Manifest":{"entries":{"../x":{"mode":420,"file":null}}}}"#,
+        )]),
+    ]
+    .concat();
+    let pull_failed = [
+        vec![0u8],
+        enc(&[Send::Message(br#"{"Failed":"snapshot"}"#)]),
+    ]
+    .concat();
     let sig_bytes = sig.into_serialized();
-    let serve_sig = [vec![1u8], enc(&[
-        Send::Message(br#"{"have":{"a":"x"}}"#),
-        Send::Message(br#"["a"]"#),
-        Send::Message(&sig_bytes),
-    ])].concat();
-    let serve_have = [vec![1u8], enc(&[Send::Message(br#"{"have":{}}"#), Send::Message(b"[]")])].concat();
+    let serve_sig = [
+        vec![1u8],
+        enc(&[
+            Send::Message(br#"{"have":{"a":"x"}}"#),
+            Send::Message(br#"["a"]"#),
+            Send::Message(&sig_bytes),
+        ]),
+    ]
+    .concat();
+    let serve_have = [
+        vec![1u8],
+        enc(&[Send::Message(br#"{"have":{}}"#), Send::Message(b"[]")]),
+    ]
+    .concat();
     vec![
         ("pull-whole", pull_whole),
         ("pull-delta", pull_delta),

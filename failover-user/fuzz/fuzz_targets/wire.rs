@@ -20,8 +20,15 @@ fuzz_target!(|data: &[u8]| {
         Ok(m) => {
             assert!(data.len() >= LEN);
             let e = m.encode();
-            assert_eq!(&e[..FIELDS], &data[..FIELDS], "re-encoding changed a field: {m:?}");
-            assert!(e[FIELDS..].iter().all(|&b| b == 0), "reserved bytes not zero");
+            assert_eq!(
+                &e[..FIELDS],
+                &data[..FIELDS],
+                "re-encoding changed a field: {m:?}"
+            );
+            assert!(
+                e[FIELDS..].iter().all(|&b| b == 0),
+                "reserved bytes not zero"
+            );
             assert_eq!(Message::decode(&e), Ok(m), "decode(encode(m)) != m");
             // Trailing bytes are ignored.
             assert_eq!(Message::decode(&data[..LEN]), Ok(m));

@@ -52,7 +52,10 @@ fn config(mode: u8) -> FastPathConfig {
         2 => FLAG_ICMP,
         _ => 0,
     };
-    FastPathConfig { flags, udp_port: u32::from(UDP_PORT) }
+    FastPathConfig {
+        flags,
+        udp_port: u32::from(UDP_PORT),
+    }
 }
 
 fn load() -> Xdp {
@@ -61,11 +64,16 @@ fn load() -> Xdp {
         .udp_port(UDP_PORT)
         .build()
         .expect("load the XDP program (root needed)");
-    fp.add_stream(0, TOKEN4, ICMP_ID, IpAddr::V4(Ipv4Addr::from(SRC4))).unwrap();
-    fp.add_stream(1, TOKEN6, ICMP_ID, IpAddr::V6(Ipv6Addr::from(SRC6))).unwrap();
+    fp.add_stream(0, TOKEN4, ICMP_ID, IpAddr::V4(Ipv4Addr::from(SRC4)))
+        .unwrap();
+    fp.add_stream(1, TOKEN6, ICMP_ID, IpAddr::V6(Ipv6Addr::from(SRC6)))
+        .unwrap();
     // The largest frame the kernel takes without fragments (a page less head- and tailroom).
     let (mut lo, mut hi) = (14usize, 1 << 16);
-    assert!(fp.test_run(&[0u8; 14]).is_ok(), "BPF_PROG_TEST_RUN refused a 14-byte frame");
+    assert!(
+        fp.test_run(&[0u8; 14]).is_ok(),
+        "BPF_PROG_TEST_RUN refused a 14-byte frame"
+    );
     while lo + 1 < hi {
         let mid = (lo + hi) / 2;
         if fp.test_run(&vec![0u8; mid]).is_ok() {
@@ -74,7 +82,11 @@ fn load() -> Xdp {
             hi = mid;
         }
     }
-    Xdp { fp, max_len: lo, mode: Some(0) }
+    Xdp {
+        fp,
+        max_len: lo,
+        mode: Some(0),
+    }
 }
 
 // Frame builders, laid out as tests/harness/src/frames.rs.
@@ -144,15 +156,54 @@ fn heartbeat(kind: u8, token: u64, seq: u64) -> Vec<u8> {
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     use failover_common::wire::{KIND_HEARTBEAT, KIND_HEARTBEAT_REPLY};
     vec![
-        ("udp-reply", ipv4(17, SRC4, &udp(UDP_PORT, &heartbeat(KIND_HEARTBEAT_REPLY, TOKEN4, 7)), None)),
-        ("icmp-reply", ipv4(1, SRC4, &echo(0, ICMP_ID, 7, TOKEN4), None)),
+        (
+            "udp-reply",
+            ipv4(
+                17,
+                SRC4,
+                &udp(UDP_PORT, &heartbeat(KIND_HEARTBEAT_REPLY, TOKEN4, 7)),
+                None,
+            ),
+        ),
+        (
+            "icmp-reply",
+            ipv4(1, SRC4, &echo(0, ICMP_ID, 7, TOKEN4), None),
+        ),
         ("icmp6-reply", ipv6(58, &echo(129, ICMP_ID, 9, TOKEN6))),
-        ("udp6-reply", ipv6(17, &udp(UDP_PORT, &heartbeat(KIND_HEARTBEAT_REPLY, TOKEN6, 9)))),
-        ("vlan-icmp-reply", ipv4(1, SRC4, &echo(0, ICMP_ID, 8, TOKEN4), Some(5))),
-        ("udp-request", ipv4(17, SRC4, &udp(UDP_PORT, &heartbeat(KIND_HEARTBEAT, TOKEN4, 7)), None)),
-        ("udp-other-source", ipv4(17, [10, 0, 0, 9], &udp(UDP_PORT, &heartbeat(KIND_HEARTBEAT_REPLY, TOKEN4, 7)), None)),
+        (
+            "udp6-reply",
+            ipv6(
+                17,
+                &udp(UDP_PORT, &heartbeat(KIND_HEARTBEAT_REPLY, TOKEN6, 9)),
+            ),
+        ),
+        (
+            "vlan-icmp-reply",
+            ipv4(1, SRC4, &echo(0, ICMP_ID, 8, TOKEN4), Some(5)),
+        ),
+        (
+            "udp-request",
+            ipv4(
+                17,
+                SRC4,
+                &udp(UDP_PORT, &heartbeat(KIND_HEARTBEAT, TOKEN4, 7)),
+                None,
+            ),
+        ),
+        (
+            "udp-other-source",
+            ipv4(
+                17,
+                [10, 0, 0, 9],
+                &udp(UDP_PORT, &heartbeat(KIND_HEARTBEAT_REPLY, TOKEN4, 7)),
+                None,
+            ),
+        ),
         ("icmp-other-id", ipv4(1, SRC4, &echo(0, 1, 7, TOKEN4), None)),
-        ("icmp-other-token", ipv4(1, SRC4, &echo(0, ICMP_ID, 7, 5), None)),
+        (
+            "icmp-other-token",
+            ipv4(1, SRC4, &echo(0, ICMP_ID, 7, 5), None),
+        ),
         ("arp", [eth(0x0806, None), vec![0; 28]].concat()),
     ]
 }

@@ -1,10 +1,6 @@
 //! Helpers shared by the fuzz targets (docs/fuzzing.md): the record format of the peer-channel
 //! inputs, a Noise peer speaking the sync channel's protocol, and one tokio runtime.
-use std::{
-    net::SocketAddr,
-    sync::OnceLock,
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::OnceLock, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},

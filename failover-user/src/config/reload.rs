@@ -92,6 +92,7 @@ mod tests {
             "heartbeat.interval",
             "sync",
             "sync.dir",
+            "sync.keep_setid",
             "control.socket",
             "takeover",
             "boot.method",

@@ -430,6 +430,25 @@ pub struct DataSync {
     /// copy intervals (`every` × `heartbeat.interval`).
     #[serde(default)]
     pub alert_after: Option<HumanDuration>,
+    /// How many `DIR.diverged-EPOCH` directories (this host's own data that a copy replaced)
+    /// are kept; the oldest beyond are removed, each with an event. At least 1.
+    #[serde(default = "default_keep_diverged")]
+    pub keep_diverged: usize,
+    /// On the monitor: refuse a takeover whose copy is older than this (default: off).
+    #[serde(default)]
+    pub max_age: Option<HumanDuration>,
+    /// With `max_age`: take over with an older copy anyway once the peer is confirmed off.
+    #[serde(default)]
+    pub serve_stale: bool,
+    /// On the monitor: keep the setuid and setgid bits of copied files. Default false: they
+    /// are dropped, so a copy never brings a program that runs as another user (directories
+    /// keep setgid; the sticky bit is always kept).
+    #[serde(default)]
+    pub keep_setid: bool,
+}
+
+fn default_keep_diverged() -> usize {
+    crate::sync::KEEP_DIVERGED
 }
 
 /// The deadlines of the data copy, defaults resolved.

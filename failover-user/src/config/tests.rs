@@ -176,6 +176,7 @@ fn sync_settings_are_checked() {
     .expect("valid sync");
     let sy = c.sync.expect("sync section");
     assert_eq!((sy.every, sy.port, sy.bandwidth_mbit), (500, 7789, 0));
+    assert!(!sy.keep_setid, "setuid and setgid are dropped by default");
     // GOOD's heartbeat is 1 ms: a copy every 500 ms.
     let secs = Duration::from_secs;
     assert_eq!(
@@ -190,11 +191,13 @@ fn sync_settings_are_checked() {
     );
     let set = parse(&with(
         "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nevery = 100000\nhandshake_timeout = \"1s\"\n\
-         frame_timeout = \"40s\"\nalert_after = \"3m\"\nsnapshot_timeout = \"10s\"",
+         frame_timeout = \"40s\"\nalert_after = \"3m\"\nsnapshot_timeout = \"10s\"\n\
+         keep_setid = true",
     ))
     .expect("valid deadlines")
     .sync
     .unwrap();
+    assert!(set.keep_setid);
     let d = set.deadlines(Duration::from_millis(1));
     assert_eq!(
         (d.handshake, d.frame, d.alert_after),
@@ -242,6 +245,18 @@ fn sync_settings_are_checked() {
             "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nsnapshot_command = \"true\"\n\
              frame_timeout = \"30s\"",
             "sync.frame_timeout: 30s must be longer than sync.snapshot_timeout",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nkeep_diverged = 0",
+            "sync.keep_diverged: must be at least 1",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nserve_stale = true",
+            "sync.serve_stale: needs sync.max_age",
+        ),
+        (
+            "dir = \"/var/lib/app\"\nkey_file = \"/k\"\nmax_age = \"0s\"",
+            "sync.max_age: must be greater than zero",
         ),
     ] {
         let err = parse(&with(extra)).expect_err(want);

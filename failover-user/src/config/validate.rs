@@ -241,6 +241,7 @@ impl Config {
             ("frame_timeout", sy.frame_timeout),
             ("copy_timeout", sy.copy_timeout),
             ("alert_after", sy.alert_after),
+            ("max_age", sy.max_age),
         ] {
             if d.is_some_and(|d| d.0.is_zero()) {
                 return bad(field, "must be greater than zero".into());
@@ -255,6 +256,20 @@ impl Config {
                      for one frame while the primary runs the snapshot command",
                     d.frame, sy.snapshot_timeout.0
                 ),
+            );
+        }
+        if sy.keep_diverged == 0 {
+            return bad(
+                "keep_diverged",
+                "must be at least 1: this host's own data replaced by a copy is kept aside, \
+                 never deleted"
+                    .into(),
+            );
+        }
+        if sy.serve_stale && sy.max_age.is_none() {
+            return bad(
+                "serve_stale",
+                "needs sync.max_age (it relaxes that limit)".into(),
             );
         }
         let every = sy.copy_interval(self.heartbeat.interval.0);

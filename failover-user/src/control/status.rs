@@ -53,6 +53,10 @@ pub struct SyncStatus {
     pub failures: u64,
     /// The last failure, if the last attempt failed.
     pub last_error: Option<String>,
+    /// This host's own data that copies replaced, kept aside (`DIR.diverged-EPOCH`), oldest
+    /// first.
+    #[serde(default)]
+    pub kept_aside: Vec<String>,
 }
 
 /// The peer's state.

@@ -94,13 +94,26 @@ impl Copier {
             return Ok(None);
         };
         let key = Key::load(&sc.key_file)?;
-        let store = Arc::new(Store::open(&sc.dir)?);
+        let mut store = Store::open(&sc.dir)?;
+        store.set_keep_diverged(sc.keep_diverged);
+        let store = Arc::new(store);
         let current = store.current()?;
         status.lock().unwrap_or_else(|p| p.into_inner()).sync = Some(SyncStatus {
             generation: current.as_ref().map_or(0, |g| g.number),
             completed_unix_ms: current.as_ref().map_or(0, |g| g.completed_ms),
             ..Default::default()
         });
+        status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync
+            .get_or_insert_with(Default::default)
+            .kept_aside = store
+            .diverged()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.display().to_string())
+            .collect();
         metrics.sync_enabled.store(true, Ordering::Relaxed);
         if let Some(g) = &current {
             metrics
@@ -174,6 +187,9 @@ impl Copier {
         let gate = CommitGate::default();
         let g = gate.clone();
         let dir = self.cfg.dir.clone();
+        let opts = sync::PullOptions {
+            keep_setid: self.cfg.keep_setid,
+        };
         let thread = on_copy_thread(async move {
             let started = Instant::now();
             let role = Role::Monitor.name();
@@ -189,7 +205,7 @@ impl Copier {
             };
             let work = async {
                 let mut ch = Channel::connect_with(to, &key, d.connect, deadlines).await?;
-                sync::pull(&mut ch, &store, &g).await
+                sync::pull_with(&mut ch, &store, &g, opts).await
             };
             // The whole copy has a deadline. The store's switch is synchronous: a copy given
             // up at an await point has either switched the directory or left it alone.
@@ -249,6 +265,7 @@ impl Copier {
                     );
                     // After the event: a stretch never starts before its `sync_done`.
                     done.send_replace(std::time::Instant::now());
+                    report_notes(&store, &events, &status, role, epoch);
                 }
                 Err(e) => {
                     let msg = crate::error_chain(&e);
@@ -281,7 +298,90 @@ impl Copier {
     }
 }
 
+/// What the copy did to data it replaced: events, and the list in `status`.
+fn report_notes(store: &Store, events: &Emitter, status: &SharedStatus, role: &str, epoch: u64) {
+    for n in store.take_notes() {
+        match n {
+            sync::Note::KeptAside(p) => events.emit(
+                Event::SyncKeptAside,
+                role,
+                epoch,
+                &format!(
+                    "this host's own data (what it served as primary) was replaced by the copy and kept aside as {}",
+                    p.display()
+                ),
+            ),
+            sync::Note::Removed(p) => events.emit(
+                Event::SyncAsideRemoved,
+                role,
+                epoch,
+                &format!("removed the oldest kept-aside data {} (sync.keep_diverged)", p.display()),
+            ),
+        }
+    }
+    let list = store
+        .diverged()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+    st.sync.get_or_insert_with(Default::default).kept_aside = list;
+}
+
+impl Copier {
+    /// This host is about to serve the data directory as primary (at `epoch`): what it holds
+    /// from now on is its own, and the next copy keeps it aside.
+    pub(super) fn mark_served(&self, epoch: u64) -> Result<(), SyncError> {
+        self.store.mark_served(epoch)
+    }
+}
+
 impl Daemon {
+    /// `sync.max_age`: whether the copy this monitor holds is recent enough to serve. An older
+    /// one is refused (`takeover_refused`), unless `sync.serve_stale` is set and the peer is
+    /// confirmed off (`stale_copy_served`): then it is the only data left.
+    pub(super) fn copy_fresh_enough(&self) -> bool {
+        let (Some(c), Some(max)) = (&self.copier, self.cfg.sync.as_ref().and_then(|s| s.max_age))
+        else {
+            return true;
+        };
+        let age_ms = match c.store.current() {
+            Ok(Some(g)) => Some(sync::unix_ms().saturating_sub(g.completed_ms)),
+            _ => None,
+        };
+        let max_ms = max.0.as_millis() as u64;
+        if age_ms.is_some_and(|a| a <= max_ms) {
+            return true;
+        }
+        let age = age_ms.map_or("no copy at all".to_string(), |a| {
+            format!("a copy {a} ms old")
+        });
+        let serve_stale = self.cfg.sync.as_ref().is_some_and(|s| s.serve_stale);
+        if serve_stale && self.machine.fence_confirmed() {
+            self.emit(
+                Event::StaleCopyServed,
+                &format!(
+                    "{age} (sync.max_age {max_ms} ms): serving it, the peer is confirmed off and \
+                     sync.serve_stale = true"
+                ),
+            );
+            return true;
+        }
+        self.emit(
+            Event::TakeoverRefused,
+            &format!(
+                "{age} (sync.max_age {max_ms} ms): not taking P over with it{}",
+                if serve_stale {
+                    " (sync.serve_stale needs the peer confirmed off)"
+                } else {
+                    "; set sync.serve_stale = true to serve it once the peer is confirmed off"
+                }
+            ),
+        );
+        false
+    }
+
     /// On becoming primary: say which copy is served (the recovery point).
     pub(super) fn report_served_copy(&self) {
         let Some(c) = &self.copier else { return };

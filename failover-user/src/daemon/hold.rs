@@ -77,6 +77,12 @@ impl Daemon {
     /// Claims `a` (duplicate-address probe, then add) and announces it; the result is the
     /// machine's `Claimed` input.
     pub(super) async fn claim(&mut self, a: Addr) -> Input {
+        if a == Addr::Primary
+            && self.machine.role() == Role::TakingOver
+            && !self.copy_fresh_enough()
+        {
+            return Input::Claimed { addr: a, ok: false };
+        }
         let cidr = self.cidr(a);
         let dad = DadSettings {
             probes: self.cfg.garp.dad_probes,

@@ -364,6 +364,13 @@ impl Daemon {
                 if let Err(e) = self.epochs.store(self.machine.epoch()) {
                     self.emit(Event::DaemonError, &crate::error_chain(&e));
                 }
+                // Every promotion bumps the epoch: from now on the data directory is this
+                // host's own data, which a later copy keeps aside rather than replacing.
+                if let Some(c) = &self.copier {
+                    if let Err(e) = c.mark_served(self.machine.epoch()) {
+                        self.emit(Event::DaemonError, &crate::error_chain(&e));
+                    }
+                }
             }
             Action::SelfCheck => return Ok(self.self_check().await),
             Action::CancelBoot => {

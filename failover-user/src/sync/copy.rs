@@ -1,7 +1,7 @@
 //! One copy: the primary serves its tree, the monitor pulls it into its store.
 use std::{
     collections::BTreeMap,
-    fs::{self, File},
+    fs,
     io::{self, Read as _, Write as _},
     path::{Path, PathBuf},
     time::Duration,
@@ -10,13 +10,16 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    channel::CHUNK, io_err, store::remove_any, Channel, CommitGate, FileSum, Generation, Manifest,
-    Store, SyncError,
+    channel::CHUNK, io_err, manifest::FORMAT, nofollow, store::remove_any, Channel, CommitGate,
+    FileSum, Generation, Manifest, PullOptions, Store, SyncError,
 };
 
-/// The monitor's request: the hashes it already holds.
+/// The monitor's request: the manifest format it reads, and the hashes it already holds.
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
+    /// 0 from a monitor from before format numbers.
+    #[serde(default)]
+    format: u32,
     have: BTreeMap<String, String>,
 }
 
@@ -48,6 +51,15 @@ pub async fn serve_one(
     snapshot: Option<(&str, Duration)>,
 ) -> Result<u64, SyncError> {
     let req: Request = ch.recv_json().await?;
+    if req.format != FORMAT {
+        let why = format!(
+            "the monitor reads manifest format {} (0: a failover from before formats), this \
+             host sends {FORMAT}: run the same failover version on both hosts",
+            req.format
+        );
+        ch.send_json(&Offer::Failed(why.clone())).await?;
+        return Err(ch.err(why));
+    }
     if let Some((cmd, limit)) = snapshot {
         if let Err(e) = run_snapshot(cmd, root, limit).await {
             ch.send_json(&Offer::Failed(e.to_string())).await?;
@@ -78,8 +90,7 @@ pub async fn serve_one(
             continue;
         }
         if let Some(sig) = sigs.get(rel) {
-            let p = root.join(rel);
-            if let Some(n) = send_delta(ch, &p, sig).await? {
+            if let Some(n) = send_delta(ch, root, rel, sig).await? {
                 sent += n;
                 continue;
             }
@@ -88,7 +99,7 @@ pub async fn serve_one(
         // service keeps writing); the trailer carries the size and hash of exactly what was
         // sent, and the receiver checks its own hash against it.
         let p = root.join(rel);
-        let mut f = match File::open(&p) {
+        let mut f = match nofollow::open_file(root, rel) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 ch.send_frame(&[TAG_GONE]).await?;
@@ -150,6 +161,13 @@ fn apply_delta(base: &[u8], delta: &[u8], size: u64) -> Result<Vec<u8>, fast_rsy
     Ok(out)
 }
 
+/// The content of the regular file `rel` below `root`, reached without following symlinks.
+fn read_below(root: &Path, rel: &str) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    nofollow::open_file(root, rel)?.read_to_end(&mut out)?;
+    Ok(out)
+}
+
 fn sum_trailer(size: u64, hash: &blake3::Hash) -> Vec<u8> {
     let mut end = vec![TAG_END];
     end.extend_from_slice(&size.to_be_bytes());
@@ -157,17 +175,19 @@ fn sum_trailer(size: u64, hash: &blake3::Hash) -> Vec<u8> {
     end
 }
 
-/// Sends `p` as a delta against `sig` when that is smaller than the file; returns the bytes
-/// sent, or `None` when the file should go whole (or vanished: then nothing was sent).
+/// Sends `rel` below `root` as a delta against `sig` when that is smaller than the file;
+/// returns the bytes sent, or `None` when the file should go whole (or vanished: then nothing
+/// was sent).
 async fn send_delta(
     ch: &mut Channel,
-    p: &Path,
+    root: &Path,
+    rel: &str,
     sig: &fast_rsync::Signature,
 ) -> Result<Option<u64>, SyncError> {
-    let data = match fs::read(p) {
+    let data = match read_below(root, rel) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("read", p)(e)),
+        Err(e) => return Err(io_err("read", &root.join(rel))(e)),
     };
     let mut delta = Vec::new();
     if fast_rsync::diff(&sig.index(), &data, &mut delta).is_err() || delta.len() >= data.len() {
@@ -206,8 +226,8 @@ async fn run_snapshot(cmd: &str, root: &Path, limit: Duration) -> Result<(), Syn
     Ok(())
 }
 
-/// Monitor side: pulls one copy into `store`. Either the whole new copy becomes current or
-/// nothing changes.
+/// Monitor side: pulls one copy into `store`, with the default [`PullOptions`]. Either the
+/// whole new copy becomes current or nothing changes.
 ///
 /// The switch happens only while `gate` is open: once it is closed, the copy ends with
 /// [`SyncError::Cancelled`] and the directory keeps the previous copy.
@@ -216,24 +236,36 @@ pub async fn pull(
     store: &Store,
     gate: &CommitGate,
 ) -> Result<CopyReport, SyncError> {
+    pull_with(ch, store, gate, PullOptions::default()).await
+}
+
+/// [`pull`] with `opts`.
+pub async fn pull_with(
+    ch: &mut Channel,
+    store: &Store,
+    gate: &CommitGate,
+    opts: PullOptions,
+) -> Result<CopyReport, SyncError> {
     let have_m = store.current_manifest()?;
     let have: BTreeMap<String, String> = have_m
         .entries
         .iter()
         .filter_map(|(p, e)| e.file.as_ref().map(|f| (p.clone(), f.hash.clone())))
         .collect();
-    ch.send_json(&Request { have: have.clone() }).await?;
-    let m = match ch.recv_json::<Offer>().await? {
+    ch.send_json(&Request {
+        format: FORMAT,
+        have: have.clone(),
+    })
+    .await?;
+    let mut m = match ch.recv_json::<Offer>().await? {
         Offer::Manifest(m) => m,
         Offer::Failed(why) => {
             return Err(ch.err(format!("the primary could not offer a copy: {why}")))
         }
     };
-    for rel in m.entries.keys() {
-        if rel.starts_with('/') || rel.split('/').any(|c| c == ".." || c.is_empty()) {
-            return Err(ch.err(format!("manifest path {rel:?} escapes the data directory")));
-        }
-    }
+    m.check_peer()
+        .map_err(|why| ch.err(format!("manifest refused: {why}")))?;
+    opts.apply(&mut m);
     // Signatures of our versions of large files that changed: they come back as deltas.
     let current_dir = store.current_dir()?;
     let mut sig_paths = Vec::new();
@@ -246,12 +278,13 @@ pub async fn pull(
             if *old == sum.hash {
                 continue;
             }
-            let p = cur.join(rel);
-            let size = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            let size = nofollow::open_file(cur, rel)
+                .and_then(|f| f.metadata())
+                .map_or(0, |m| m.len());
             if !(DELTA_MIN..=DELTA_MAX).contains(&size) {
                 continue;
             }
-            let data = fs::read(&p).map_err(io_err("read", &p))?;
+            let data = read_below(cur, rel).map_err(io_err("read", &cur.join(rel)))?;
             let sig = fast_rsync::Signature::calculate(
                 &data,
                 fast_rsync::SignatureOptions {
@@ -276,12 +309,18 @@ pub async fn pull(
         let mut files = 0usize;
         for (rel, e) in &m.entries {
             match &e.file {
-                None => stage.dir(rel, e.mode)?,
-                Some(sum) if have.get(rel) == Some(&sum.hash) && stage.keep(rel, e.mode)? => {}
+                None if e.link.is_some() => stage.link(rel, e)?,
+                None => stage.dir(rel, 0o700)?,
+                // The content is here: linked when nothing else changed, else copied here.
                 Some(sum) if have.get(rel) == Some(&sum.hash) => {
-                    return Err(ch.err(format!(
-                        "{rel}: unchanged but missing locally; retry the copy"
-                    )))
+                    if !stage.keep(rel, e)? {
+                        if !stage.copy_current(rel)? {
+                            return Err(ch.err(format!(
+                                "{rel}: unchanged but missing locally; retry the copy"
+                            )));
+                        }
+                        stage.settle(rel, e)?;
+                    }
                 }
                 Some(_) => {
                     let mut f = stage.create(rel)?;
@@ -311,11 +350,11 @@ pub async fn pull(
                         let t = trailer
                             .as_ref()
                             .ok_or_else(|| ch.err(format!("{rel}: delta without a trailer")))?;
-                        let base_p = current_dir
+                        let cur = current_dir
                             .as_ref()
-                            .map(|c| c.join(rel))
+                            .filter(|_| have.contains_key(rel))
                             .ok_or_else(|| ch.err(format!("{rel}: delta without a base")))?;
-                        let base = fs::read(&base_p).map_err(io_err("read", &base_p))?;
+                        let base = read_below(cur, rel).map_err(io_err("read", &cur.join(rel)))?;
                         let out = apply_delta(&base, &delta, t.size).map_err(|e| {
                             SyncError::Mismatch {
                                 path: PathBuf::from(rel),
@@ -344,7 +383,7 @@ pub async fn pull(
                                             .into(),
                                 });
                             }
-                            stage.finish(rel, e.mode)?;
+                            stage.settle(rel, e)?;
                             if delta.is_empty() {
                                 wire += t.size;
                             }
@@ -358,6 +397,8 @@ pub async fn pull(
                 }
             }
         }
+        // Directories last, once filled: their mtimes.
+        stage.seal(&final_m)?;
         Ok::<_, SyncError>((bytes, wire, files))
     }
     .await;

@@ -1,8 +1,10 @@
 //! State sync (claims 14 and 21): the monitor copies the primary's data directory every N
 //! heartbeats, so that a takeover serves the state the primary had a moment ago.
 //!
-//! - [`Manifest`]: every directory and regular file below the root, with mode, size and a
-//!   BLAKE3 content hash. Symlinks and special files are refused, naming the path.
+//! - [`Manifest`]: every directory, regular file and symlink below the root, with owner, mode
+//!   and mtime, a file's size and BLAKE3 content hash, a link's target. Links are carried as
+//!   links, never followed; one that could lead out of the tree, and special files, are
+//!   refused, naming the path.
 //! - [`Store`]: the receiving side. The data directory is a symlink to a complete generation
 //!   (`DIR.gen-N`); a copy is staged beside it (`DIR.staging-N`: unchanged files hard-linked
 //!   from the current generation, changed ones written), fsynced, verified against the
@@ -13,20 +15,26 @@
 //!   key, every frame is encrypted and authenticated, and frame nonces make replay and
 //!   reordering fail. The handshake and every frame have a deadline ([`Deadlines`]).
 //! - [`serve_one`] / [`pull`]: one copy from the primary (server) to the monitor (client).
+mod attrs;
 mod channel;
 mod copy;
 mod manifest;
+mod nofollow;
+mod paths;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use std::{
     io,
     path::{Path, PathBuf},
 };
 
+pub use attrs::PullOptions;
 pub use channel::{Channel, Deadlines, Key};
-pub use copy::{pull, serve_one, CopyReport, DELTA_MAX, DELTA_MIN};
+pub use copy::{pull, pull_with, serve_one, CopyReport, DELTA_MAX, DELTA_MIN};
 pub use manifest::{hash_file, Entry, FileSum, Manifest};
-pub use store::{unix_ms, CommitGate, Generation, Stage, Store};
+pub use store::{unix_ms, CommitGate, Generation, Note, Stage, Store, KEEP_DIVERGED};
 
 /// A sync failure: what was being done, with which file or peer.
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +50,29 @@ pub enum SyncError {
         source: io::Error,
     },
     /// A file the copy does not carry.
-    #[error("sync: {} is a {kind}: only regular files and directories are copied", path.display())]
+    #[error(
+        "sync: {} is a {kind}: only regular files, directories and symlinks are copied",
+        path.display()
+    )]
     Refused {
         /// The file.
         path: PathBuf,
-        /// "symlink", "socket", ...
+        /// "socket", "fifo", ...
         kind: &'static str,
+    },
+    /// A symlink the copy does not carry: it could lead out of the data directory.
+    #[error(
+        "sync: {} is a symlink to {target:?}, which {why}: only relative links that stay inside \
+         the data directory (any `..` first) are copied",
+        path.display()
+    )]
+    Link {
+        /// The link.
+        path: PathBuf,
+        /// Its target (non-UTF-8 bytes replaced).
+        target: String,
+        /// Why it is refused.
+        why: &'static str,
     },
     /// The peer channel.
     #[error("sync: peer {peer}: {message}")]

@@ -8,7 +8,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{hash_file, io_err, Manifest, SyncError};
+use super::{attrs, io_err, manifest::hash_at, nofollow, Entry, Manifest, SyncError};
 
 /// Whether a copy may still switch the data directory. Closing it waits only for a switch in
 /// progress (two renames); after that no copy switches, so the owner can take the directory
@@ -32,7 +32,23 @@ impl CommitGate {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// How many `DIR.diverged-EPOCH` directories are kept (the oldest beyond go).
+    keep_diverged: usize,
+    /// What the last commits kept aside or removed, for the caller's events.
+    notes: Mutex<Vec<Note>>,
 }
+
+/// Something a commit did to data it replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// This host's own data (served as primary, or a plain directory) was kept aside here.
+    KeptAside(PathBuf),
+    /// An old kept-aside directory was removed (beyond `sync.keep_diverged`).
+    Removed(PathBuf),
+}
+
+/// How many kept-aside directories a store keeps by default.
+pub const KEEP_DIVERGED: usize = 3;
 
 /// The current complete copy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +81,8 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, SyncError> {
         let s = Store {
             dir: dir.to_path_buf(),
+            keep_diverged: KEEP_DIVERGED,
+            notes: Mutex::default(),
         };
         let parent = s.parent();
         fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
@@ -72,7 +90,10 @@ impl Store {
         let mut highest = None;
         for (name, n) in s.siblings()? {
             let p = parent.join(&name);
-            if name.contains(".staging-") || name.ends_with(".tmp-link") {
+            if name.contains(".staging-")
+                || name.ends_with(".tmp-link")
+                || name.ends_with(".served.tmp")
+            {
                 remove_any(&p)?;
             } else if let Some(n) = n {
                 if current.is_some_and(|c| c != n) {
@@ -90,6 +111,88 @@ impl Store {
             }
         }
         Ok(s)
+    }
+
+    /// Keeps at most `n` (at least 1) kept-aside directories.
+    pub fn set_keep_diverged(&mut self, n: usize) {
+        self.keep_diverged = n.max(1);
+    }
+
+    /// This host serves the data directory as primary from now on, at `epoch`: whatever it
+    /// holds then is its own data, which the next copy keeps aside instead of replacing.
+    pub fn mark_served(&self, epoch: u64) -> Result<(), SyncError> {
+        let p = self.served_path();
+        if self.served().is_some() {
+            return Ok(()); // the first epoch it served at names the data
+        }
+        let tmp = p.with_extension("tmp");
+        fs::write(&tmp, epoch.to_string()).map_err(io_err("write", &tmp))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync", &tmp))?;
+        fs::rename(&tmp, &p).map_err(io_err("rename", &p))?;
+        fsync_dir(&self.parent())
+    }
+
+    /// The epoch this host served the data directory at since the last copy, if it did.
+    pub fn served(&self) -> Option<u64> {
+        fs::read_to_string(self.served_path())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    fn served_path(&self) -> PathBuf {
+        self.parent().join(format!("{}.served", self.base()))
+    }
+
+    /// What the commits since the last call kept aside or removed.
+    pub fn take_notes(&self) -> Vec<Note> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn note(&self, n: Note) {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(n);
+    }
+
+    /// The kept-aside directories, oldest first (by epoch, then name).
+    pub fn diverged(&self) -> Result<Vec<PathBuf>, SyncError> {
+        let prefix = format!("{}.diverged-", self.base());
+        let mut v: Vec<(u64, String)> = self
+            .siblings()?
+            .into_iter()
+            .filter_map(|(name, _)| {
+                let rest = name.strip_prefix(&prefix)?;
+                let epoch = rest.split('-').next()?.parse().ok()?;
+                Some((epoch, name))
+            })
+            .collect();
+        v.sort();
+        Ok(v.into_iter().map(|(_, n)| self.parent().join(n)).collect())
+    }
+
+    /// A free `DIR.diverged-EPOCH[-K]` name.
+    fn diverged_path(&self, epoch: u64) -> PathBuf {
+        let base = self
+            .parent()
+            .join(format!("{}.diverged-{epoch}", self.base()));
+        let mut p = base.clone();
+        let mut k = 2;
+        while fs::symlink_metadata(&p).is_ok() {
+            p = PathBuf::from(format!("{}-{k}", base.display()));
+            k += 1;
+        }
+        p
+    }
+
+    /// Removes the oldest kept-aside directories beyond the bound.
+    fn prune_diverged(&self) -> Result<(), SyncError> {
+        let all = self.diverged()?;
+        let extra = all.len().saturating_sub(self.keep_diverged);
+        for p in all.into_iter().take(extra) {
+            remove_any(&p)?;
+            self.note(Note::Removed(p));
+        }
+        Ok(())
     }
 
     fn parent(&self) -> PathBuf {
@@ -177,6 +280,11 @@ impl Store {
     /// The manifest written with the generation is used when its shape still matches the
     /// tree (generations are only written here); otherwise the tree is scanned again.
     pub fn current_manifest(&self) -> Result<Manifest, SyncError> {
+        // Data this host served is kept aside whole at the next commit: nothing of it is
+        // linked into the new copy (a later write through one would change the other).
+        if self.served().is_some() {
+            return Ok(Manifest::default());
+        }
         let Some(n) = self.current_number()? else {
             return Ok(Manifest::default());
         };
@@ -201,10 +309,11 @@ impl Store {
             .join(format!("{}.staging-{number}", self.base()));
         remove_any(&path)?;
         fs::create_dir(&path).map_err(io_err("create staging directory", &path))?;
+        let served = self.served().is_some();
         Ok(Stage {
             path,
             number,
-            current: current.map(|c| self.gen_path(c)),
+            current: current.filter(|_| !served).map(|c| self.gen_path(c)),
             files: Vec::new(),
             written: Vec::new(),
         })
@@ -245,8 +354,11 @@ impl Store {
         fs::write(&mpath, serde_json::to_vec(manifest).unwrap_or_default())
             .map_err(io_err("write", &mpath))?;
         fsync_dir(&self.parent())?;
-        // A plain directory here is the data this host served as primary: it is superseded.
-        let aside = self.parent().join(format!("{}.staging-old", self.base()));
+        // What this copy replaces is never deleted when it is this host's own data: a plain
+        // directory (the data it served as primary before any copy), or the generation it
+        // served since the last copy. Both are kept aside as DIR.diverged-EPOCH.
+        let served = self.served();
+        let aside = self.diverged_path(served.unwrap_or(0));
         let moved_aside = fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir());
         if moved_aside {
             fs::rename(&self.dir, &aside).map_err(io_err("move aside", &self.dir))?;
@@ -277,11 +389,24 @@ impl Store {
             return Err(e);
         }
         if let Some(p) = previous {
-            remove_any(&self.gen_path(p))?;
+            if served.is_some() {
+                let to = self.diverged_path(served.unwrap_or(0));
+                fs::rename(self.gen_path(p), &to).map_err(io_err("keep aside", &to))?;
+                self.note(Note::KeptAside(to));
+            } else {
+                remove_any(&self.gen_path(p))?;
+            }
             let _ = fs::remove_file(self.meta_path(p));
             let _ = fs::remove_file(self.manifest_path(p));
         }
-        remove_any(&aside)?;
+        if moved_aside {
+            self.note(Note::KeptAside(aside));
+        }
+        if served.is_some() {
+            let _ = fs::remove_file(self.served_path());
+        }
+        fsync_dir(&self.parent())?;
+        self.prune_diverged()?;
         Ok(g)
     }
 
@@ -299,7 +424,7 @@ fn verify_tree(root: &Path, manifest: &Manifest, written: &[String]) -> Result<(
         let Some(Some(want)) = manifest.entries.get(rel).map(|e| e.file.as_ref()) else {
             continue;
         };
-        let (size, hash) = hash_file(&root.join(rel))?;
+        let (size, hash) = hash_at(root, rel)?;
         if size != want.size || hash != want.hash {
             return Err(SyncError::Mismatch {
                 path: root.join(rel),
@@ -310,9 +435,17 @@ fn verify_tree(root: &Path, manifest: &Manifest, written: &[String]) -> Result<(
     Ok(())
 }
 
+/// `got` (a scan) has the entries of `want`, and the root's owner, mode and mtime when `want`
+/// lists them.
 fn compare(root: &Path, want: &Manifest, got: &Manifest) -> Result<(), SyncError> {
-    if want == got {
+    if want.entries == got.entries && (want.root.is_none() || want.root == got.root) {
         return Ok(());
+    }
+    if want.root.is_some() && want.root != got.root {
+        return Err(SyncError::Mismatch {
+            path: root.to_path_buf(),
+            message: format!("expected {:?}, found {:?}", want.root, got.root),
+        });
     }
     for (p, e) in &want.entries {
         if got.entries.get(p) != Some(e) {
@@ -359,24 +492,62 @@ impl Stage {
         &self.path
     }
 
-    /// Creates the directory `rel`.
+    /// Creates the directory `rel` with `mode`. A copy creates its directories 0700 and gives
+    /// them their own owner, mode and mtime at [`Stage::seal`], once they are filled.
     pub fn dir(&mut self, rel: &str, mode: u32) -> Result<(), SyncError> {
         let p = self.path.join(rel);
         fs::create_dir(&p).map_err(io_err("create", &p))?;
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", &p))
     }
 
-    /// Takes `rel` unchanged from the current generation (a hard link: nothing travels).
-    pub fn keep(&mut self, rel: &str, mode: u32) -> Result<bool, SyncError> {
+    /// Creates the symlink `rel` to `e.link` (it is never followed), with the owner and mtime
+    /// of `e`.
+    pub fn link(&mut self, rel: &str, e: &Entry) -> Result<(), SyncError> {
+        let p = self.path.join(rel);
+        let target = e.link.as_deref().unwrap_or_default();
+        std::os::unix::fs::symlink(target, &p).map_err(io_err("create the symlink", &p))?;
+        attrs::set(&p, e)
+    }
+
+    /// Takes `rel` unchanged from the current generation as a hard link (nothing travels) when
+    /// the file there has exactly the owner, mode, mtime and size of `e`; its content hash
+    /// matched already. The generations then share the inode, which is never changed: with
+    /// any other owner, mode or mtime nothing is linked and this is `false`, as when the file
+    /// is missing.
+    pub fn keep(&mut self, rel: &str, e: &Entry) -> Result<bool, SyncError> {
         let Some(cur) = &self.current else {
             return Ok(false);
         };
-        let from = cur.join(rel);
         let to = self.path.join(rel);
-        if fs::hard_link(&from, &to).is_err() {
+        if nofollow::hard_link(cur, rel, &to).is_err() {
             return Ok(false);
         }
-        fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", &to))?;
+        let same = fs::symlink_metadata(&to).is_ok_and(|md| {
+            md.is_file()
+                && e.attrs_match(&md)
+                && e.file.as_ref().is_some_and(|f| f.size == md.len())
+        });
+        if !same {
+            fs::remove_file(&to).map_err(io_err("remove", &to))?;
+        }
+        Ok(same)
+    }
+
+    /// Copies `rel` from the current generation into a file of its own: its content is the
+    /// new one, its owner, mode or mtime are not ([`Stage::keep`] said no). `false` when it is
+    /// not there. Its hash is checked with the files written.
+    pub fn copy_current(&mut self, rel: &str) -> Result<bool, SyncError> {
+        let Some(cur) = self.current.clone() else {
+            return Ok(false);
+        };
+        let from = cur.join(rel);
+        let mut src = match nofollow::open_file(&cur, rel) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("open", &from)(e)),
+        };
+        let mut dst = self.create(rel)?;
+        std::io::copy(&mut src, &mut dst).map_err(io_err("copy", &from))?;
         Ok(true)
     }
 
@@ -395,21 +566,164 @@ impl Stage {
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", &p))
     }
 
+    /// Gives `rel` (a file once written and closed) the owner, mode and mtime of `e`.
+    pub fn settle(&mut self, rel: &str, e: &Entry) -> Result<(), SyncError> {
+        attrs::set(&self.path.join(rel), e)
+    }
+
+    /// Gives every directory of `manifest`, and then the staging directory itself
+    /// (`manifest.root`), its owner, mode and mtime. Deepest first, once everything in them is
+    /// written: writing in a directory changes its mtime. And a directory goes to its owner
+    /// only when nothing more is done below it.
+    pub fn seal(&mut self, manifest: &Manifest) -> Result<(), SyncError> {
+        for (rel, e) in manifest.entries.iter().rev().filter(|(_, e)| e.is_dir()) {
+            attrs::set(&self.path.join(rel), e)?;
+        }
+        if let Some(root) = &manifest.root {
+            attrs::set(&self.path, root)?;
+        }
+        Ok(())
+    }
+
     /// fsyncs everything written and every directory, then checks the staged tree against
-    /// `manifest`: its whole shape, and the content hash of every file written. Kept files are
-    /// hard links to the previous copy's, whose hashes were equal.
+    /// `manifest`: its whole shape (owners, modes, mtimes and link targets included), and the
+    /// content hash of every file written. Kept files are hard links to the previous copy's,
+    /// whose hashes were equal.
     fn verify(&self, manifest: &Manifest) -> Result<(), SyncError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         for f in &self.files {
-            File::open(f)
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(f)
                 .and_then(|f| f.sync_all())
                 .map_err(io_err("fsync", f))?;
         }
         for (rel, e) in &manifest.entries {
-            if e.file.is_none() {
-                fsync_dir(&self.path.join(rel))?;
+            if e.is_dir() {
+                let p = self.path.join(rel);
+                nofollow::open_dir(&self.path, rel)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_err("fsync directory", &p))?;
             }
         }
         fsync_dir(&self.path)?;
         verify_tree(&self.path, manifest, &self.written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let p = std::env::temp_dir().join(format!(
+                "fo-store-{tag}-{}-{}",
+                std::process::id(),
+                unix_ms()
+            ));
+            fs::create_dir_all(&p).unwrap();
+            Scratch(p)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Commits a copy holding one file `f` with `content`.
+    fn copy(store: &Store, content: &str) -> Generation {
+        let mut st = store.stage().unwrap();
+        {
+            use std::io::Write as _;
+            let mut f = st.create("f").unwrap();
+            f.write_all(content.as_bytes()).unwrap();
+        }
+        st.finish("f", 0o644).unwrap();
+        let m = Manifest::scan(st.path()).unwrap();
+        store.commit(st, &m, &CommitGate::default()).unwrap()
+    }
+
+    fn read(p: &Path) -> String {
+        fs::read_to_string(p.join("f")).unwrap()
+    }
+
+    #[test]
+    fn a_plain_directory_a_copy_replaces_is_kept_aside() {
+        let s = Scratch::new("plain");
+        let dir = s.0.join("data");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("f"), "mine").unwrap();
+        let store = Store::open(&dir).unwrap();
+        copy(&store, "theirs");
+        assert_eq!(read(&dir), "theirs");
+        let aside = store.diverged().unwrap();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(read(&aside[0]), "mine");
+        assert_eq!(store.take_notes(), vec![Note::KeptAside(aside[0].clone())]);
+        // A restart does not clear it.
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.diverged().unwrap(), aside);
+    }
+
+    #[test]
+    fn the_generation_this_host_served_is_kept_aside_and_not_linked_into_the_next() {
+        let s = Scratch::new("served");
+        let dir = s.0.join("data");
+        let store = Store::open(&dir).unwrap();
+        copy(&store, "v1");
+        store.take_notes();
+        // This host takes over at epoch 7 and its service writes through the symlink.
+        store.mark_served(7).unwrap();
+        fs::write(dir.join("f"), "written as primary").unwrap();
+        assert!(
+            store.current_manifest().unwrap().entries.is_empty(),
+            "nothing to link"
+        );
+        copy(&store, "v2 from the new primary");
+        assert_eq!(read(&dir), "v2 from the new primary");
+        let aside = store.diverged().unwrap();
+        assert_eq!(aside.len(), 1);
+        assert!(
+            aside[0].to_string_lossy().ends_with("data.diverged-7"),
+            "{aside:?}"
+        );
+        assert_eq!(read(&aside[0]), "written as primary");
+        assert_eq!(store.served(), None, "the mark goes with the data it named");
+        // The next copy replaces a copy: nothing more is kept.
+        copy(&store, "v3");
+        assert_eq!(store.diverged().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn kept_aside_data_is_bounded_oldest_first_each_removal_noted() {
+        let s = Scratch::new("bound");
+        let dir = s.0.join("data");
+        let mut store = Store::open(&dir).unwrap();
+        store.set_keep_diverged(2);
+        copy(&store, "v0");
+        for epoch in [3, 5, 9] {
+            store.mark_served(epoch).unwrap();
+            copy(&store, &format!("after {epoch}"));
+        }
+        let names: Vec<String> = store
+            .diverged()
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["data.diverged-5", "data.diverged-9"]);
+        let removed: Vec<Note> = store
+            .take_notes()
+            .into_iter()
+            .filter(|n| matches!(n, Note::Removed(_)))
+            .collect();
+        assert_eq!(removed, vec![Note::Removed(s.0.join("data.diverged-3"))]);
     }
 }

@@ -547,6 +547,31 @@ impl Pair {
         ]);
     }
 
+    /// Both hosts copy `data-{a,b}` (under the pair's directory) every 50 heartbeats (100 ms)
+    /// with a shared key, and `extra` `[sync]` settings; the snapshot command fails while
+    /// `fail-snapshot` exists there. Returns the data directory of each host.
+    pub fn with_sync(&self, extra: &str) -> [PathBuf; 2] {
+        let key = self.dir.join("sync.key");
+        std::fs::write(&key, "cd".repeat(32)).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let flag = self.dir.join("fail-snapshot");
+        Host::BOTH.map(|h| {
+            let data = self.dir.join(format!("data-{}", h.name()));
+            std::fs::create_dir_all(&data).unwrap();
+            self.configure(h, |c| {
+                c.sync = Some(format!(
+                    "dir = \"{}\"\nevery = 50\nkey_file = \"{}\"\n\
+                     snapshot_command = \"if [ -e {} ]; then echo snapshot refused >&2; exit 4; fi\"\n{extra}",
+                    data.display(),
+                    key.display(),
+                    flag.display()
+                ))
+            });
+            data
+        })
+    }
+
     /// Isolates `h`'s switch port (bridge port isolation: its carrier stays up, but it hears
     /// no other isolated port) or joins it again.
     pub fn isolate(&self, h: Host, on: bool) {

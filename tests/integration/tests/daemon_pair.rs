@@ -456,6 +456,118 @@ fn the_monitor_holds_a_copy_of_the_primarys_data_and_serves_it_after_takeover() 
     assert_no_split_brain(&mut pair);
 }
 
+/// The "done when": a PostgreSQL-style tree (owned by a service user, `pg_wal` a
+/// symlink to a directory beside the data) survives a takeover with owners, modes, mtimes and
+/// the link intact.
+#[test]
+fn a_postgresql_style_tree_survives_a_takeover_with_owners_and_links_intact() {
+    use std::os::unix::fs::{lchown, symlink, MetadataExt as _, PermissionsExt as _};
+    let mut pair = Pair::new(Options::default());
+    let key = pair.dir.join("sync.key");
+    std::fs::write(&key, "cd".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for h in Host::BOTH {
+        let data = pair.dir.join(format!("data-{}", h.name()));
+        std::fs::create_dir_all(&data).unwrap();
+        pair.configure(h, |c| {
+            c.sync = Some(format!(
+                "dir = \"{}\"\nevery = 50\nkey_file = \"{}\"\n",
+                data.display(),
+                key.display()
+            ))
+        });
+    }
+    let (primary, monitor) = pair.cold_start();
+    let data = |h: Host| pair.dir.join(format!("data-{}", h.name()));
+    let src = data(primary);
+    // PGDATA in pgdata/, its WAL beside it in wal/: pgdata/pg_wal -> ../wal.
+    for d in ["pgdata", "pgdata/base", "pgdata/base/1", "wal"] {
+        std::fs::create_dir(src.join(d)).unwrap();
+    }
+    for (f, body) in [
+        ("pgdata/PG_VERSION", "16\n"),
+        ("pgdata/base/1/1234", "a relation"),
+        ("wal/000000010000000000000001", "a wal segment"),
+    ] {
+        std::fs::write(src.join(f), body).unwrap();
+        std::fs::set_permissions(src.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    symlink("../wal", src.join("pgdata/pg_wal")).unwrap();
+    let all = [
+        "pgdata/PG_VERSION",
+        "pgdata/base/1/1234",
+        "wal/000000010000000000000001",
+        "pgdata/pg_wal",
+        "pgdata/base/1",
+        "pgdata/base",
+        "pgdata",
+        "wal",
+        "",
+    ];
+    for (i, rel) in all.iter().enumerate() {
+        let p = src.join(rel);
+        lchown(&p, Some(70), Some(70)).unwrap();
+        if std::fs::symlink_metadata(&p).unwrap().is_symlink() {
+            continue;
+        }
+        if p.is_dir() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let t = std::time::UNIX_EPOCH
+            + std::time::Duration::new(1_700_000_000 + i as u64, 100 + i as u32);
+        std::fs::File::open(&p)
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_modified(t))
+            .unwrap();
+    }
+    let want = failover::sync::Manifest::scan(&src).unwrap();
+    let wrote = mono_ns();
+    // A copy that started after the tree was written.
+    let started = pair.wait_event(monitor, 0, "sync_started", |v| ts(v) > wrote);
+    pair.wait_event(monitor, 0, "sync_done", |v| ts(v) > ts(&started));
+
+    let mark = pair.mark();
+    pair.port(primary, false);
+    pair.wait_event(monitor, mark, "fence_confirmed", |_| true);
+    pair.wait_event(monitor, mark, "address_claimed", |v| {
+        v["detail"].as_str().unwrap_or("").contains("primary")
+    });
+    pair.wait_event(monitor, mark, "serving_copy", |_| true);
+    let dst = data(monitor);
+    assert!(std::fs::symlink_metadata(&dst).unwrap().is_symlink());
+    // Through the symlink to the current copy: everything, owners, modes, mtimes (to the
+    // nanosecond), link targets and contents, as on the old primary.
+    assert_eq!(failover::sync::Manifest::scan(&dst).unwrap(), want);
+    for (i, rel) in all.iter().enumerate() {
+        let md = std::fs::symlink_metadata(dst.join(rel)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (70, 70), "{rel:?}");
+        if md.is_symlink() {
+            continue;
+        }
+        let mode = if md.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(md.mode() & 0o7777, mode, "{rel:?}");
+        assert_eq!(
+            (md.mtime(), md.mtime_nsec()),
+            (1_700_000_000 + i as i64, 100 + i as i64),
+            "{rel:?}"
+        );
+    }
+    let link = dst.join("pgdata/pg_wal");
+    assert!(
+        std::fs::symlink_metadata(&link).unwrap().is_symlink(),
+        "a link, not a directory"
+    );
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        std::path::Path::new("../wal")
+    );
+    assert_eq!(
+        std::fs::read_to_string(link.join("000000010000000000000001")).unwrap(),
+        "a wal segment"
+    );
+    assert_no_split_brain(&mut pair);
+}
+
 #[test]
 fn a_second_daemon_with_the_same_control_socket_refuses_to_start() {
     let pair = Pair::new(Options::default());

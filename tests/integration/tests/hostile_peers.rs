@@ -33,24 +33,8 @@ fn python(pair: &Pair, h: Option<Host>) -> Command {
 /// Both hosts copy `data-{a,b}` every 50 heartbeats (100 ms) with a 1 s handshake deadline
 /// and `extra` settings; the snapshot command fails while `fail-snapshot` exists.
 fn with_sync(pair: &Pair, extra: &str) {
-    let key = pair.dir.join("sync.key");
-    std::fs::write(&key, "cd".repeat(32)).unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let flag = pair.dir.join("fail-snapshot");
-    for h in Host::BOTH {
-        let data = pair.dir.join(format!("data-{}", h.name()));
-        std::fs::create_dir_all(&data).unwrap();
+    for data in pair.with_sync(&format!("handshake_timeout = \"1s\"\n{extra}")) {
         std::fs::write(data.join("state"), "v1").unwrap();
-        pair.configure(h, |c| {
-            c.sync = Some(format!(
-                "dir = \"{}\"\nevery = 50\nkey_file = \"{}\"\nhandshake_timeout = \"1s\"\n\
-                 snapshot_command = \"if [ -e {} ]; then echo snapshot refused >&2; exit 4; fi\"\n{extra}",
-                data.display(),
-                key.display(),
-                flag.display()
-            ))
-        });
     }
 }
 

@@ -24,12 +24,12 @@ pub mod world;
 
 use failover::{
     detector::LivenessEvent,
-    role::{Addr, BootAction, Input, Machine, SelfCheck, Timer},
+    role::{Addr, BootAction, Input, SelfCheck, Timer},
 };
 use stateright::{Model, Property};
 
-use run::{daemon_gone, feed, policy, power_off, start_daemon};
-use world::{name, other, slot_timer, timer_slot, Bmc, Daemon, Host, HostId, Msg, World};
+use run::{daemon_gone, feed, fresh_host, power_off, start_daemon};
+use world::{name, other, slot_timer, timer_slot, Bmc, Daemon, HostId, Msg, World};
 
 /// One step of the world.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -128,37 +128,11 @@ pub struct Protocol {
     pub lies: bool,
 }
 
-fn fresh_host(h: HostId) -> Host {
-    Host {
-        power: true,
-        daemon: Daemon::Running,
-        m: Machine::new(policy(h), 0),
-        persisted: 0,
-        has_p: false,
-        has_m: false,
-        join: false,
-        ask: false,
-        self_check: false,
-        retry: false,
-        grace: false,
-        boot: None,
-        accepted: false,
-        boot_on: false,
-        timers: [false; 4],
-        monitoring: false,
-        det_armed: false,
-        det_missed: false,
-        det_failed: false,
-        decided: false,
-        inbox: Vec::new(),
-    }
-}
-
 impl Protocol {
     /// Both hosts boot at once (the cold-start race).
     pub fn initial(&self) -> World {
         let mut w = World {
-            hosts: [fresh_host(0), fresh_host(1)],
+            hosts: [fresh_host(0, 0), fresh_host(1, 0)],
             bmc: [Bmc::Ok; 2],
             tx: [true; 2],
             rx: [true; 2],

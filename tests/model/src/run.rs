@@ -172,9 +172,14 @@ pub fn start_daemon(w: &mut World, h: HostId, log: &mut Option<&mut Vec<String>>
     if w.hosts[o].daemon == Daemon::Running {
         w.hosts[o].inbox.clear();
     }
-    let host = &mut w.hosts[h];
-    let persisted = host.persisted;
-    *host = crate::world::Host {
+    let persisted = w.hosts[h].persisted;
+    w.hosts[h] = fresh_host(h, persisted);
+    feed(w, h, Input::Start, log);
+}
+
+/// Host `h` powered on with a daemon that has not started yet, its epoch file at `persisted`.
+pub fn fresh_host(h: HostId, persisted: u64) -> crate::world::Host {
+    crate::world::Host {
         power: true,
         daemon: Daemon::Running,
         m: Machine::new(policy(h), persisted),
@@ -196,8 +201,7 @@ pub fn start_daemon(w: &mut World, h: HostId, log: &mut Option<&mut Vec<String>>
         det_failed: false,
         decided: false,
         inbox: Vec::new(),
-    };
-    feed(w, h, Input::Start, log);
+    }
 }
 
 /// The daemon of `h` is gone (crash, power cut): its runtime work with it. What it added to
