@@ -101,6 +101,9 @@ pub enum Event {
     SyncKeptAside,
     /// An old kept-aside directory was removed (more than `sync.keep_diverged`).
     SyncAsideRemoved,
+    /// The monitor refused a copy: its own data (served as primary at a later epoch) is newer
+    /// than the primary's.
+    SyncRefused,
     /// The monitor did not take P: its copy of the data is older than `sync.max_age`.
     TakeoverRefused,
     /// The monitor took P with a copy older than `sync.max_age` (`sync.serve_stale`, the peer
@@ -110,7 +113,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 45] = [
+    pub const ALL: [Event; 46] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -156,6 +159,7 @@ impl Event {
         Event::SyncAsideRemoved,
         Event::TakeoverRefused,
         Event::StaleCopyServed,
+        Event::SyncRefused,
     ];
 
     /// The stable name: the `event` field of the log line.
@@ -205,6 +209,7 @@ impl Event {
             Event::SyncKeptAside => "sync_kept_aside",
             Event::SyncAsideRemoved => "sync_aside_removed",
             Event::TakeoverRefused => "takeover_refused",
+            Event::SyncRefused => "sync_refused",
             Event::StaleCopyServed => "stale_copy_served",
         }
     }
@@ -231,6 +236,7 @@ impl Event {
                 | Event::SyncKeptAside
                 | Event::SyncAsideRemoved
                 | Event::TakeoverRefused
+                | Event::SyncRefused
                 | Event::StaleCopyServed
         )
     }

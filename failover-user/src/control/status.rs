@@ -57,6 +57,13 @@ pub struct SyncStatus {
     /// first.
     #[serde(default)]
     pub kept_aside: Vec<String>,
+    /// The epoch of the primary that served the current copy (0: unknown).
+    #[serde(default)]
+    pub generation_epoch: u64,
+    /// Set while copies are refused because this host's own data is newer than the
+    /// primary's: says so, with both epochs. This host holds the newer data.
+    #[serde(default)]
+    pub newer_data_here: Option<String>,
 }
 
 /// The peer's state.

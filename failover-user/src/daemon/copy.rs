@@ -101,6 +101,7 @@ impl Copier {
         status.lock().unwrap_or_else(|p| p.into_inner()).sync = Some(SyncStatus {
             generation: current.as_ref().map_or(0, |g| g.number),
             completed_unix_ms: current.as_ref().map_or(0, |g| g.completed_ms),
+            generation_epoch: current.as_ref().map_or(0, |g| g.epoch),
             ..Default::default()
         });
         status
@@ -234,6 +235,8 @@ impl Copier {
             let sst = st.sync.get_or_insert_with(Default::default);
             match r {
                 Ok(rep) => {
+                    sst.newer_data_here = None;
+                    sst.generation_epoch = rep.generation.epoch;
                     sst.generation = rep.generation.number;
                     sst.completed_unix_ms = rep.generation.completed_ms;
                     sst.copies += 1;
@@ -271,9 +274,18 @@ impl Copier {
                     let msg = crate::error_chain(&e);
                     sst.failures += 1;
                     sst.last_error = Some(msg.clone());
+                    let refused = matches!(e, SyncError::NewerHere { .. });
+                    if refused {
+                        sst.newer_data_here = Some(msg.clone());
+                    }
                     metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
                     drop(st);
-                    events.emit(Event::SyncFailed, role, epoch, &msg);
+                    let event = if refused {
+                        Event::SyncRefused
+                    } else {
+                        Event::SyncFailed
+                    };
+                    events.emit(event, role, epoch, &msg);
                 }
             }
         });

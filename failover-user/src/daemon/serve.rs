@@ -132,7 +132,9 @@ async fn serve_connection(
         .snapshot_command
         .as_deref()
         .map(|c| (c, cfg.snapshot_timeout.0));
-    let r = match tokio::time::timeout(d.copy, sync::serve_one(&mut ch, &cfg.dir, snap)).await {
+    let r = match tokio::time::timeout(d.copy, sync::serve_one_at(&mut ch, &cfg.dir, snap, epoch))
+        .await
+    {
         Ok(r) => r.map(drop).map_err(|e| crate::error_chain(&e)),
         Err(_) => Err(format!(
             "the copy did not complete within {:?} (sync.copy_timeout); closed",

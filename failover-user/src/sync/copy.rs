@@ -50,6 +50,17 @@ pub async fn serve_one(
     root: &Path,
     snapshot: Option<(&str, Duration)>,
 ) -> Result<u64, SyncError> {
+    serve_one_at(ch, root, snapshot, 0).await
+}
+
+/// [`serve_one`] by a primary at `epoch`: the offer says where its data comes from, so that
+/// a monitor whose own data is newer refuses it.
+pub async fn serve_one_at(
+    ch: &mut Channel,
+    root: &Path,
+    snapshot: Option<(&str, Duration)>,
+    epoch: u64,
+) -> Result<u64, SyncError> {
     let req: Request = ch.recv_json().await?;
     if req.format != FORMAT {
         let why = format!(
@@ -67,7 +78,7 @@ pub async fn serve_one(
         }
     }
     let m = match Manifest::scan(root) {
-        Ok(m) => m,
+        Ok(m) => Manifest { epoch, ..m },
         Err(e) => {
             ch.send_json(&Offer::Failed(e.to_string())).await?;
             return Err(e);
@@ -265,6 +276,14 @@ pub async fn pull_with(
     };
     m.check_peer()
         .map_err(|why| ch.err(format!("manifest refused: {why}")))?;
+    // Data this host served at a later epoch than the primary's is newer than the offer:
+    // keeping it aside would still make the older data the one served. Refused.
+    if let Some(own) = store.served().filter(|own| m.epoch != 0 && *own > m.epoch) {
+        return Err(SyncError::NewerHere {
+            own,
+            offered: m.epoch,
+        });
+    }
     opts.apply(&mut m);
     // Signatures of our versions of large files that changed: they come back as deltas.
     let current_dir = store.current_dir()?;

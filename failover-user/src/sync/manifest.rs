@@ -69,6 +69,10 @@ pub struct Manifest {
     pub root: Option<Entry>,
     /// The entries.
     pub entries: BTreeMap<String, Entry>,
+    /// The epoch of the primary that offers this tree (the origin of its data; 0: unknown).
+    /// Not part of the tree's shape.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// BLAKE3 of a file, hex.
@@ -117,6 +121,7 @@ impl Manifest {
             format: FORMAT,
             root: Some(Entry::attrs_of(&md)),
             entries: BTreeMap::new(),
+            epoch: 0,
         };
         Scan {
             root,
@@ -131,6 +136,7 @@ impl Manifest {
     /// sizes and link targets included).
     pub(super) fn shape(&self) -> Manifest {
         let mut m = self.clone();
+        m.epoch = 0;
         for e in m.entries.values_mut() {
             if let Some(f) = e.file.as_mut() {
                 f.hash.clear();

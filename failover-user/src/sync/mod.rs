@@ -32,13 +32,24 @@ use std::{
 
 pub use attrs::PullOptions;
 pub use channel::{Channel, Deadlines, Key};
-pub use copy::{pull, pull_with, serve_one, CopyReport, DELTA_MAX, DELTA_MIN};
+pub use copy::{pull, pull_with, serve_one, serve_one_at, CopyReport, DELTA_MAX, DELTA_MIN};
 pub use manifest::{hash_file, Entry, FileSum, Manifest};
 pub use store::{unix_ms, CommitGate, Generation, Note, Stage, Store, KEEP_DIVERGED};
 
 /// A sync failure: what was being done, with which file or peer.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// This host's own data (served at epoch `own`) is newer than the primary's offer.
+    #[error(
+        "sync: refused: this host's own data (served as primary at epoch {own}) is newer than \
+         the primary's (epoch {offered}); it stays, and the copy is not taken"
+    )]
+    NewerHere {
+        /// The epoch this host served its data at.
+        own: u64,
+        /// The offering primary's epoch.
+        offered: u64,
+    },
     /// A local file operation.
     #[error("sync: {what} {}: {source}", path.display())]
     Io {

@@ -177,6 +177,7 @@ mod tests {
                 .iter()
                 .map(|(p, e)| (p.to_string(), e.clone()))
                 .collect(),
+            epoch: 0,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct Generation {
     pub completed_ms: u64,
     /// Bytes in the copy.
     pub bytes: u64,
+    /// The epoch of the primary that served this copy (0: unknown).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Wall-clock Unix time in ms (copies are dated for the operator, across reboots).
@@ -265,6 +268,7 @@ impl Store {
                     number: n,
                     completed_ms: 0,
                     bytes: 0,
+                    epoch: 0,
                 }),
         ))
     }
@@ -346,6 +350,7 @@ impl Store {
             number: stage.number,
             completed_ms: unix_ms(),
             bytes: manifest.bytes(),
+            epoch: manifest.epoch,
         };
         let meta = self.meta_path(stage.number);
         fs::write(&meta, serde_json::to_vec(&g).unwrap_or_default())

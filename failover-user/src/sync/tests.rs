@@ -11,7 +11,7 @@ use std::{
 use tokio::net::TcpListener;
 
 use super::{
-    nofollow::set_mtime, pull_with, serve_one, test_dir, Channel, CommitGate, CopyReport, Key,
+    nofollow::set_mtime, pull_with, serve_one_at, test_dir, Channel, CommitGate, CopyReport, Key,
     Manifest, PullOptions, Store,
 };
 
@@ -26,6 +26,11 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// One copy of `src` into the store at `dst`, `serve_one` against `pull_with`.
 fn copy(src: &Path, dst: &Path, opts: PullOptions) -> Result<CopyReport, String> {
+    copy_at(src, dst, opts, 0)
+}
+
+/// [`copy`] from a primary at `epoch`.
+fn copy_at(src: &Path, dst: &Path, opts: PullOptions, epoch: u64) -> Result<CopyReport, String> {
     runtime().block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -33,7 +38,7 @@ fn copy(src: &Path, dst: &Path, opts: PullOptions) -> Result<CopyReport, String>
         let server = tokio::spawn(async move {
             let (s, _) = l.accept().await.unwrap();
             let mut ch = Channel::accept(s, &Key::from_bytes(KEY), 0).await?;
-            serve_one(&mut ch, &src, None).await
+            serve_one_at(&mut ch, &src, None, epoch).await
         });
         let store = Store::open(dst).map_err(|e| e.to_string())?;
         let r = async {
@@ -369,4 +374,35 @@ fn a_manifest_writing_outside_or_through_a_link_is_refused_before_anything_is_wr
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(beside.is_empty(), "no copy, no stage: {beside:?}");
+}
+
+/// A host that served its own data at a later epoch than the offering primary's refuses the
+/// copy (its data stays as it is); an offer from a later epoch is taken, and the served data
+/// kept aside. The generation records the epoch it came from.
+#[test]
+fn own_data_newer_than_the_offer_is_not_replaced() {
+    let p = Pair::new("newer-here");
+    fs::write(p.src.join("f"), "the primary's").unwrap();
+    copy_at(&p.src, &p.dst, PullOptions::default(), 3).unwrap();
+    let store = Store::open(&p.dst).unwrap();
+    store.mark_served(7).unwrap();
+    fs::write(p.dst.join("f"), "served here at epoch 7").unwrap();
+    let err = copy_at(&p.src, &p.dst, PullOptions::default(), 5).unwrap_err();
+    assert!(err.contains("newer than the primary's (epoch 5)"), "{err}");
+    assert_eq!(
+        fs::read_to_string(p.dst.join("f")).unwrap(),
+        "served here at epoch 7"
+    );
+    let rep = copy_at(&p.src, &p.dst, PullOptions::default(), 8).unwrap();
+    assert_eq!(rep.generation.epoch, 8);
+    assert_eq!(
+        fs::read_to_string(p.dst.join("f")).unwrap(),
+        "the primary's"
+    );
+    let aside = Store::open(&p.dst).unwrap().diverged().unwrap();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(
+        fs::read_to_string(aside[0].join("f")).unwrap(),
+        "served here at epoch 7"
+    );
 }
