@@ -76,16 +76,14 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let f = e.file.as_mut().unwrap();
     f.hash = blake3::hash(&new_a).to_hex().to_string();
     f.size = new_a.len() as u64;
-    m2.entries.insert(
-        "d/n".into(),
-        failover::sync::Entry {
-            mode: 0o600,
-            file: Some(failover::sync::FileSum {
-                size: 3,
-                hash: blake3::hash(b"new").to_hex().to_string(),
-            }),
-        },
-    );
+    // A new file: a copy of `a`'s entry (whatever fields it has) with its own mode and sum.
+    let mut n = m2.entries["a"].clone();
+    n.mode = 0o600;
+    n.file = Some(failover::sync::FileSum {
+        size: 3,
+        hash: blake3::hash(b"new").to_hex().to_string(),
+    });
+    m2.entries.insert("d/n".into(), n);
     let sig = fast_rsync::Signature::calculate(
         &base_a(),
         fast_rsync::SignatureOptions {

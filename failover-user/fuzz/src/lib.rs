@@ -218,6 +218,19 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     } else {
         std::env::temp_dir()
     };
+    // libFuzzer ends a process with exit(): sweep what earlier, dead processes left (once).
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| {
+        for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let pid = n
+                .strip_prefix("failover-fuzz-")
+                .and_then(|r| r.rsplit('-').next());
+            if pid.is_some_and(|p| !std::path::Path::new("/proc").join(p).exists()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
     let d = base.join(format!("failover-fuzz-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create scratch directory");
