@@ -102,19 +102,9 @@ impl Copier {
             generation: current.as_ref().map_or(0, |g| g.number),
             completed_unix_ms: current.as_ref().map_or(0, |g| g.completed_ms),
             generation_epoch: current.as_ref().map_or(0, |g| g.epoch),
+            kept_aside: kept_aside(&store),
             ..Default::default()
         });
-        status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sync
-            .get_or_insert_with(Default::default)
-            .kept_aside = store
-            .diverged()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| p.display().to_string())
-            .collect();
         metrics.sync_enabled.store(true, Ordering::Relaxed);
         if let Some(g) = &current {
             metrics
@@ -331,14 +321,19 @@ fn report_notes(store: &Store, events: &Emitter, status: &SharedStatus, role: &s
             ),
         }
     }
-    let list = store
+    let list = kept_aside(store);
+    let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+    st.sync.get_or_insert_with(Default::default).kept_aside = list;
+}
+
+/// The kept-aside directories, oldest first, as `status` lists them.
+fn kept_aside(store: &Store) -> Vec<String> {
+    store
         .diverged()
         .unwrap_or_default()
         .into_iter()
         .map(|p| p.display().to_string())
-        .collect();
-    let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
-    st.sync.get_or_insert_with(Default::default).kept_aside = list;
+        .collect()
 }
 
 impl Copier {

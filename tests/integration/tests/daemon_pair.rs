@@ -378,24 +378,8 @@ fn bad_configs_are_refused_with_the_field_named() {
 #[test]
 fn the_monitor_holds_a_copy_of_the_primarys_data_and_serves_it_after_takeover() {
     let mut pair = Pair::new(Options::default());
-    let key = pair.dir.join("sync.key");
-    std::fs::write(&key, "ab".repeat(32)).unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    pair.with_sync("");
     let flag = pair.dir.join("fail-snapshot");
-    for h in Host::BOTH {
-        let data = pair.dir.join(format!("data-{}", h.name()));
-        std::fs::create_dir_all(&data).unwrap();
-        pair.configure(h, |c| {
-            c.sync = Some(format!(
-                "dir = \"{}\"\nevery = 50\nkey_file = \"{}\"\n\
-                 snapshot_command = \"if [ -e {} ]; then echo snapshot refused >&2; exit 4; fi\"\n",
-                data.display(),
-                key.display(),
-                flag.display()
-            ))
-        });
-    }
     let (primary, monitor) = pair.cold_start();
     let data = |h: Host| pair.dir.join(format!("data-{}", h.name()));
     std::fs::create_dir_all(data(primary).join("sub")).unwrap();
@@ -463,20 +447,7 @@ fn the_monitor_holds_a_copy_of_the_primarys_data_and_serves_it_after_takeover() 
 fn a_postgresql_style_tree_survives_a_takeover_with_owners_and_links_intact() {
     use std::os::unix::fs::{lchown, symlink, MetadataExt as _, PermissionsExt as _};
     let mut pair = Pair::new(Options::default());
-    let key = pair.dir.join("sync.key");
-    std::fs::write(&key, "cd".repeat(32)).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    for h in Host::BOTH {
-        let data = pair.dir.join(format!("data-{}", h.name()));
-        std::fs::create_dir_all(&data).unwrap();
-        pair.configure(h, |c| {
-            c.sync = Some(format!(
-                "dir = \"{}\"\nevery = 50\nkey_file = \"{}\"\n",
-                data.display(),
-                key.display()
-            ))
-        });
-    }
+    pair.with_sync("");
     let (primary, monitor) = pair.cold_start();
     let data = |h: Host| pair.dir.join(format!("data-{}", h.name()));
     let src = data(primary);
