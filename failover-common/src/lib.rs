@@ -147,6 +147,9 @@ pub mod wire {
     /// The sender took P over at its epoch (sent to the old primary's node address); not
     /// answered.
     pub const KIND_TAKEN_OVER: u8 = 6;
+    /// The sender, joining, leaves P to the monitor, whose data is newer (sent to M); not
+    /// answered.
+    pub const KIND_YIELD: u8 = 7;
 
     /// Offsets of the fields inside the message.
     pub const OFF_MAGIC: usize = 0;

@@ -83,6 +83,8 @@ pub enum Event {
     FenceCancelled,
     /// The peer said it is stopping on purpose (a planned stop).
     PeerLeft,
+    /// The joining peer left P to this monitor, whose data is newer (a cold start).
+    PeerYielded,
     /// SIGHUP: the configuration was reloaded.
     ConfigReloaded,
     /// SIGHUP: the new configuration was refused; the daemon runs on unchanged.
@@ -113,7 +115,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 46] = [
+    pub const ALL: [Event; 47] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -150,6 +152,7 @@ impl Event {
         Event::NoWitness,
         Event::FenceCancelled,
         Event::PeerLeft,
+        Event::PeerYielded,
         Event::ConfigReloaded,
         Event::ConfigReloadRefused,
         Event::AddressDefended,
@@ -201,6 +204,7 @@ impl Event {
             Event::NoWitness => "no_witness",
             Event::FenceCancelled => "fence_cancelled",
             Event::PeerLeft => "peer_left",
+            Event::PeerYielded => "peer_yielded",
             Event::ConfigReloaded => "config_reloaded",
             Event::ConfigReloadRefused => "config_reload_refused",
             Event::AddressDefended => "address_defended",

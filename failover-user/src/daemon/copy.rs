@@ -97,6 +97,7 @@ impl Copier {
         let mut store = Store::open(&sc.dir)?;
         store.set_keep_diverged(sc.keep_diverged);
         let store = Arc::new(store);
+        publish_mark(&store, &identity);
         let current = store.current()?;
         status.lock().unwrap_or_else(|p| p.into_inner()).sync = Some(SyncStatus {
             generation: current.as_ref().map_or(0, |g| g.number),
@@ -168,11 +169,12 @@ impl Copier {
             self.key.clone(),
             self.deadlines,
         );
-        let (events, status, metrics, done) = (
+        let (events, status, metrics, done, identity) = (
             self.events.clone(),
             self.status.clone(),
             self.metrics.clone(),
             self.done.clone(),
+            self.identity.clone(),
         );
         let (cancel, mut cancelled) = tokio::sync::watch::channel(false);
         let gate = CommitGate::default();
@@ -242,6 +244,7 @@ impl Copier {
                         .sync_completed_unix_ms
                         .store(rep.generation.completed_ms, Ordering::Relaxed);
                     drop(st);
+                    publish_mark(&store, &identity);
                     events.emit(
                         Event::SyncDone,
                         role,
@@ -301,6 +304,15 @@ impl Copier {
 }
 
 /// What the copy did to data it replaced: events, and the list in `status`.
+/// Publishes the store's data mark to the responders (join answers compare it).
+fn publish_mark(store: &Store, identity: &Identity) {
+    match store.data_mark() {
+        Ok(m) => identity.data.store(m, Ordering::Relaxed),
+        Err(e) => tracing::warn!(error = %crate::error_chain(&e),
+            "could not read how new this host's data is; join answers keep the last value"),
+    }
+}
+
 fn report_notes(store: &Store, events: &Emitter, status: &SharedStatus, role: &str, epoch: u64) {
     for n in store.take_notes() {
         match n {
@@ -340,7 +352,9 @@ impl Copier {
     /// This host is about to serve the data directory as primary (at `epoch`): what it holds
     /// from now on is its own, and the next copy keeps it aside.
     pub(super) fn mark_served(&self, epoch: u64) -> Result<(), SyncError> {
-        self.store.mark_served(epoch)
+        self.store.mark_served(epoch)?;
+        publish_mark(&self.store, &self.identity);
+        Ok(())
     }
 }
 

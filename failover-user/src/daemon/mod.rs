@@ -305,6 +305,8 @@ impl Daemon {
                 self.feed(Input::PeerLeaving { role, epoch }).await?;
             }
             Report::TakenOver { epoch } => self.feed(Input::TakenOver { epoch }).await?,
+            Report::NewerMonitor { epoch } => self.feed(Input::NewerMonitor { epoch }).await?,
+            Report::PeerYielded => self.feed(Input::PeerYielded).await?,
             Report::Failed(why) => return Err(DaemonError::Heartbeat(why)),
         }
         Ok(())
@@ -385,7 +387,7 @@ impl Daemon {
                     b.result = "cancelled".into();
                 }
             }
-            Action::SendLeaving => self.send_leaving().await,
+            Action::SendLeaving(role) => self.send_leaving(role).await,
             Action::Rejudge => {
                 self.heartbeat.send(Command::Rejudge);
                 if !self.machine.armed() && self.monitoring {
@@ -424,6 +426,7 @@ impl Daemon {
             }
             Action::AskPeer => self.ask_peer(),
             Action::SendTakenOver => self.send_taken_over(),
+            Action::SendYield => self.send_yield(),
         }
         Ok(None)
     }
@@ -438,6 +441,10 @@ impl Daemon {
             monitor: self.cfg.addresses.monitor.addr,
             primary: self.cfg.addresses.primary.addr,
             node: self.cfg.node.id,
+            data: self
+                .identity
+                .data
+                .load(std::sync::atomic::Ordering::Relaxed),
             window,
         };
         let tx = self.tx.clone();

@@ -73,6 +73,13 @@ pub(super) enum Report {
         /// Its epoch.
         epoch: u64,
     },
+    /// The joining peer leaves P to this monitor, whose data is newer.
+    PeerYielded,
+    /// The monitor's heartbeats carry an epoch above this primary's.
+    NewerMonitor {
+        /// The monitor's epoch.
+        epoch: u64,
+    },
     /// Reading the fast path failed: the daemon cannot judge probes any more.
     Failed(String),
 }
@@ -356,6 +363,9 @@ impl Monitor {
         if let Some(e) = self.epoch_probe.as_mut().and_then(|e| e.poll(now_i)) {
             out.push(Report::EpochSeen(e));
         }
+        // The primary compares it with its own: a higher one shows it stale.
+        self.prober
+            .set_epoch(cx.identity.epoch.load(Ordering::Relaxed));
         let probe = self.prober.send();
         self.detect.sent(probe);
         self.report.sent(probe);

@@ -3,6 +3,7 @@
 //! and watching the segment for another host claiming an address this host holds.
 use std::{
     net::{IpAddr, SocketAddr},
+    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -29,8 +30,7 @@ impl Daemon {
 
     /// Tells the peer this host is stopping: a primary (which has released P) tells the
     /// monitor at M, a monitor tells the primary at P.
-    pub(super) async fn send_leaving(&self) {
-        let role = self.machine.role();
+    pub(super) async fn send_leaving(&self, role: Role) {
         if self.held.addrs().contains(&Addr::Primary) {
             // The release failed: a monitor told to take P would find it still answering.
             // Better the usual detection than a handover onto a held address.
@@ -87,17 +87,37 @@ impl Daemon {
         });
     }
 
+    /// Tells the monitor, at M, that this joining host leaves P to it (its data is newer);
+    /// the notice carries this host's data mark, which the monitor checks against its own.
+    pub(super) fn send_yield(&self) {
+        let msg = notice(
+            Kind::Yield,
+            Role::Joining,
+            self.identity.data.load(Ordering::Relaxed),
+            self.cfg.node.id,
+        );
+        let (interface, local) = (self.cfg.node.interface.clone(), self.cfg.node.address.addr);
+        let to = SocketAddr::new(self.cfg.addresses.monitor.addr, self.cfg.heartbeat.port);
+        tokio::spawn(async move {
+            if let Err(e) =
+                send_notice(&interface, local, to, msg, 3, Duration::from_millis(1)).await
+            {
+                tracing::warn!(%to, error = %e, "could not leave P to the monitor");
+            }
+        });
+    }
+
     /// Asks the peer what it is and holds; the answer comes back as `PeerSeen` / `PeerSilent`.
     pub(super) fn ask_peer(&self) {
-        let (interface, local, to, node) = (
+        let (interface, local, to, me) = (
             self.cfg.node.interface.clone(),
             self.cfg.node.address.addr,
             self.peer_node(),
-            self.cfg.node.id,
+            (self.cfg.node.id, self.identity.data.load(Ordering::Relaxed)),
         );
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let input = match ask_peer(&interface, local, to, node, ASK_WINDOW).await {
+            let input = match ask_peer(&interface, local, to, me, ASK_WINDOW).await {
                 Some(a) => Input::PeerSeen(a),
                 None => Input::PeerSilent,
             };

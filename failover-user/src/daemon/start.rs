@@ -56,11 +56,18 @@ fn bind_responders(
     let port = cfg.heartbeat.port;
     let bind = |addr, kinds| -> Result<Responder, DaemonError> {
         let reports = reports.clone();
+        let identity_ = identity.clone();
         Ok(Responder::bind(addr, port, identity.clone(), kinds)?
             .only_from(cfg.node.peer)?
             .on_notice(move |m| {
                 let _ = reports.send(match m.kind {
                     Kind::TakenOver => Report::TakenOver { epoch: m.epoch },
+                    Kind::Heartbeat => Report::NewerMonitor { epoch: m.epoch },
+                    // Only when this host's data really is newer than the yielder's.
+                    Kind::Yield if identity_.data.load(Ordering::Relaxed) > m.epoch => {
+                        Report::PeerYielded
+                    }
+                    Kind::Yield => return,
                     _ => Report::PeerLeaving {
                         role: m.role,
                         epoch: m.epoch,

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use super::Daemon;
 use crate::{
-    role::{Addr, Role, FLAG_HOLDS_M, FLAG_HOLDS_P, FLAG_PREFERRED},
+    role::{Addr, Role, FLAG_HOLDS_M, FLAG_HOLDS_P, FLAG_PREFERRED, FLAG_TAKES_YIELD},
     sys::monotonic_ns,
 };
 
@@ -20,6 +20,7 @@ impl Daemon {
             (self.cfg.preferred_primary, FLAG_PREFERRED),
             (held.contains(&Addr::Primary), FLAG_HOLDS_P),
             (held.contains(&Addr::Monitor), FLAG_HOLDS_M),
+            (self.machine.takes_yield(), FLAG_TAKES_YIELD),
         ]
         .into_iter()
         .filter(|(on, _)| *on)

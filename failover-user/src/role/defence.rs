@@ -6,9 +6,10 @@
 //! duplicate-address probes). This host defends once and asks the peer what it holds. If the
 //! other side persists within `DEFEND_INTERVAL`, the tie-break decides (on the answer to the
 //! latest question: after each decision to keep the address the peer is asked again, so that
-//! two hosts that decided on different information meet again on the same): the higher epoch wins;
-//! then, for P the preferred primary and for M the other host (so that the preferred host ends
-//! up primary); then the lower node id. When the peer cannot be asked, the lower MAC wins, a
+//! two hosts that decided on different information meet again on the same). For P: the
+//! higher epoch wins, then the newer data, then the preferred primary. For M (two monitors:
+//! a cold start) the host with the newer data gives it up, so that it goes on to be primary;
+//! then the higher epoch keeps it, then the host that is not preferred. Last, the lower node id. When the peer cannot be asked, the lower MAC wins, a
 //! rule both sides can apply alone. The loser gives the address up at once (`demoted`) and
 //! rejoins. A peer that answers without holding the address means a third host claims it:
 //! this host keeps it and says so.
@@ -60,17 +61,32 @@ impl Machine {
     /// Whether this host keeps `addr` against the peer `p`, which also holds it.
     fn outranks(&self, addr: Addr, p: &Answer, lower_mac: bool) -> bool {
         // For P the preferred primary keeps it; for M the other host does, so that the
-        // preferred host goes on to be primary.
+        // preferred host goes on to be primary. Likewise for data: the host with the newer
+        // data keeps P, and gives M up (two monitors: a cold start) to become primary. For P
+        // the epoch comes first (the newer primary serves on), for M the data.
         let pref = |preferred: bool| match addr {
             Addr::Primary => preferred,
             Addr::Monitor => !preferred,
         };
-        let me = (
+        let newer = |o: std::cmp::Ordering| match addr {
+            Addr::Primary => o.is_gt(),
+            Addr::Monitor => o.is_lt(),
+        };
+        let (my_data, peer_data) = (newer(p.data().reverse()), newer(p.data()));
+        let key = |epoch: u64, data: bool, preferred: bool, node: u32| {
+            let (first, second) = match addr {
+                Addr::Primary => (epoch, u64::from(data)),
+                Addr::Monitor => (u64::from(data), epoch),
+            };
+            (first, second, pref(preferred), Reverse(node))
+        };
+        let me = key(
             self.epoch,
-            pref(self.policy.preferred_primary),
-            Reverse(self.policy.node_id),
+            my_data,
+            self.policy.preferred_primary,
+            self.policy.node_id,
         );
-        let peer = (p.epoch, pref(p.preferred()), Reverse(p.node));
+        let peer = key(p.epoch, peer_data, p.preferred(), p.node);
         match me.cmp(&peer) {
             std::cmp::Ordering::Equal => lower_mac,
             o => o.is_gt(),
@@ -222,6 +238,31 @@ impl Machine {
                 ),
                 out,
             );
+        }
+        self.observe_epoch(epoch);
+    }
+
+    /// The monitor's heartbeats carry `epoch`: a primary below it is stale (the monitor was
+    /// primary after it) and hands P to the monitor, as a leaving primary does, so that the
+    /// monitor takes it without a fence; it rejoins after the handover had time to finish.
+    pub(super) fn newer_monitor(&mut self, epoch: u64, out: &mut Vec<Action>) {
+        if self.role == Role::Primary && epoch > self.epoch {
+            out.push(emit(
+                Event::Demoted,
+                format!(
+                    "the monitor's heartbeats carry epoch {epoch}, above this host's {}: it was primary after this host; handing P over and rejoining",
+                    self.epoch
+                ),
+            ));
+            out.push(Action::Release(Addr::Primary));
+            out.push(Action::SendLeaving(Role::Primary));
+            out.push(Action::Hook(Hook::OnFault));
+            self.contest = [None, None];
+            self.set_role(Role::Joining, out);
+            // Joining at once could find the monitor still waiting for the first missed
+            // heartbeat, P silent, and claim P again.
+            let d = self.backoff();
+            out.push(Action::Retry(d));
         }
         self.observe_epoch(epoch);
     }

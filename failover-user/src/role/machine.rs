@@ -69,6 +69,9 @@ pub struct Machine {
     /// P answered in time while the current power action was under way: if the attempt
     /// fails, the fence is over rather than retried.
     pub(super) answered_in_attempt: bool,
+    /// This host left P to the monitor, whose data is newer (`Action::SendYield`), and has
+    /// not held an address since: the next join claims P if the monitor did not take it.
+    pub(super) yielded: bool,
 }
 
 pub(super) fn emit(event: Event, detail: impl Into<String>) -> Action {
@@ -99,6 +102,7 @@ impl Machine {
             delaying: false,
             handover: false,
             answered_in_attempt: false,
+            yielded: false,
         }
     }
 
@@ -132,6 +136,12 @@ impl Machine {
         self.suspicion.is_some()
     }
 
+    /// Whether this host, a monitor that has never seen P answer, takes P when the joining
+    /// peer leaves it P (its data being newer): said in join answers (`FLAG_TAKES_YIELD`).
+    pub fn takes_yield(&self) -> bool {
+        self.role == Role::Monitor && !self.armed && self.policy.takeover
+    }
+
     /// Whether the last self-check showed this host cut off.
     pub fn isolated(&self) -> bool {
         self.isolated
@@ -155,6 +165,9 @@ impl Machine {
         }
         if to != Role::Monitor {
             self.handover = false;
+        }
+        if matches!(to, Role::Primary | Role::Monitor) {
+            self.yielded = false;
         }
         if to != self.role {
             out.push(emit(
@@ -209,12 +222,12 @@ impl Machine {
             (_, Input::Shutdown) => match self.role {
                 Role::Primary => {
                     out.push(Action::Release(Addr::Primary));
-                    out.push(Action::SendLeaving);
+                    out.push(Action::SendLeaving(Role::Primary));
                 }
                 Role::Monitor | Role::Booting => {
                     out.push(Action::StopMonitoring);
                     out.push(Action::Release(Addr::Monitor));
-                    out.push(Action::SendLeaving);
+                    out.push(Action::SendLeaving(self.role));
                 }
                 // Mid-takeover both may be partly held: release both.
                 Role::TakingOver => {
@@ -228,6 +241,16 @@ impl Machine {
             (_, Input::PeerSeen(p)) => self.peer_seen(p, &mut out),
             (_, Input::PeerSilent) => self.peer_silent(&mut out),
             (_, Input::TakenOver { epoch }) => self.taken_over(epoch, &mut out),
+            (_, Input::NewerMonitor { epoch }) => self.newer_monitor(epoch, &mut out),
+            (_, Input::PeerYielded) if self.takes_yield() => {
+                // The peer is joining and holds nothing; its claim of P was never made.
+                out.push(emit(
+                    Event::PeerYielded,
+                    "the joining peer leaves P to this host, whose data is newer: taking P without a fence",
+                ));
+                self.suspicion = None;
+                self.take_over(&mut out);
+            }
             (_, Input::Due(Timer::DefendWindow(addr))) => self.window_over(addr),
             (_, Input::Due(Timer::FenceDelay)) => self.fence_delay_over(&mut out),
             (_, Input::Due(Timer::Handover)) => self.handover_over(&mut out),
@@ -250,6 +273,29 @@ impl Machine {
                                 m.node
                             ),
                         ));
+                        self.set_role(Role::Joining, &mut out);
+                        let d = self.backoff();
+                        out.push(Action::Retry(d));
+                    }
+                    (Some(m), None)
+                        if self.yielded
+                            || (m.data() == std::cmp::Ordering::Greater && m.takes_yield()) =>
+                    {
+                        // A cold start: the monitor's data is newer than this host's, and
+                        // serving this host's would make the copy run the wrong way. Once P
+                        // is left to the monitor this host never claims it while joining: a
+                        // `yield` delivered late must find this host holding nothing.
+                        let detail = if m.data() == std::cmp::Ordering::Greater && m.takes_yield() {
+                            out.push(Action::SendYield);
+                            "holds newer data than this host; P silent: leaving P to it"
+                        } else {
+                            "was left P and has not taken it yet: waiting"
+                        };
+                        out.push(emit(
+                            Event::JoinAnswered,
+                            format!("monitor node {} (epoch {}) {detail}", m.node, m.epoch),
+                        ));
+                        self.yielded = true;
                         self.set_role(Role::Joining, &mut out);
                         let d = self.backoff();
                         out.push(Action::Retry(d));

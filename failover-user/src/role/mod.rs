@@ -145,6 +145,14 @@ pub const FLAG_PREFERRED: u8 = 1 << 0;
 pub const FLAG_HOLDS_P: u8 = 1 << 1;
 /// The sender holds M.
 pub const FLAG_HOLDS_M: u8 = 1 << 2;
+/// In a join answer: the sender's data is newer than the asker's (by the epoch it was served
+/// at, then the copy's generation; see `sync::Store::data_mark`).
+pub const FLAG_NEWER_DATA: u8 = 1 << 3;
+/// In a join answer: the sender's data is older than the asker's.
+pub const FLAG_OLDER_DATA: u8 = 1 << 4;
+/// The sender is a monitor that takes P when the joining peer leaves it P
+/// (`Machine::takes_yield`).
+pub const FLAG_TAKES_YIELD: u8 = 1 << 5;
 
 impl Answer {
     /// Whether the sender says it holds `addr`.
@@ -159,6 +167,22 @@ impl Answer {
     /// Whether the sender is the preferred primary.
     pub fn preferred(&self) -> bool {
         self.flags & FLAG_PREFERRED != 0
+    }
+
+    /// Whether the sender takes P if this host, joining, leaves it P.
+    pub fn takes_yield(&self) -> bool {
+        self.flags & FLAG_TAKES_YIELD != 0
+    }
+
+    /// How the sender's data compares with this host's (equal when neither has `[sync]`).
+    pub fn data(&self) -> std::cmp::Ordering {
+        if self.flags & FLAG_NEWER_DATA != 0 {
+            std::cmp::Ordering::Greater
+        } else if self.flags & FLAG_OLDER_DATA != 0 {
+            std::cmp::Ordering::Less
+        } else {
+            std::cmp::Ordering::Equal
+        }
     }
 }
 
@@ -240,6 +264,15 @@ pub enum Input {
         /// The new primary's epoch.
         epoch: u64,
     },
+    /// The monitor's heartbeat probes carry `epoch`, above this host's: the monitor was
+    /// primary after this host became primary (a fence that did not remove this host).
+    NewerMonitor {
+        /// The monitor's epoch.
+        epoch: u64,
+    },
+    /// The joining peer leaves P to this host, whose data is newer (a `yield` notice; the
+    /// runtime reports it only when this host's data mark is above the one it carries).
+    PeerYielded,
     /// A timer scheduled with `Action::Schedule` is due.
     Due(Timer),
     /// Clean shutdown.
@@ -309,13 +342,16 @@ pub enum Action {
     Rejudge,
     /// Abandon the boot action in flight (the peer has not accepted a power-off).
     CancelBoot,
-    /// Tell the peer this host is stopping on purpose.
-    SendLeaving,
+    /// Tell the peer this host is stopping on purpose, or handing P over, as this role
+    /// (a primary's `leaving` lets the monitor take P without a fence).
+    SendLeaving(Role),
     /// Send one announcement (GARP / unsolicited NA) of an address this host holds.
     Defend(Addr),
     /// Ask the peer (at its node address) what it is and holds; report `PeerSeen` or
     /// `PeerSilent`.
     AskPeer,
+    /// Tell the monitor (at M) that this joining host leaves P to it: its data is newer.
+    SendYield,
     /// Tell the old primary (at its node address) that this host took P over at the current
     /// epoch.
     SendTakenOver,

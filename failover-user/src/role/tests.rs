@@ -374,7 +374,7 @@ fn shutdown_releases_what_is_held() {
     let (mut m, _, _) = run(S, &monitor_armed());
     assert_eq!(
         names(&m.step(Shutdown)),
-        vec!["StopMonitoring", "Release(Monitor)", "SendLeaving"]
+        vec!["StopMonitoring", "Release(Monitor)", "SendLeaving(Monitor)"]
     );
     let (mut m, _, _) = run(
         S,
@@ -392,7 +392,7 @@ fn shutdown_releases_what_is_held() {
     );
     assert_eq!(
         names(&m.step(Shutdown)),
-        vec!["Release(Primary)", "SendLeaving"]
+        vec!["Release(Primary)", "SendLeaving(Primary)"]
     );
 }
 
@@ -486,6 +486,8 @@ fn random_inputs_never_claim_p_unsafely() {
         }),
         PeerSilent,
         TakenOver { epoch: 9 },
+        NewerMonitor { epoch: 9 },
+        PeerYielded,
         Due(Timer::DefendWindow(Addr::Primary)),
         Due(Timer::DefendWindow(Addr::Monitor)),
         Due(Timer::FenceDelay),
@@ -505,6 +507,7 @@ fn random_inputs_never_claim_p_unsafely() {
             for _ in 0..40 {
                 let i = pool[rng.gen_range(0..pool.len())];
                 let role_before = m.role();
+                let armed_before = m.armed();
                 let acts = m.step(i);
                 if matches!(
                     i,
@@ -551,6 +554,11 @@ fn random_inputs_never_claim_p_unsafely() {
                         Role::Joining | Role::Conflict => {
                             assert!(last_join_ok, "join claim without M answering: {i:?}")
                         }
+                        // A joining peer left P to a monitor that never saw P answer.
+                        _ if i == PeerYielded => assert!(
+                            role_before == Role::Monitor && !armed_before,
+                            "a yield taken by an armed monitor or in {role_before:?}"
+                        ),
                         _ => assert!(
                             last_fence_ok || primary_left,
                             "claim of P without a confirmed fence or a leaving primary after {i:?}"
@@ -1103,6 +1111,113 @@ fn a_taken_over_notice_demotes_a_primary_below_it_only() {
     let mut monitor = settled(S, false);
     assert!(monitor.step(TakenOver { epoch: 5 }).is_empty());
     assert_eq!(monitor.role(), Role::Monitor);
+}
+
+#[test]
+fn a_primary_below_the_monitors_heartbeat_epoch_hands_p_over_and_rejoins_later() {
+    let mut m = settled(S, true);
+    assert!(
+        m.step(NewerMonitor { epoch: 1 }).is_empty(),
+        "same epoch: not newer"
+    );
+    let n = names(&m.step(NewerMonitor { epoch: 4 }));
+    assert_eq!(
+        n,
+        vec![
+            "demoted",
+            "Release(Primary)",
+            "SendLeaving(Primary)",
+            "Hook(OnFault)",
+            "role_changed",
+            "Retry(1s)"
+        ]
+    );
+    assert_eq!(m.role(), Role::Joining);
+    assert_eq!(m.epoch(), 4);
+    // The retry joins as usual.
+    assert!(names(&m.step(RetryDue)).contains(&"SendJoin".to_string()));
+    // A monitor (or joining host) takes note of the epoch and nothing else.
+    let mut monitor = settled(S, false);
+    assert!(monitor.step(NewerMonitor { epoch: 7 }).is_empty());
+    assert_eq!((monitor.role(), monitor.epoch()), (Role::Monitor, 7));
+}
+
+/// A cold start: a joining host whose data is older than the monitor's leaves P to it (once
+/// it has, it never claims P while joining); the monitor takes P only while it has never seen
+/// P answer.
+#[test]
+fn a_joining_host_leaves_p_to_a_monitor_with_newer_data() {
+    use super::{FLAG_NEWER_DATA, FLAG_TAKES_YIELD};
+    let newer = Answer {
+        flags: FLAG_NEWER_DATA | FLAG_TAKES_YIELD,
+        ..MON
+    };
+    let mut m = Machine::new(S, 0);
+    m.step(Start);
+    let n = names(&m.step(JoinDone {
+        monitor: Some(newer),
+        primary: None,
+    }));
+    assert_eq!(n, vec!["SendYield", "join_answered", "Retry(1s)"]);
+    m.step(RetryDue);
+    // The monitor stopped offering to take P (or its answer changed): still no claim.
+    let n = names(&m.step(JoinDone {
+        monitor: Some(MON),
+        primary: None,
+    }));
+    assert!(!n.contains(&"Claim(Primary)".to_string()), "{n:?}");
+    assert_eq!(m.role(), Role::Joining);
+    // Once the monitor took P, the host joins as monitor as usual.
+    m.step(RetryDue);
+    m.step(JoinDone {
+        monitor: None,
+        primary: Some(PEER),
+    });
+    m.step(Claimed {
+        addr: Addr::Monitor,
+        ok: true,
+    });
+    assert_eq!(m.role(), Role::Monitor);
+    // Newer data alone (a monitor that does not take P) is not a reason to wait.
+    let mut m = Machine::new(S, 0);
+    m.step(Start);
+    let n = names(&m.step(JoinDone {
+        monitor: Some(Answer {
+            flags: FLAG_NEWER_DATA,
+            ..MON
+        }),
+        primary: None,
+    }));
+    assert!(n.contains(&"Claim(Primary)".to_string()), "{n:?}");
+
+    // The monitor's side.
+    let mut fresh = settled(S, false);
+    assert!(fresh.takes_yield());
+    let n = names(&fresh.step(PeerYielded));
+    assert_eq!(
+        n,
+        vec![
+            "peer_yielded",
+            "role_changed",
+            "StopMonitoring",
+            "Release(Monitor)",
+            "Claim(Primary)"
+        ]
+    );
+    let (mut armed, _, _) = run(S, &monitor_armed());
+    assert!(!armed.takes_yield());
+    assert!(
+        armed.step(PeerYielded).is_empty(),
+        "P answered: a yield is stale"
+    );
+    let mut recovery_only = settled(
+        Policy {
+            takeover: false,
+            ..S
+        },
+        false,
+    );
+    assert!(recovery_only.step(PeerYielded).is_empty());
 }
 
 #[test]

@@ -60,7 +60,7 @@ impl EpochProbe {
                 };
             let _ = self
                 .sock
-                .send_to(&join_message(self.token, 0, self.node), self.to);
+                .send_to(&join_message(self.token, 0, self.node, 0), self.to);
         }
         let mut best = None;
         let mut buf = [0u8; 256];
@@ -79,14 +79,17 @@ impl EpochProbe {
     }
 }
 
-fn join_message(token: u64, seq: u64, node: u32) -> [u8; failover_common::wire::LEN] {
+/// A join request; its epoch field carries the sender's data mark
+/// (`sync::Store::data_mark`), which the answer compares with the responder's
+/// (`FLAG_NEWER_DATA` / `FLAG_OLDER_DATA`).
+fn join_message(token: u64, seq: u64, node: u32, data: u64) -> [u8; failover_common::wire::LEN] {
     Message {
         kind: Kind::Join,
         role: Role::Joining.code(),
         flags: 0,
         token,
         seq,
-        epoch: 0,
+        epoch: data,
         node,
     }
     .encode()
@@ -120,6 +123,8 @@ pub struct JoinJob {
     pub primary: IpAddr,
     /// This node's id (answers from it are ignored).
     pub node: u32,
+    /// This host's data mark (0 without `[sync]`).
+    pub data: u64,
     /// The second time period.
     pub window: Duration,
 }
@@ -134,7 +139,7 @@ impl JoinJob {
             self.local,
             &targets,
             self.port,
-            self.node,
+            (self.node, self.data),
             self.window,
         )
         .await
@@ -156,10 +161,19 @@ pub async fn ask_peer(
     interface: &str,
     local: IpAddr,
     peer: SocketAddr,
-    node: u32,
+    (node, data): (u32, u64),
     window: Duration,
 ) -> Option<Answer> {
-    match ask(interface, local, &[peer.ip()], peer.port(), node, window).await {
+    match ask(
+        interface,
+        local,
+        &[peer.ip()],
+        peer.port(),
+        (node, data),
+        window,
+    )
+    .await
+    {
         Ok(a) => a[0],
         Err(e) => {
             tracing::warn!(%peer, error = %e, "could not ask the peer");
@@ -170,12 +184,13 @@ pub async fn ask_peer(
 
 /// Join requests from `local` to each of `targets` (at `port`), resent five times within
 /// `window`; the first answer of each (from another node), in the order of `targets`.
+/// `node` and `data` are this host's id and data mark.
 async fn ask(
     interface: &str,
     local: IpAddr,
     targets: &[IpAddr],
     port: u16,
-    node: u32,
+    (node, data): (u32, u64),
     window: Duration,
 ) -> std::io::Result<Vec<Option<Answer>>> {
     let sock = UdpSocket::from_std(join_socket(interface, local)?)?;
@@ -189,7 +204,7 @@ async fn ask(
     while Instant::now() < deadline && answers.iter().any(Option::is_none) {
         if Instant::now() >= next_send {
             seq += 1;
-            let msg = join_message(token, seq, node);
+            let msg = join_message(token, seq, node, data);
             for (target, got) in targets.iter().zip(&answers) {
                 if got.is_none() {
                     if let Err(e) = sock.send_to(&msg, SocketAddr::new(*target, port)).await {

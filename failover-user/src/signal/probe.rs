@@ -88,6 +88,8 @@ pub struct Prober {
     icmp_id: u16,
     token: u64,
     next_seq: u64,
+    /// Carried in UDP heartbeats.
+    epoch: u64,
 }
 
 impl Prober {
@@ -160,7 +162,13 @@ impl Prober {
             icmp_id,
             token: rand::random(),
             next_seq: 1,
+            epoch: 0,
         })
+    }
+
+    /// The epoch carried in UDP heartbeats from now on (the sender's persisted epoch).
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
     }
 
     /// The ICMP identifier this prober uses.
@@ -215,7 +223,7 @@ impl Prober {
                 flags: 0,
                 token: self.token,
                 seq,
-                epoch: 0,
+                epoch: self.epoch,
                 node: 0,
             }
             .encode()

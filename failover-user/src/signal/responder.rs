@@ -45,6 +45,9 @@ pub struct Identity {
     pub flags: AtomicU8,
     /// Node id carried in replies.
     pub node: u32,
+    /// This host's data mark (`sync::Store::data_mark`, 0 without `[sync]`): join answers
+    /// say whether it is above or below the asker's (`FLAG_NEWER_DATA`, `FLAG_OLDER_DATA`).
+    pub data: AtomicU64,
 }
 
 /// Counters of a responder.
@@ -66,7 +69,9 @@ pub struct Responder {
     addr: SocketAddr,
     identity: Arc<Identity>,
     kinds: &'static [Kind],
-    /// Called with every notice (`leaving`: a planned stop of the sender; `taken over`).
+    /// Called with every notice (`leaving`: a planned stop of the sender; `taken over`), and
+    /// once per higher epoch with a heartbeat whose epoch is above this host's while it is
+    /// primary (the monitor was primary after it).
     on_notice: Option<Box<dyn Fn(Message) + Send>>,
     /// Counters, readable while it runs.
     pub counters: Arc<ResponderCounters>,
@@ -217,6 +222,8 @@ impl Responder {
             source,
         })?;
         let mut buf = [0u8; 512];
+        // The highest epoch already reported from a heartbeat: reported once, not per probe.
+        let mut newer_reported = 0u64;
         loop {
             let (n, from) =
                 sock.recv_from(&mut buf)
@@ -227,16 +234,29 @@ impl Responder {
                     })?;
             let msg = Message::decode(&buf[..n]).ok();
             if let (Some(m), Some(f)) = (
-                msg.filter(|m| matches!(m.kind, Kind::Leaving | Kind::TakenOver)),
+                msg.filter(|m| matches!(m.kind, Kind::Leaving | Kind::TakenOver | Kind::Yield)),
                 &self.on_notice,
             ) {
                 f(m);
                 continue;
             }
+            if let (Some(m), Some(f)) = (
+                msg.filter(|m| {
+                    m.kind == Kind::Heartbeat
+                        && m.epoch > newer_reported
+                        && m.epoch > self.identity.epoch.load(Ordering::Relaxed)
+                        && self.identity.role.load(Ordering::Relaxed)
+                            == crate::role::Role::Primary.code()
+                }),
+                &self.on_notice,
+            ) {
+                newer_reported = m.epoch;
+                f(m);
+            }
             let reply = msg.filter(|m| self.kinds.contains(&m.kind)).and_then(|m| {
                 m.reply(
                     self.identity.role.load(Ordering::Relaxed),
-                    self.identity.flags.load(Ordering::Relaxed),
+                    self.identity.flags.load(Ordering::Relaxed) | data_flags(&self.identity, &m),
                     self.identity.epoch.load(Ordering::Relaxed),
                     self.identity.node,
                 )
@@ -257,6 +277,20 @@ impl Responder {
                 Err(e) => tracing::debug!(%from, error = %e, "reply failed"),
             }
         }
+    }
+}
+
+/// For a join request (whose epoch field carries the asker's data mark): how this host's
+/// data compares with the asker's.
+fn data_flags(identity: &Identity, m: &Message) -> u8 {
+    use crate::role::{FLAG_NEWER_DATA, FLAG_OLDER_DATA};
+    if m.kind != Kind::Join {
+        return 0;
+    }
+    match identity.data.load(Ordering::Relaxed).cmp(&m.epoch) {
+        std::cmp::Ordering::Greater => FLAG_NEWER_DATA,
+        std::cmp::Ordering::Less => FLAG_OLDER_DATA,
+        std::cmp::Ordering::Equal => 0,
     }
 }
 

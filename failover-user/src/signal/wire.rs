@@ -16,6 +16,8 @@ pub enum Kind {
     Leaving,
     /// The sender took P over at its epoch (not answered).
     TakenOver,
+    /// The sender, joining, leaves P to the monitor, whose data is newer (not answered).
+    Yield,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
             Kind::JoinReply => wire::KIND_JOIN_REPLY,
             Kind::Leaving => wire::KIND_LEAVING,
             Kind::TakenOver => wire::KIND_TAKEN_OVER,
+            Kind::Yield => wire::KIND_YIELD,
         }
     }
 
@@ -38,6 +41,7 @@ impl Kind {
             wire::KIND_JOIN_REPLY => Kind::JoinReply,
             wire::KIND_LEAVING => Kind::Leaving,
             wire::KIND_TAKEN_OVER => Kind::TakenOver,
+            wire::KIND_YIELD => Kind::Yield,
             _ => return None,
         })
     }

@@ -144,6 +144,21 @@ impl Store {
             .and_then(|s| s.trim().parse().ok())
     }
 
+    /// How new this host's data is, as one number that orders two hosts' data (carried in
+    /// join requests, so that a cold start makes the host with the newer data primary): the
+    /// epoch it was served at (by this host since the last copy, else by the primary the
+    /// copy came from), then, within one epoch, data served here above any copy of it and
+    /// copies by generation. 0: no copy, and nothing served since.
+    pub fn data_mark(&self) -> Result<u64, SyncError> {
+        let mark = |epoch: u64, below: u64| (epoch.min(u64::from(u32::MAX)) << 32) | below;
+        if let Some(epoch) = self.served() {
+            return Ok(mark(epoch, u64::from(u32::MAX)));
+        }
+        Ok(self
+            .current()?
+            .map_or(0, |g| mark(g.epoch, g.number.min(u64::from(u32::MAX) - 1))))
+    }
+
     fn served_path(&self) -> PathBuf {
         self.parent().join(format!("{}.served", self.base()))
     }

@@ -406,3 +406,28 @@ fn own_data_newer_than_the_offer_is_not_replaced() {
         "served here at epoch 7"
     );
 }
+
+/// The data mark orders two hosts' data: by the epoch it was served at, then data served
+/// here above a copy of the same epoch, then copies by generation.
+#[test]
+fn the_data_mark_orders_by_epoch_then_served_then_generation() {
+    let p = Pair::new("data-mark");
+    fs::write(p.src.join("f"), "x").unwrap();
+    let store = Store::open(&p.dst).unwrap();
+    assert_eq!(store.data_mark().unwrap(), 0, "nothing yet");
+    copy_at(&p.src, &p.dst, PullOptions::default(), 3).unwrap();
+    let first = store.data_mark().unwrap();
+    fs::write(p.src.join("f"), "y").unwrap();
+    copy_at(&p.src, &p.dst, PullOptions::default(), 3).unwrap();
+    let second = store.data_mark().unwrap();
+    assert!(0 < first && first < second, "{first} {second}");
+    store.mark_served(3).unwrap();
+    let served_3 = store.data_mark().unwrap();
+    assert!(second < served_3, "served at 3 beats every copy from 3");
+    // A copy of the same epoch 4 on another host outranks what was served at 3.
+    let other = Pair::new("data-mark-other");
+    fs::write(other.src.join("f"), "z").unwrap();
+    copy_at(&other.src, &other.dst, PullOptions::default(), 4).unwrap();
+    let copy_4 = Store::open(&other.dst).unwrap().data_mark().unwrap();
+    assert!(served_3 < copy_4, "{served_3} {copy_4}");
+}

@@ -744,3 +744,52 @@ fn a_cold_start_with_both_on_m_settles_without_a_fence() {
     }
     assert_no_split_brain(&mut pair);
 }
+
+/// A primary that survived a takeover (a fence that did not remove it) and a monitor that was
+/// primary after it: the monitor's heartbeats carry its higher epoch, the stale primary hands
+/// P over as a leaving primary does (`demoted`, `leaving`), the monitor takes P without a
+/// fence, and the old primary rejoins as monitor.
+#[test]
+fn a_primary_below_the_monitors_epoch_hands_p_over_without_a_fence() {
+    let mut pair = Pair::new(Options::default());
+    let (primary, monitor) = pair.cold_start();
+    let a_epoch = pair.status(primary)["epoch"].as_u64().expect("epoch");
+    // The monitor stops, and comes back with the epoch of a later takeover of its own.
+    pair.terminate(monitor).expect("the monitor stopped");
+    let later = a_epoch + 5;
+    let dir = pair.config(monitor).state_dir;
+    std::fs::create_dir_all(&dir).expect("state dir");
+    std::fs::write(dir.join("epoch"), format!("{later}\n")).expect("write the epoch");
+    let mark = pair.mark();
+    pair.start(monitor);
+    let demoted = pair.wait_event(primary, mark, "demoted", |_| true);
+    assert!(
+        demoted["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("epoch {later}"))),
+        "{demoted}"
+    );
+    let took = pair.wait_role(monitor, mark, "primary");
+    let released = pair.wait_event(primary, mark, "address_released", |v| {
+        v["detail"].as_str().unwrap_or("").contains("primary")
+    });
+    eprintln!(
+        "TIMES demoted -> P released {:.1} ms, -> peer primary {:.1} ms",
+        (ts(&released) as f64 - ts(&demoted) as f64) / 1e6,
+        (ts(&took) as f64 - ts(&demoted) as f64) / 1e6
+    );
+    assert_eq!(
+        pair.status(monitor)["epoch"].as_u64(),
+        Some(later + 1),
+        "the takeover goes above every epoch seen"
+    );
+    pair.wait_role(primary, ts(&demoted), "monitor");
+    assert_roles(&pair, monitor, primary);
+    assert!(
+        pair.fence_log(monitor).is_empty() && pair.fence_log(primary).is_empty(),
+        "nobody fenced: {:?} {:?}",
+        pair.fence_log(monitor),
+        pair.fence_log(primary)
+    );
+    assert_no_split_brain(&mut pair);
+}

@@ -1,7 +1,7 @@
 //! What a copy may never do to data (docs/sync.md, "Which copy wins"): a fenced primary's
 //! writes since its last copy are not deleted when it rejoins and takes its first copy from
 //! the new primary; they are kept aside as `DIR.diverged-EPOCH`, with an event and a line in
-//! `status`.
+//! `status`. A cold start makes the host with the newer data primary, whichever is preferred.
 use failover_harness::{
     events::ts,
     mono_ns,
@@ -118,4 +118,66 @@ fn a_copy_older_than_max_age_is_served_only_with_serve_stale_after_a_confirmed_f
             }));
         }
     }
+}
+
+/// Y was primary (epoch 1) and stopped; X, its monitor, took P over without a fence (a
+/// handover, epoch 2) and served, then stopped too. At the next cold start X comes up first
+/// and holds M; Y joins, hears that the monitor's data is newer and leaves P to it
+/// (`join_answered` ... "leaving P to it", X's `peer_yielded`): X serves its newer data, Y
+/// becomes its monitor, nobody is fenced and nothing is refused.
+#[test]
+fn a_cold_start_makes_the_host_with_the_newer_data_primary() {
+    let mut pair = Pair::new(Options::default());
+    pair.with_sync("");
+    let data = |h: Host| pair.dir.join(format!("data-{}", h.name()));
+    let (y, x) = pair.cold_start();
+    std::fs::write(data(y).join("f"), "v1").unwrap();
+    let wrote = mono_ns();
+    let started = pair.wait_event(x, 0, "sync_started", |v| ts(v) > wrote);
+    pair.wait_event(x, 0, "sync_done", |v| ts(v) > ts(&started));
+    let mark = pair.mark();
+    pair.terminate(y).expect("Y stopped");
+    pair.wait_role(x, mark, "primary");
+    std::fs::write(data(x).join("f"), "v2, served by X").unwrap();
+    pair.terminate(x).expect("X stopped");
+
+    let mark = pair.mark();
+    pair.start(x);
+    pair.wait_role(x, mark, "monitor");
+    pair.start(y);
+    let yielded = pair.wait_event(y, mark, "join_answered", |v| {
+        v["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("leaving P to it"))
+    });
+    pair.wait_event(x, mark, "peer_yielded", |_| true);
+    let took = pair.wait_role(x, mark, "primary");
+    pair.wait_role(y, ts(&took), "monitor");
+    eprintln!(
+        "TIMES yield -> X primary {:.1} ms",
+        (ts(&took) as f64 - ts(&yielded) as f64) / 1e6
+    );
+    // Y's first copy brings X's data; Y's own (older) is kept aside, as always.
+    let t = mono_ns();
+    let started = pair.wait_event(y, mark, "sync_started", |v| ts(v) > t);
+    pair.wait_event(y, mark, "sync_done", |v| ts(v) > ts(&started));
+    assert_eq!(
+        std::fs::read_to_string(data(y).join("f")).unwrap(),
+        "v2, served by X"
+    );
+    for h in Host::BOTH {
+        assert!(
+            !pair.emitted(h, mark, "boot_requested", |_| true),
+            "{} fenced nobody",
+            h.name()
+        );
+        assert!(
+            !pair.emitted(h, mark, "sync_refused", |_| true),
+            "{} refused no copy",
+            h.name()
+        );
+    }
+    let (samples, both) = pair.stop_watch();
+    assert!(samples > 0);
+    assert_eq!(both, 0, "P was held twice in {both} of {samples} samples");
 }

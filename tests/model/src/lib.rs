@@ -51,6 +51,8 @@ pub enum Step {
     TimerDue(HostId, usize),
     GraceExpired(HostId),
     Heartbeat(HostId),
+    /// Primary `h` receives a heartbeat probe carrying the monitor's higher epoch.
+    NewerMonitor(HostId),
     Check {
         h: HostId,
         p: bool,
@@ -89,6 +91,7 @@ impl Step {
             | Step::TimerDue(h, _)
             | Step::GraceExpired(h)
             | Step::Heartbeat(h)
+            | Step::NewerMonitor(h)
             | Step::Check { h, .. }
             | Step::BootAccepted(h)
             | Step::BootDone(h)
@@ -121,11 +124,13 @@ impl Step {
     }
 }
 
-/// The model: how many faults a path may have, and whether BMCs may lie.
+/// The model: how many faults a path may have, whether BMCs may lie, and which host's data
+/// is newer (if either; the preferred host is host 0).
 #[derive(Clone, Debug)]
 pub struct Protocol {
     pub faults: u8,
     pub lies: bool,
+    pub newer: Option<HostId>,
 }
 
 impl Protocol {
@@ -141,6 +146,7 @@ impl Protocol {
             dups_left: 1,
             lied: false,
             fenced_without_decision: false,
+            newer: self.newer,
         };
         for h in 0..2 {
             start_daemon(&mut w, h, &mut None);
@@ -205,6 +211,9 @@ impl Protocol {
             if Self::heartbeat_news(w, h).is_some() {
                 out.push(Step::Heartbeat(h));
             }
+            if Self::newer_monitor(w, h).is_some() {
+                out.push(Step::NewerMonitor(h));
+            }
             for p in [true, false] {
                 if Self::sees_second_holder(w, h, p) {
                     out.push(Step::Check { h, p });
@@ -258,6 +267,21 @@ impl Protocol {
             (false, true, true, false) => Some(LivenessEvent::Failed { consecutive: 10 }),
             _ => None,
         }
+    }
+
+    /// The epoch of the monitor's heartbeats that primary `h` receives, if above its own
+    /// (the responder reports each higher epoch once; the machine then raises its own).
+    fn newer_monitor(w: &World, h: HostId) -> Option<u64> {
+        let (host, mon) = (&w.hosts[h], &w.hosts[other(h)]);
+        let epoch = mon.m.epoch();
+        (host.daemon == Daemon::Running
+            && host.has_p
+            && host.m.role() == failover::role::Role::Primary
+            && mon.monitoring
+            && mon.daemon == Daemon::Running
+            && w.path(other(h), h)
+            && epoch > host.m.epoch())
+        .then_some(epoch)
     }
 
     /// `h`'s check of an address it holds is answered by the other host, which holds it too.
@@ -327,6 +351,8 @@ impl Protocol {
                 let input = match msg {
                     Msg::Leaving { role, epoch } => Some(Input::PeerLeaving { role, epoch }),
                     Msg::TakenOver { epoch } => Some(Input::TakenOver { epoch }),
+                    // The runtime reports a yield only when this host's data is newer.
+                    Msg::Yield => (w.newer == Some(h)).then_some(Input::PeerYielded),
                     Msg::Announce { p } => {
                         let held = if p {
                             w.hosts[h].has_p
@@ -356,15 +382,15 @@ impl Protocol {
                 let o = other(h);
                 w.hosts[h].join = false;
                 let reach = w.answers(o, h);
-                let monitor = (reach && w.hosts[o].has_m && !lose_m).then(|| w.answer(o));
-                let primary = (reach && w.hosts[o].has_p && !lose_p).then(|| w.answer(o));
+                let monitor = (reach && w.hosts[o].has_m && !lose_m).then(|| w.answer(o, h));
+                let primary = (reach && w.hosts[o].has_p && !lose_p).then(|| w.answer(o, h));
                 feed(w, h, Input::JoinDone { monitor, primary }, log);
             }
             Step::AskDone { h, lost } => {
                 let o = other(h);
                 w.hosts[h].ask = false;
                 let input = if w.answers(o, h) && !lost {
-                    Input::PeerSeen(w.answer(o))
+                    Input::PeerSeen(w.answer(o, h))
                 } else {
                     Input::PeerSilent
                 };
@@ -418,6 +444,11 @@ impl Protocol {
                     }
                 }
                 feed(w, h, Input::Liveness(ev), log);
+            }
+            Step::NewerMonitor(h) => {
+                if let Some(epoch) = Self::newer_monitor(w, h) {
+                    feed(w, h, Input::NewerMonitor { epoch }, log);
+                }
             }
             Step::Check { h, p } => {
                 let addr = if p { Addr::Primary } else { Addr::Monitor };
@@ -664,6 +695,12 @@ impl Model for Protocol {
             Property::sometimes("two servers after a lie", |_, w: &World| {
                 w.lied && w.serving(0) && w.serving(1)
             }),
+            Property::sometimes("the newer data serves first", |_, w: &World| {
+                // The host with the newer data (not the preferred one) is the first primary.
+                w.newer.is_some_and(|h| {
+                    w.serving(h) && w.hosts[h].m.epoch() == 1 && w.hosts[other(h)].power
+                })
+            }),
             Property::always("someone serves P", |m: &Protocol, w: &World| {
                 if !w.hosts[0].power && !w.hosts[1].power {
                     return true; // nothing can serve until someone powers a host on
@@ -692,13 +729,27 @@ pub struct Outcome {
 }
 
 /// The properties that only need an example (coverage), not a proof.
-pub const SOMETIMES: [&str; 2] = ["a fenced takeover", "two servers after a lie"];
+pub const SOMETIMES: [&str; 3] = [
+    "a fenced takeover",
+    "two servers after a lie",
+    "the newer data serves first",
+];
 
 /// Checks the model to `depth` steps with `faults` faults per path (BMCs lie only with
-/// `lies`), on `threads` threads.
-pub fn check(depth: usize, faults: u8, lies: bool, threads: usize) -> Outcome {
+/// `lies`; `newer`: the host whose data is newer), on `threads` threads.
+pub fn check(
+    depth: usize,
+    faults: u8,
+    lies: bool,
+    newer: Option<HostId>,
+    threads: usize,
+) -> Outcome {
     use stateright::Checker as _;
-    let model = Protocol { faults, lies };
+    let model = Protocol {
+        faults,
+        lies,
+        newer,
+    };
     let started = std::time::Instant::now();
     let c = model
         .clone()

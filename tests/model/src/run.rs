@@ -104,9 +104,9 @@ fn execute(
             }
         }
         Action::CancelBoot => host.boot = None,
-        Action::SendLeaving => {
+        Action::SendLeaving(role) => {
             let msg = Msg::Leaving {
-                role: host.m.role().code(),
+                role: role.code(),
                 epoch: host.m.epoch(),
             };
             // The runtime never tells the monitor to take P while P is still held.
@@ -133,6 +133,7 @@ fn execute(
             let epoch = host.m.epoch();
             w.send(h, Msg::TakenOver { epoch });
         }
+        Action::SendYield => w.send(h, Msg::Yield),
         Action::Schedule(t, _) => host.timers[timer_slot(t)] = true,
     }
     None

@@ -3,7 +3,8 @@
 //!
 //! Everything is a plain value with `Hash` and `Eq`, so the checker can tell states apart.
 use failover::role::{
-    Addr, Answer, BootAction, Machine, Timer, FLAG_HOLDS_M, FLAG_HOLDS_P, FLAG_PREFERRED,
+    Addr, Answer, BootAction, Machine, Timer, FLAG_HOLDS_M, FLAG_HOLDS_P, FLAG_NEWER_DATA,
+    FLAG_OLDER_DATA, FLAG_PREFERRED, FLAG_TAKES_YIELD,
 };
 
 /// Host index: 0 is A (preferred primary, lower MAC, node id 1), 1 is B (node id 2).
@@ -50,6 +51,8 @@ pub enum Msg {
     TakenOver { epoch: u64 },
     /// The peer's announcement (GARP / NA) of an address.
     Announce { p: bool },
+    /// The joining peer leaves P to this host (its data is newer).
+    Yield,
 }
 
 /// A host.
@@ -129,6 +132,8 @@ pub struct World {
     pub lied: bool,
     /// Violations, recorded when they happen (checked by the properties).
     pub fenced_without_decision: bool,
+    /// The host whose data is newer (join answers say so), if either.
+    pub newer: Option<HostId>,
 }
 
 impl World {
@@ -153,10 +158,19 @@ impl World {
         self.serving(h) && self.hosts[h].daemon == Daemon::Running && self.round_trip(from, h)
     }
 
-    /// What `h` says about itself in answers.
-    pub fn answer(&self, h: HostId) -> Answer {
+    /// What `h` says about itself in answers to `to`.
+    pub fn answer(&self, h: HostId, to: HostId) -> Answer {
         let host = &self.hosts[h];
         let mut flags = 0;
+        if self.newer == Some(h) {
+            flags |= FLAG_NEWER_DATA;
+        }
+        if self.newer == Some(to) {
+            flags |= FLAG_OLDER_DATA;
+        }
+        if host.m.takes_yield() {
+            flags |= FLAG_TAKES_YIELD;
+        }
         if h == 0 {
             flags |= FLAG_PREFERRED;
         }
