@@ -60,6 +60,9 @@ pub struct SyncStatus {
     /// The epoch of the primary that served the current copy (0: unknown).
     #[serde(default)]
     pub generation_epoch: u64,
+    /// The primary that served the current copy (its name; empty: unknown).
+    #[serde(default)]
+    pub generation_origin: String,
     /// Set while copies are refused because this host's own data is newer than the
     /// primary's: says so, with both epochs. This host holds the newer data.
     #[serde(default)]

@@ -35,6 +35,8 @@ pub(super) struct Copier {
     deadlines: SyncDeadlines,
     /// The peer's sync server.
     peer: SocketAddr,
+    /// The peer's `node.peer_name`, recorded as the origin of its copies.
+    peer_name: String,
     store: Arc<Store>,
     key: Key,
     /// The pull in flight, if any: its thread, its cancel signal and its commit gate.
@@ -103,6 +105,10 @@ impl Copier {
             generation: current.as_ref().map_or(0, |g| g.number),
             completed_unix_ms: current.as_ref().map_or(0, |g| g.completed_ms),
             generation_epoch: current.as_ref().map_or(0, |g| g.epoch),
+            generation_origin: current
+                .as_ref()
+                .map(|g| g.origin.clone())
+                .unwrap_or_default(),
             kept_aside: kept_aside(&store),
             ..Default::default()
         });
@@ -127,6 +133,7 @@ impl Copier {
         ));
         Ok(Some(Copier {
             peer: SocketAddr::new(cfg.node.peer, sc.port),
+            peer_name: cfg.node.peer_name.clone(),
             cfg: sc,
             deadlines,
             store,
@@ -181,6 +188,7 @@ impl Copier {
         let g = gate.clone();
         let dir = self.cfg.dir.clone();
         let opts = sync::PullOptions {
+            origin: self.peer_name.clone(),
             keep_setid: self.cfg.keep_setid,
         };
         let thread = on_copy_thread(async move {
@@ -229,6 +237,7 @@ impl Copier {
                 Ok(rep) => {
                     sst.newer_data_here = None;
                     sst.generation_epoch = rep.generation.epoch;
+                    sst.generation_origin = rep.generation.origin.clone();
                     sst.generation = rep.generation.number;
                     sst.completed_unix_ms = rep.generation.completed_ms;
                     sst.copies += 1;

@@ -12,8 +12,10 @@ use super::{io_err, nofollow, Entry, Manifest, SyncError};
 const SETID: u32 = 0o6000;
 
 /// How the monitor takes a copy in.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PullOptions {
+    /// The host the copy comes from (the primary serving it), recorded in the generation.
+    pub origin: String,
     /// Keep setuid and setgid on files (`sync.keep_setid`). Off: they are dropped, so a copy
     /// never brings the monitor a program that runs as another user.
     pub keep_setid: bool,

@@ -423,7 +423,7 @@ pub async fn pull_with(
     .await;
     match result {
         Ok((bytes_changed, bytes_sent, files_sent)) => {
-            let generation = store.commit(stage, &final_m, gate)?;
+            let generation = store.commit(stage, &final_m, gate, &opts.origin)?;
             Ok(CopyReport {
                 generation,
                 bytes_changed,

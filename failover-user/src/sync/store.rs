@@ -62,6 +62,9 @@ pub struct Generation {
     /// The epoch of the primary that served this copy (0: unknown).
     #[serde(default)]
     pub epoch: u64,
+    /// The primary that served this copy (its `node.name`; empty: unknown).
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// Wall-clock Unix time in ms (copies are dated for the operator, across reboots).
@@ -284,6 +287,7 @@ impl Store {
                     completed_ms: 0,
                     bytes: 0,
                     epoch: 0,
+                    origin: String::new(),
                 }),
         ))
     }
@@ -353,6 +357,7 @@ impl Store {
         stage: Stage,
         manifest: &Manifest,
         gate: &CommitGate,
+        origin: &str,
     ) -> Result<Generation, SyncError> {
         if gate.is_closed() {
             return Err(SyncError::Cancelled);
@@ -366,6 +371,7 @@ impl Store {
             completed_ms: unix_ms(),
             bytes: manifest.bytes(),
             epoch: manifest.epoch,
+            origin: origin.to_string(),
         };
         let meta = self.meta_path(stage.number);
         fs::write(&meta, serde_json::to_vec(&g).unwrap_or_default())
@@ -667,7 +673,7 @@ mod tests {
         }
         st.finish("f", 0o644).unwrap();
         let m = Manifest::scan(st.path()).unwrap();
-        store.commit(st, &m, &CommitGate::default()).unwrap()
+        store.commit(st, &m, &CommitGate::default(), "a").unwrap()
     }
 
     fn read(p: &Path) -> String {

@@ -247,7 +247,15 @@ fn setuid_and_setgid_are_dropped_unless_kept_and_the_sticky_bit_stays() {
         "a directory keeps setgid and sticky"
     );
     let old = File::open(t.dst.join("prog")).unwrap();
-    let r = copy(&t.src, &t.dst, PullOptions { keep_setid: true }).unwrap();
+    let r = copy(
+        &t.src,
+        &t.dst,
+        PullOptions {
+            keep_setid: true,
+            ..PullOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(r.files_sent, 0, "the content was here already");
     assert_eq!(mode(&t.dst.join("prog")), 0o4755);
     assert_eq!(mode(&t.dst.join("grp")), 0o2750);

@@ -165,6 +165,13 @@ fn a_cold_start_makes_the_host_with_the_newer_data_primary() {
         std::fs::read_to_string(data(y).join("f")).unwrap(),
         "v2, served by X"
     );
+    let st = pair.status(y);
+    assert_eq!(st["sync"]["generation_origin"], x.name(), "{st}");
+    assert_eq!(
+        st["sync"]["generation_epoch"],
+        pair.status(x)["epoch"],
+        "{st}"
+    );
     for h in Host::BOTH {
         assert!(
             !pair.emitted(h, mark, "boot_requested", |_| true),
