@@ -111,11 +111,17 @@ pub enum Event {
     /// The monitor took P with a copy older than `sync.max_age` (`sync.serve_stale`, the peer
     /// confirmed off).
     StaleCopyServed,
+    /// The witness refused to revoke the primary's lease: the primary still reaches it.
+    RevokeRefused,
+    /// The witness revoked the primary's lease (the epoch persisted first).
+    LeaseRevoked,
+    /// A peer's clock runs outside the assumed rate bound (measured over 10 s).
+    ClockRateSuspect,
 }
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 47] = [
+    pub const ALL: [Event; 50] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -163,6 +169,9 @@ impl Event {
         Event::TakeoverRefused,
         Event::StaleCopyServed,
         Event::SyncRefused,
+        Event::RevokeRefused,
+        Event::LeaseRevoked,
+        Event::ClockRateSuspect,
     ];
 
     /// The stable name: the `event` field of the log line.
@@ -215,6 +224,9 @@ impl Event {
             Event::TakeoverRefused => "takeover_refused",
             Event::SyncRefused => "sync_refused",
             Event::StaleCopyServed => "stale_copy_served",
+            Event::RevokeRefused => "revoke_refused",
+            Event::LeaseRevoked => "lease_revoked",
+            Event::ClockRateSuspect => "clock_rate_suspect",
         }
     }
 
@@ -242,6 +254,8 @@ impl Event {
                 | Event::TakeoverRefused
                 | Event::SyncRefused
                 | Event::StaleCopyServed
+                | Event::RevokeRefused
+                | Event::ClockRateSuspect
         )
     }
 }

@@ -13,6 +13,7 @@ pub mod event;
 pub mod fastpath;
 pub mod fence;
 pub mod hooks;
+pub mod lease;
 pub mod listen;
 pub mod logging;
 pub mod role;
@@ -20,6 +21,7 @@ pub mod signal;
 pub mod state;
 pub mod sync;
 pub mod sys;
+pub mod witness;
 
 #[cfg(test)]
 mod fuzz_regressions;

@@ -35,18 +35,25 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub struct EpochStore {
     dir: PathBuf,
+    file: &'static str,
 }
 
 impl EpochStore {
     /// The store in `dir` (created on the first write).
     pub fn new(dir: &Path) -> EpochStore {
+        EpochStore::named(dir, "epoch")
+    }
+
+    /// An epoch kept in `dir/file` (the witness keeps the revoked epoch so).
+    pub fn named(dir: &Path, file: &'static str) -> EpochStore {
         EpochStore {
             dir: dir.to_path_buf(),
+            file,
         }
     }
 
     fn path(&self) -> PathBuf {
-        self.dir.join("epoch")
+        self.dir.join(self.file)
     }
 
     /// The persisted epoch; 0 when none was ever written.
@@ -74,7 +81,7 @@ impl EpochStore {
         };
         fs::create_dir_all(&self.dir).map_err(io("create state directory", &self.dir))?;
         let path = self.path();
-        let tmp = self.dir.join("epoch.tmp");
+        let tmp = self.dir.join(format!("{}.tmp", self.file));
         let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
         writeln!(f, "{epoch}").map_err(io("write", &tmp))?;
         f.sync_all().map_err(io("fsync", &tmp))?;

@@ -49,6 +49,32 @@ pub enum ConfigError {
     },
 }
 
+/// Parses TOML `text` from `path` into `T`; an error names the file, the dotted field and the
+/// line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let mut message = inner.message().to_string();
+        if field != "." {
+            message = format!("{field}: {message}");
+        }
+        if let Some(line) = line {
+            message.push_str(&format!(" (line {line})"));
+        }
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        }
+    })
+}
+
 /// A duration written as a human string ("10ms", "1s", "250us").
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -202,25 +228,7 @@ impl Config {
     /// Parses and validates `text`; `path` names the file in errors, and relative paths of the
     /// programs and secrets it names are taken relative to its directory.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
-            .map_err(|e| {
-                let field = e.path().to_string();
-                let inner = e.into_inner();
-                let line = inner
-                    .span()
-                    .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-                let mut message = inner.message().to_string();
-                if field != "." {
-                    message = format!("{field}: {message}");
-                }
-                if let Some(line) = line {
-                    message.push_str(&format!(" (line {line})"));
-                }
-                ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    message,
-                }
-            })?;
+        let mut cfg: Config = parse_toml(path, text)?;
         cfg.file = path.to_path_buf();
         // Against the file's directory made absolute: `--config failover.toml` must not leave
         // `fence-peer.sh` to a PATH lookup when the daemon runs it.

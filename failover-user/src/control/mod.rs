@@ -9,8 +9,8 @@ use std::{io, path::PathBuf};
 pub use endpoint::{bind_metrics, serve_metrics, METRICS_CONNECTIONS, METRICS_DEADLINE};
 pub use metrics::{Metrics, DETECTION_BUCKETS_MS};
 pub use status::{
-    bind_control, query_status, serve_control, BootStatus, PeerStatus, SharedStatus, Status,
-    SyncStatus, CONTROL_CONNECTIONS, CONTROL_DEADLINE,
+    bind_control, query_json, query_status, serve_control, serve_json, BootStatus, PeerStatus,
+    SharedStatus, Status, SyncStatus, CONTROL_CONNECTIONS, CONTROL_DEADLINE,
 };
 
 /// A control-plane failure.

@@ -121,7 +121,7 @@ pub async fn bind_control(path: &Path) -> Result<UnixListener, ControlError> {
             let mut c = UnixStream::connect(path).await.ok()?;
             let mut buf = String::new();
             c.read_to_string(&mut buf).await.ok()?;
-            serde_json::from_str::<Status>(buf.trim()).ok()
+            serde_json::from_str::<serde_json::Value>(buf.trim()).ok()
         };
         if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), answered).await {
             return Err(ControlError::InUse {
@@ -145,6 +145,12 @@ pub const CONTROL_DEADLINE: Duration = Duration::from_secs(2);
 /// Serves `status` requests: each connection gets the status as one JSON line, within
 /// [`CONTROL_DEADLINE`]; at most [`CONTROL_CONNECTIONS`] at once (`crate::listen`).
 pub async fn serve_control(listener: UnixListener, status: SharedStatus) {
+    serve_json(listener, move || render(&status)).await
+}
+
+/// Serves one JSON line, from `render`, to each connection (the daemon's status, the
+/// witness's): within [`CONTROL_DEADLINE`], at most [`CONTROL_CONNECTIONS`] at once.
+pub async fn serve_json(listener: UnixListener, render: impl Fn() -> String) {
     let mut backoff = Backoff::new("control socket");
     let slots = Slots::new("control socket", CONTROL_CONNECTIONS, "read its answer");
     loop {
@@ -158,7 +164,7 @@ pub async fn serve_control(listener: UnixListener, status: SharedStatus) {
         let Some(mut slot) = slots.admit(from) else {
             continue;
         };
-        let body = render(&status);
+        let body = render();
         tokio::spawn(async move {
             let write = tokio::time::timeout(CONTROL_DEADLINE, async {
                 conn.write_all(body.as_bytes()).await?;
@@ -189,6 +195,15 @@ fn render(status: &SharedStatus) -> String {
 
 /// Asks the daemon at `path` for its status.
 pub async fn query_status(path: &Path) -> Result<Status, ControlError> {
+    let v = query_json(path).await?;
+    serde_json::from_value(v).map_err(|e| ControlError::Status {
+        path: path.to_path_buf(),
+        message: format!("not a daemon's status object: {e}"),
+    })
+}
+
+/// Asks the daemon or witness at `path` for its status, as JSON.
+pub async fn query_json(path: &Path) -> Result<serde_json::Value, ControlError> {
     let bad = |message: String| ControlError::Status {
         path: path.to_path_buf(),
         message,

@@ -57,6 +57,13 @@ impl Key {
     pub fn from_bytes(b: [u8; 32]) -> Key {
         Key(b)
     }
+
+    /// A key for one purpose (`context`, a fixed string naming it), derived from this one, so
+    /// that one key file can serve several protocols without one's messages being valid in
+    /// another.
+    pub fn derive(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.0)
+    }
 }
 
 const NOISE: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";

@@ -67,6 +67,22 @@ impl NetNs {
         c
     }
 
+    /// A UDP socket bound to `addr` inside this namespace (opened on a thread that entered
+    /// it; the socket stays in the namespace whichever thread uses it).
+    pub fn udp_socket(&self, addr: std::net::SocketAddr) -> std::net::UdpSocket {
+        let path = self.path();
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd as _;
+            let ns = std::fs::File::open(&path).expect("open the namespace file");
+            // SAFETY: a valid namespace fd; setns affects only this (short-lived) thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            std::net::UdpSocket::bind(addr).expect("bind in the namespace")
+        })
+        .join()
+        .expect("the setns thread")
+    }
+
     /// Whether `addr` is configured on `dev` in this namespace.
     pub fn holds(&self, dev: &str, addr: &str) -> bool {
         holds(&self.name, dev, addr)

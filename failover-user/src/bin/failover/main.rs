@@ -4,6 +4,7 @@ mod check;
 mod probe;
 mod respond;
 mod status;
+mod witness;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -78,6 +79,16 @@ enum Command {
     },
     /// Answer UDP heartbeats (what the daemon embeds), until interrupted.
     Respond(respond::RespondArgs),
+    /// Run the lease witness for `boot.fence = "lease"`, on a third host both hosts reach.
+    ///
+    /// One UDP port: it renews the primary's lease and answers the monitor's request to
+    /// revoke it, agreeing only once the primary has gone silent at the witness too (while the
+    /// primary still reaches it, the two hosts lost only each other: `revoke_refused`, nothing
+    /// is taken over). The revoked epoch is persisted before the agreement is sent. Messages
+    /// are authenticated with the pair's lease key; only the two hosts' addresses are read.
+    /// It never fences and never holds an address. `failover status --socket` reads its
+    /// control socket.
+    Witness(witness::WitnessArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -133,11 +144,12 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status(args) => status::run(args).await,
         Command::Respond(args) => respond::run(args).await,
+        Command::Witness(args) => witness::run(args).await,
     }
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -27,13 +27,47 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         Some(c) => Config::load(&c)?.control.socket,
         None => args.socket,
     };
-    let st = control::query_status(&socket).await?;
+    let v = control::query_json(&socket).await?;
     if args.json {
-        println!("{}", serde_json::to_string(&st)?);
+        println!("{}", serde_json::to_string(&v)?);
+    } else if v["role"] == "witness" {
+        print_witness(&v);
     } else {
-        print(&st);
+        print(
+            &serde_json::from_value(v)
+                .map_err(|e| anyhow::anyhow!("{}: not a daemon's status: {e}", socket.display()))?,
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_witness(v: &serde_json::Value) {
+    println!(
+        "role:      witness on {}",
+        v["listen"].as_str().unwrap_or("?")
+    );
+    println!(
+        "epochs:    granted {}, revoked up to {}",
+        v["granted_epoch"], v["revoked_epoch"]
+    );
+    println!("grant:     may run {} ms more", v["outstanding_ms"]);
+    println!(
+        "revokes:   {} agreed, {} refused; {} datagrams dropped",
+        v["revokes"], v["revokes_refused"], v["dropped"]
+    );
+    for h in v["hosts"].as_array().into_iter().flatten() {
+        println!(
+            "node {}:    epoch {}, last request {} ms ago, {} requests, {} grants, {} refusals, clock {} ppm",
+            h["node"],
+            h["epoch"],
+            h["last_request_age_ms"],
+            h["requests"],
+            h["grants"],
+            h["refusals"],
+            h["clock_rate_ppm"]
+        );
+    }
+    println!("uptime:    {} s", v["uptime_s"]);
 }
 
 fn print(st: &control::Status) {

@@ -1,0 +1,305 @@
+//! What the witness answers, pure: renewals for the current primary, revokes only once the
+//! primary has gone silent here too.
+use std::{collections::BTreeMap, time::Duration};
+
+use crate::lease::{
+    wire::{Kind, Message, Reason},
+    Bound, Grantor, RateCheck, Refusal,
+};
+
+/// What the witness knows of one host.
+#[derive(Clone, Debug)]
+pub struct Heard {
+    /// The host's per-run token and the highest sequence taken from it.
+    pub token: u64,
+    /// Highest sequence taken with `token`.
+    pub last_seq: u64,
+    /// CLOCK_MONOTONIC ns of its last request taken (witness clock).
+    pub at_ns: u64,
+    /// The epoch of that request.
+    pub epoch: u64,
+    /// Requests taken, grants given, refusals.
+    pub requests: u64,
+    /// Grants given.
+    pub grants: u64,
+    /// Refusals (revoked or older epoch).
+    pub refusals: u64,
+    /// Its clock's rate against the witness's.
+    pub rate: RateCheck,
+}
+
+/// The judge's answer to one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send this.
+    Reply(Message),
+    /// Persist `revoked` (durably), then send the reply: a revoke was agreed.
+    Revoke {
+        /// The revoked epoch to persist.
+        revoked: u64,
+        /// The answer, once persisted.
+        reply: Message,
+    },
+    /// A revoke refused: the primary still reaches the witness (send this).
+    RevokeRefused(Message),
+    /// Not answered (a replayed or out-of-order request, an answer kind sent to the witness).
+    Ignore(&'static str),
+}
+
+/// The witness's state.
+#[derive(Clone, Debug)]
+pub struct Judge {
+    bound: Bound,
+    grantor: Grantor,
+    detection_ns: u64,
+    /// By node id.
+    pub heard: BTreeMap<u32, Heard>,
+    /// Revokes agreed and refused.
+    pub revokes: u64,
+    /// Revokes refused.
+    pub revokes_refused: u64,
+}
+
+/// The baseline of the clock-rate check.
+pub const RATE_BASELINE: Duration = Duration::from_secs(10);
+
+impl Judge {
+    /// A judge granting at most `max_lease`, refusing revokes while the primary was heard
+    /// within `detection`; epochs up to `revoked` (persisted) are never granted.
+    pub fn new(bound: Bound, max_lease: Duration, detection: Duration, revoked: u64) -> Judge {
+        Judge {
+            bound,
+            grantor: Grantor::new(bound, max_lease, revoked),
+            detection_ns: detection.as_nanos() as u64,
+            heard: BTreeMap::new(),
+            revokes: 0,
+            revokes_refused: 0,
+        }
+    }
+
+    /// Epochs up to this are revoked.
+    pub fn revoked(&self) -> u64 {
+        self.grantor.revoked()
+    }
+
+    /// The highest epoch granted.
+    pub fn granted_epoch(&self) -> u64 {
+        self.grantor.granted_epoch()
+    }
+
+    /// How long the last grant may still run at `now_ns`.
+    pub fn outstanding(&self, now_ns: u64) -> Duration {
+        self.grantor.outstanding(now_ns)
+    }
+
+    /// One authenticated message, received at `now_ns`.
+    pub fn on_message(&mut self, m: Message, now_ns: u64) -> Verdict {
+        match m.kind {
+            Kind::Request => self.request(m, now_ns),
+            Kind::Revoke => self.revoke(m, now_ns),
+            _ => Verdict::Ignore("an answer kind sent to the witness"),
+        }
+    }
+
+    fn request(&mut self, m: Message, now_ns: u64) -> Verdict {
+        let h = self.heard.entry(m.node).or_insert_with(|| Heard {
+            token: m.token,
+            last_seq: 0,
+            at_ns: 0,
+            epoch: 0,
+            requests: 0,
+            grants: 0,
+            refusals: 0,
+            rate: RateCheck::new(self.bound, RATE_BASELINE),
+        });
+        if h.token == m.token && m.seq <= h.last_seq {
+            return Verdict::Ignore("a replayed or reordered request");
+        }
+        if h.token != m.token {
+            // A new run of that host's daemon: its clock samples start again.
+            h.token = m.token;
+            h.rate = RateCheck::new(self.bound, RATE_BASELINE);
+        }
+        h.last_seq = m.seq;
+        h.at_ns = now_ns;
+        h.epoch = m.epoch;
+        h.requests += 1;
+        h.rate.sample(now_ns, m.stamp_ns);
+        match self
+            .grantor
+            .request(m.epoch, Duration::from_nanos(m.value_ns), now_ns)
+        {
+            Ok(lease) => {
+                h.grants += 1;
+                Verdict::Reply(m.answer(
+                    Kind::Grant,
+                    Reason::None,
+                    0,
+                    lease.as_nanos() as u64,
+                    now_ns,
+                ))
+            }
+            Err(r) => {
+                h.refusals += 1;
+                let reason = match r {
+                    Refusal::Revoked => Reason::Revoked,
+                    Refusal::Stopped => Reason::Stopped,
+                };
+                Verdict::Reply(m.answer(Kind::Refuse, reason, 0, 0, now_ns))
+            }
+        }
+    }
+
+    fn revoke(&mut self, m: Message, now_ns: u64) -> Verdict {
+        // The primary of that epoch, as heard here: its latest request at that epoch.
+        let last = self
+            .heard
+            .iter()
+            .filter(|(node, h)| **node != m.node && h.epoch == m.epoch && h.requests > 0)
+            .map(|(_, h)| h.at_ns)
+            .max();
+        if let Some(at) = last {
+            let ago = now_ns.saturating_sub(at);
+            if ago < self.detection_ns {
+                self.revokes_refused += 1;
+                return Verdict::RevokeRefused(m.answer(
+                    Kind::RevokeRefused,
+                    Reason::None,
+                    0,
+                    ago,
+                    now_ns,
+                ));
+            }
+        }
+        // Never granted again, from now on (before it is persisted: nothing is granted to it
+        // meanwhile either).
+        self.grantor.revoke(m.epoch);
+        self.revokes += 1;
+        let left = self.grantor.outstanding(now_ns).as_nanos() as u64;
+        Verdict::Revoke {
+            revoked: self.grantor.revoked(),
+            reply: m.answer(Kind::Revoked, Reason::None, 0, left, now_ns),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn req(node: u32, epoch: u64, seq: u64) -> Message {
+        Message {
+            kind: Kind::Request,
+            reason: Reason::None,
+            node,
+            epoch,
+            seq,
+            token: 100 + u64::from(node),
+            value_ns: 40 * MS,
+            stamp_ns: seq * MS,
+        }
+    }
+
+    fn revoke(node: u32, epoch: u64) -> Message {
+        Message {
+            kind: Kind::Revoke,
+            seq: 1,
+            token: 9,
+            ..req(node, epoch, 1)
+        }
+    }
+
+    fn judge() -> Judge {
+        Judge::new(
+            Bound::default(),
+            Duration::from_secs(1),
+            Duration::from_millis(30),
+            0,
+        )
+    }
+
+    #[test]
+    fn the_primary_is_granted_and_replays_are_ignored() {
+        let mut j = judge();
+        let Verdict::Reply(g) = j.on_message(req(1, 3, 1), 0) else {
+            panic!()
+        };
+        assert_eq!((g.kind, g.seq, g.value_ns), (Kind::Grant, 1, 40 * MS));
+        assert_eq!(
+            j.on_message(req(1, 3, 1), MS),
+            Verdict::Ignore("a replayed or reordered request")
+        );
+        // A new run (token) of the same host is taken.
+        let again = Message {
+            token: 5,
+            ..req(1, 3, 1)
+        };
+        assert!(matches!(
+            j.on_message(again, 2 * MS),
+            Verdict::Reply(Message {
+                kind: Kind::Grant,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_revoke_is_refused_while_the_primary_is_heard_and_agreed_after() {
+        let mut j = judge();
+        j.on_message(req(1, 3, 1), 0);
+        let Verdict::RevokeRefused(r) = j.on_message(revoke(2, 3), 10 * MS) else {
+            panic!()
+        };
+        assert_eq!(r.value_ns, 10 * MS, "heard 10 ms ago");
+        let Verdict::Revoke { revoked, reply } = j.on_message(revoke(2, 3), 31 * MS) else {
+            panic!()
+        };
+        assert_eq!(revoked, 3);
+        // The grant at 0 may run until its hold: 40 ms stretched.
+        let hold = Bound::default().hold(Duration::from_millis(40)).as_nanos() as u64;
+        assert_eq!(reply.value_ns, hold - 31 * MS);
+        // The revoked epoch is never granted again; the next primary is.
+        let Verdict::Reply(r) = j.on_message(req(1, 3, 2), 40 * MS) else {
+            panic!()
+        };
+        assert_eq!((r.kind, r.reason), (Kind::Refuse, Reason::Revoked));
+        let Verdict::Reply(g) = j.on_message(req(2, 4, 1), 41 * MS) else {
+            panic!()
+        };
+        assert_eq!(g.kind, Kind::Grant);
+        // A witness restarted with the revoked epoch persisted refuses it too.
+        let mut after = Judge::new(
+            Bound::default(),
+            Duration::from_secs(1),
+            Duration::from_millis(30),
+            3,
+        );
+        let Verdict::Reply(r) = after.on_message(req(1, 3, 9), 0) else {
+            panic!()
+        };
+        assert_eq!(r.kind, Kind::Refuse);
+    }
+
+    #[test]
+    fn a_revoke_for_a_primary_never_heard_is_agreed_and_answers_are_ignored() {
+        let mut j = judge();
+        assert!(matches!(
+            j.on_message(revoke(2, 5), 0),
+            Verdict::Revoke { revoked: 5, .. }
+        ));
+        let grant = Message {
+            kind: Kind::Grant,
+            ..req(1, 5, 1)
+        };
+        assert!(matches!(j.on_message(grant, 0), Verdict::Ignore(_)));
+        // The monitor's own requests at the revoked epoch do not count as the primary heard.
+        let mut j = judge();
+        j.on_message(req(2, 6, 1), 0);
+        assert!(matches!(
+            j.on_message(revoke(2, 6), MS),
+            Verdict::Revoke { .. }
+        ));
+    }
+}
