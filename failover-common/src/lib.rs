@@ -21,6 +21,42 @@ pub const MAP_ARRIVALS: &str = "FO_ARRIVALS";
 /// Map: per-CPU statistics. Written by XDP, read by userspace.
 pub const MAP_STATS: &str = "FO_STATS";
 
+/// Name of the lease gate's XDP program (ingress: frames to P).
+pub const GATE_IN_PROGRAM: &str = "failover_gate_in";
+/// Name of the lease gate's tc program (egress: frames from P).
+pub const GATE_OUT_PROGRAM: &str = "failover_gate_out";
+/// Map: the lease gate (one entry). Written by userspace (the primary's lease), read by both
+/// gate programs.
+pub const MAP_GATE: &str = "FO_GATE";
+
+/// `LeaseGate::flags`: the gate is on (without it both programs pass everything).
+pub const GATE_ON: u32 = 1 << 0;
+/// `LeaseGate::flags`: `p4` is set.
+pub const GATE_V4: u32 = 1 << 1;
+/// `LeaseGate::flags`: `p6` is set.
+pub const GATE_V6: u32 = 1 << 2;
+
+/// The lease gate (key 0 of [`MAP_GATE`]): while on, and once `bpf_ktime_get_ns()` reaches
+/// `expiry_ns`, frames to P (IPv4, IPv6, ARP requests and neighbour solicitations for it) are
+/// dropped on ingress and frames from P (and ARP / neighbour advertisements of it) on egress,
+/// except UDP to or from `udp_port` (the pair's heartbeats and joins).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseGate {
+    /// CLOCK_MONOTONIC ns until which P is served (0: not at all).
+    pub expiry_ns: u64,
+    /// `GATE_*` bits.
+    pub flags: u32,
+    /// The pair's UDP port (host order), let through.
+    pub udp_port: u32,
+    /// P's IPv4 address, as on the wire.
+    pub p4: [u8; 4],
+    /// Explicit padding.
+    pub _pad: u32,
+    /// P's IPv6 address, as on the wire.
+    pub p6: [u8; 16],
+}
+
 /// Every map the program owns, in the order they are pinned.
 pub const MAP_NAMES: [&str; 5] = [MAP_CONFIG, MAP_STREAMS, MAP_PEERS, MAP_ARRIVALS, MAP_STATS];
 
@@ -213,4 +249,5 @@ mod user {
     unsafe impl aya::Pod for PeerRecord {}
     unsafe impl aya::Pod for Arrival {}
     unsafe impl aya::Pod for Stats {}
+    unsafe impl aya::Pod for LeaseGate {}
 }

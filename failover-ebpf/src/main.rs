@@ -17,6 +17,8 @@
 #![no_std]
 #![no_main]
 
+mod gate;
+
 use core::{mem::size_of, ptr::read_unaligned};
 
 use aya_ebpf::{

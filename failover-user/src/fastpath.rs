@@ -27,7 +27,8 @@ use failover_common::{
 use crate::sys::{self, SysError};
 
 /// The XDP object, built by `build.rs` from `failover-ebpf`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/failover"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/failover"));
 
 /// Default directory for the pinned maps.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/failover";

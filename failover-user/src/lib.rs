@@ -12,6 +12,7 @@ pub mod detector;
 pub mod event;
 pub mod fastpath;
 pub mod fence;
+pub mod gate;
 pub mod hooks;
 pub mod lease;
 pub mod listen;

@@ -24,6 +24,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Every target, in the order they run (one per decoder fed from outside).
 pub const TARGETS: &[&str] = &[
     "wire",
+    "lease_wire",
     "sync_frame",
     "sync_manifest",
     "redfish_json",

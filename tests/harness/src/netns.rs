@@ -67,9 +67,9 @@ impl NetNs {
         c
     }
 
-    /// A UDP socket bound to `addr` inside this namespace (opened on a thread that entered
-    /// it; the socket stays in the namespace whichever thread uses it).
-    pub fn udp_socket(&self, addr: std::net::SocketAddr) -> std::net::UdpSocket {
+    /// Runs `f` on a thread that entered this namespace (sockets it opens and interfaces it
+    /// names are this namespace's; sockets stay in it whichever thread uses them later).
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = self.path();
         std::thread::spawn(move || {
             use std::os::fd::AsRawFd as _;
@@ -77,10 +77,15 @@ impl NetNs {
             // SAFETY: a valid namespace fd; setns affects only this (short-lived) thread.
             let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
             assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            std::net::UdpSocket::bind(addr).expect("bind in the namespace")
+            f()
         })
         .join()
-        .expect("the setns thread")
+        .expect("the thread in the namespace")
+    }
+
+    /// A UDP socket bound to `addr` inside this namespace.
+    pub fn udp_socket(&self, addr: std::net::SocketAddr) -> std::net::UdpSocket {
+        self.run_in(move || std::net::UdpSocket::bind(addr).expect("bind in the namespace"))
     }
 
     /// Whether `addr` is configured on `dev` in this namespace.
