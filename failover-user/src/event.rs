@@ -117,11 +117,17 @@ pub enum Event {
     LeaseRevoked,
     /// A peer's clock runs outside the assumed rate bound (measured over 10 s).
     ClockRateSuspect,
+    /// The primary's lease lapsed: its kernel stops P.
+    LeaseLapsed,
+    /// The lease is valid again.
+    LeaseRestored,
+    /// A lease grantor (the witness or the monitor) stopped granting.
+    WitnessLost,
 }
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 50] = [
+    pub const ALL: [Event; 53] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -172,6 +178,9 @@ impl Event {
         Event::RevokeRefused,
         Event::LeaseRevoked,
         Event::ClockRateSuspect,
+        Event::LeaseLapsed,
+        Event::LeaseRestored,
+        Event::WitnessLost,
     ];
 
     /// The stable name: the `event` field of the log line.
@@ -227,6 +236,9 @@ impl Event {
             Event::RevokeRefused => "revoke_refused",
             Event::LeaseRevoked => "lease_revoked",
             Event::ClockRateSuspect => "clock_rate_suspect",
+            Event::LeaseLapsed => "lease_lapsed",
+            Event::LeaseRestored => "lease_restored",
+            Event::WitnessLost => "witness_lost",
         }
     }
 
@@ -256,6 +268,8 @@ impl Event {
                 | Event::StaleCopyServed
                 | Event::RevokeRefused
                 | Event::ClockRateSuspect
+                | Event::LeaseLapsed
+                | Event::WitnessLost
         )
     }
 }

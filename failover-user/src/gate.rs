@@ -110,102 +110,159 @@ pub fn gate_for(addresses: &[IpAddr], udp_port: u16, expiry_ns: u64) -> LeaseGat
     g
 }
 
-/// Installs the gate on `interface` with `cfg` (replacing one left over), pinned under `dir`.
-pub fn install(interface: &str, dir: &Path, cfg: LeaseGate) -> Result<Gate, GateError> {
-    sys::require_root("installing the lease gate")?;
-    let idx = sys::if_index(interface)?;
+/// The gate's object loaded and verified, its map pinned, not attached: what a promotion
+/// needs is then only the attach (loading takes a hundred milliseconds or more).
+pub struct Prepared {
+    ebpf: aya::Ebpf,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("dir", &self.dir).finish()
+    }
+}
+
+fn missing(what: String) -> GateError {
+    GateError::Bpf {
+        what,
+        source: "not in the object".into(),
+    }
+}
+
+fn pin_err(what: &'static str, path: PathBuf) -> impl FnOnce(aya::pin::PinError) -> GateError {
+    move |e| GateError::Pin {
+        what,
+        path,
+        source: Box::new(e),
+    }
+}
+
+/// Loads the gate's programs (verified) and pins its map under `dir`, replacing a gate left
+/// there; nothing is attached yet and the gate is off.
+pub fn prepare(dir: &Path) -> Result<Prepared, GateError> {
+    sys::require_root("loading the lease gate")?;
     sys::raise_memlock();
     remove(dir)?;
     sys::ensure_bpffs_dir(dir)?;
     let mut ebpf = EbpfLoader::new()
         .load(crate::fastpath::OBJECT)
         .map_err(bpf("load the object"))?;
-    let pin = |what, path: PathBuf| {
-        move |e: aya::pin::PinError| GateError::Pin {
-            what,
-            path,
-            source: Box::new(e),
-        }
-    };
-    let missing = |what: String| GateError::Bpf {
-        what,
-        source: "not in the object".into(),
-    };
     let map_path = dir.join(PIN_MAP);
     ebpf.map(MAP_GATE)
         .ok_or_else(|| missing(format!("map {MAP_GATE}")))?
         .pin(&map_path)
-        .map_err(pin("pin", map_path.clone()))?;
-    let map = ebpf
-        .take_map(MAP_GATE)
-        .ok_or_else(|| missing(format!("map {MAP_GATE}")))?;
-    let mut map: Array<MapData, LeaseGate> = Array::try_from(map).map_err(|e| GateError::Bpf {
-        what: format!("open map {MAP_GATE}"),
-        source: Box::new(e),
-    })?;
-    map.set(0, cfg, 0).map_err(|e| GateError::Bpf {
-        what: "write the gate".into(),
-        source: Box::new(e),
-    })?;
-
+        .map_err(pin_err("pin", map_path.clone()))?;
     let xdp: &mut Xdp = ebpf
         .program_mut(GATE_IN_PROGRAM)
-        .ok_or_else(|| GateError::Bpf {
-            what: format!("program {GATE_IN_PROGRAM} missing"),
-            source: "missing".into(),
-        })?
+        .ok_or_else(|| missing(format!("program {GATE_IN_PROGRAM}")))?
         .try_into()
         .map_err(prog(GATE_IN_PROGRAM))?;
     xdp.load()
         .map_err(prog(format!("{GATE_IN_PROGRAM}: load (verifier)")))?;
-    let id = match xdp.attach_to_if_index(idx, XdpMode::Driver) {
-        Ok(id) => id,
-        Err(_) => xdp
-            .attach_to_if_index(idx, XdpMode::Skb)
-            .map_err(prog(format!("{GATE_IN_PROGRAM}: attach to {interface}")))?,
-    };
-    let link: FdLink = xdp
-        .take_link(id)
-        .map_err(prog("take the XDP link"))?
-        .try_into()
-        .map_err(|e| GateError::Bpf {
-            what: "the XDP link is not a bpf_link".into(),
-            source: Box::new(e),
-        })?;
-    let in_path = dir.join(PIN_IN);
-    link.pin(&in_path).map_err(pin("pin", in_path.clone()))?;
-
     let tc: &mut SchedClassifier = ebpf
         .program_mut(GATE_OUT_PROGRAM)
-        .ok_or_else(|| GateError::Bpf {
-            what: format!("program {GATE_OUT_PROGRAM} missing"),
-            source: "missing".into(),
-        })?
+        .ok_or_else(|| missing(format!("program {GATE_OUT_PROGRAM}")))?
         .try_into()
         .map_err(prog(GATE_OUT_PROGRAM))?;
     tc.load()
         .map_err(prog(format!("{GATE_OUT_PROGRAM}: load (verifier)")))?;
-    let id = tc
-        .attach_with_options(
-            interface,
-            TcAttachType::Egress,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-        .map_err(prog(format!(
-            "{GATE_OUT_PROGRAM}: attach (tcx egress) to {interface}"
-        )))?;
-    let link: FdLink = tc
-        .take_link(id)
-        .map_err(prog("take the tc link"))?
-        .try_into()
-        .map_err(|e| GateError::Bpf {
-            what: "the tc link is not a bpf_link".into(),
-            source: Box::new(e),
-        })?;
-    let out_path = dir.join(PIN_OUT);
-    link.pin(&out_path).map_err(pin("pin", out_path.clone()))?;
-    tracing::info!(%interface, dir = %dir.display(), "lease gate installed (XDP ingress, tcx egress)");
-    Ok(Gate { map, cfg })
+    Ok(Prepared {
+        ebpf,
+        dir: dir.to_path_buf(),
+    })
+}
+
+impl Prepared {
+    /// Attaches both programs to `interface` through links pinned beside the map (the gate
+    /// off meanwhile), then writes `cfg` with its expiry `grace` from now: from here on the
+    /// kernel enforces the lease, whatever becomes of this process. The XDP program attaches
+    /// in generic mode: a gate needs no driver speed, and a driver-mode attach costs tens of
+    /// milliseconds on a veth, on the way to P.
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        cfg: LeaseGate,
+        grace: std::time::Duration,
+    ) -> Result<Gate, GateError> {
+        let idx = sys::if_index(interface)?;
+        let mut gate = open_pinned(&self.dir)?;
+        let off = LeaseGate { flags: 0, ..cfg };
+        gate.cfg = off;
+        gate.renew(0)?;
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(GATE_IN_PROGRAM)
+            .ok_or_else(|| missing(format!("program {GATE_IN_PROGRAM}")))?
+            .try_into()
+            .map_err(prog(GATE_IN_PROGRAM))?;
+        let id = xdp
+            .attach_to_if_index(idx, XdpMode::Skb)
+            .map_err(prog(format!("{GATE_IN_PROGRAM}: attach to {interface}")))?;
+        let link: FdLink = xdp
+            .take_link(id)
+            .map_err(prog("take the XDP link"))?
+            .try_into()
+            .map_err(|e| GateError::Bpf {
+                what: "the XDP link is not a bpf_link".into(),
+                source: Box::new(e),
+            })?;
+        let in_path = self.dir.join(PIN_IN);
+        drop(
+            link.pin(&in_path)
+                .map_err(pin_err("pin", in_path.clone()))?,
+        );
+        let tc: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(GATE_OUT_PROGRAM)
+            .ok_or_else(|| missing(format!("program {GATE_OUT_PROGRAM}")))?
+            .try_into()
+            .map_err(prog(GATE_OUT_PROGRAM))?;
+        let id = tc
+            .attach_with_options(
+                interface,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(prog(format!(
+                "{GATE_OUT_PROGRAM}: attach (tcx egress) to {interface}"
+            )))?;
+        let link: FdLink = tc
+            .take_link(id)
+            .map_err(prog("take the tc link"))?
+            .try_into()
+            .map_err(|e| GateError::Bpf {
+                what: "the tc link is not a bpf_link".into(),
+                source: Box::new(e),
+            })?;
+        let out_path = self.dir.join(PIN_OUT);
+        drop(
+            link.pin(&out_path)
+                .map_err(pin_err("pin", out_path.clone()))?,
+        );
+        gate.cfg = cfg;
+        gate.renew(crate::sys::monotonic_ns() + grace.as_nanos() as u64)?;
+        tracing::info!(%interface, dir = %self.dir.display(), "lease gate attached (XDP ingress, tcx egress)");
+        Ok(gate)
+    }
+
+    /// Takes the gate off the interface (the links detached); the programs stay loaded and
+    /// the map pinned, ready for the next promotion.
+    pub fn detach(&mut self) -> Result<(), GateError> {
+        detach_links(&self.dir)
+    }
+}
+
+/// Installs the gate on `interface` with `cfg` (replacing one left over), pinned under `dir`:
+/// [`prepare`], then [`Prepared::attach`] with `cfg`'s own expiry.
+pub fn install(interface: &str, dir: &Path, cfg: LeaseGate) -> Result<Gate, GateError> {
+    let mut p = prepare(dir)?;
+    let grace =
+        std::time::Duration::from_nanos(cfg.expiry_ns.saturating_sub(crate::sys::monotonic_ns()));
+    let mut g = p.attach(interface, cfg, grace)?;
+    // The expiry as given, not as recomputed.
+    g.renew(cfg.expiry_ns)?;
+    Ok(g)
 }
 
 impl Gate {
@@ -249,8 +306,7 @@ pub fn installed(dir: &Path) -> bool {
     dir.join(PIN_IN).exists() || dir.join(PIN_OUT).exists()
 }
 
-/// Takes the gate off (both links detached, the pins removed). Nothing installed: nothing done.
-pub fn remove(dir: &Path) -> Result<(), GateError> {
+fn detach_links(dir: &Path) -> Result<(), GateError> {
     for name in [PIN_IN, PIN_OUT] {
         let path = dir.join(name);
         if !path.exists() {
@@ -268,6 +324,12 @@ pub fn remove(dir: &Path) -> Result<(), GateError> {
             source: Box::new(e),
         })?;
     }
+    Ok(())
+}
+
+/// Takes the gate off (both links detached, the pins removed). Nothing installed: nothing done.
+pub fn remove(dir: &Path) -> Result<(), GateError> {
+    detach_links(dir)?;
     let map = dir.join(PIN_MAP);
     match std::fs::remove_file(&map) {
         Ok(()) => {}

@@ -250,6 +250,7 @@ impl Config {
         fix(&mut self.boot.command);
         fix(&mut self.boot.password_file);
         fix(&mut self.boot.ca_file);
+        fix(&mut self.witness.lease_key_file);
         fix(&mut self.hooks.on_primary);
         fix(&mut self.hooks.on_monitor);
         fix(&mut self.hooks.on_fault);

@@ -20,6 +20,11 @@ const NEEDS_RESTART: &[&str] = &[
     "boot.method",
     "boot.allow_unfenced_takeover",
     "boot.insecure",
+    // The lease: the gate, its grantors and its key are set up at promotion.
+    "boot.lease",
+    "witness.lease_peer",
+    "witness.lease_key_file",
+    "witness.lease_port",
 ];
 
 fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
@@ -98,6 +103,8 @@ mod tests {
             "boot.method",
             "boot.allow_unfenced_takeover",
             "boot.insecure",
+            "boot.lease",
+            "witness.lease_peer",
         ] {
             assert!(needs_restart(f), "{f}");
         }

@@ -146,6 +146,10 @@ pub struct Boot {
     /// a `startup_grace` decision, so that two monitors never fence each other at once.
     /// Default: three detection times. Ignored on the preferred primary.
     pub fence_delay: Option<HumanDuration>,
+    /// The primary's lease (e.g. "40ms"): while primary, this host serves P only while the
+    /// monitor or the witness (`witness.lease_peer`) renewed it; once it lapses its own
+    /// kernel stops P's traffic, with the daemon frozen or dead. Default: no lease.
+    pub lease: Option<HumanDuration>,
     /// Redfish: the BMC's base URL (`https://bmc-b`).
     pub url: Option<String>,
     /// Redfish: the system, as an `@odata.id` path, Id, Name or UUID. Default: the only one.
@@ -262,6 +266,19 @@ pub struct Witness {
     /// While isolated, how often the self-check is repeated. Default 500ms.
     #[serde(default = "default_witness_recheck")]
     pub recheck: HumanDuration,
+    /// The lease witness (`failover witness`), `ADDR:PORT`: it renews the primary's lease
+    /// (`boot.lease`) beside the monitor.
+    pub lease_peer: Option<std::net::SocketAddr>,
+    /// The pair's lease key (64 hex digits, mode 0600; the witness has the same).
+    pub lease_key_file: Option<std::path::PathBuf>,
+    /// The UDP port on the node address where a monitor renews the primary's lease. Default
+    /// 5405.
+    #[serde(default = "default_lease_port")]
+    pub lease_port: u16,
+}
+
+fn default_lease_port() -> u16 {
+    5405
 }
 
 fn default_witness_min() -> u32 {
@@ -281,6 +298,9 @@ impl Default for Witness {
             min: default_witness_min(),
             timeout: default_witness_timeout(),
             recheck: default_witness_recheck(),
+            lease_peer: None,
+            lease_key_file: None,
+            lease_port: default_lease_port(),
         }
     }
 }

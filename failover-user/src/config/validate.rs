@@ -218,6 +218,43 @@ impl Config {
                 "witness.timeout and witness.recheck must be greater than zero".into(),
             );
         }
+        if let Some(lease) = self.boot.lease {
+            let l = lease.0;
+            if l < std::time::Duration::from_millis(4) || l > std::time::Duration::from_secs(10) {
+                return bad(
+                    "boot.lease",
+                    format!("{l:?}: expected between 4ms and 10s (renewed every quarter of it)"),
+                );
+            }
+            let Some(peer) = w.lease_peer else {
+                return bad(
+                    "witness.lease_peer",
+                    "boot.lease needs the witness: without it a dead monitor would take the \
+                     service down with it"
+                        .into(),
+                );
+            };
+            let ip = peer.ip();
+            if ip == p.addr || ip == m.addr || ip == self.node.peer || ip == self.node.address.addr
+            {
+                return bad(
+                    "witness.lease_peer",
+                    format!("{ip} is an address of the pair; the witness is a third host"),
+                );
+            }
+            if w.lease_key_file.is_none() {
+                return bad(
+                    "witness.lease_key_file",
+                    "boot.lease needs the pair's lease key (the witness has the same)".into(),
+                );
+            }
+            if w.lease_port == self.heartbeat.port {
+                return bad(
+                    "witness.lease_port",
+                    format!("{} is heartbeat.port", w.lease_port),
+                );
+            }
+        }
         if self.garp.dad_probes > 0 && self.garp.dad_wait.0.is_zero() {
             return bad(
                 "garp.dad_wait",

@@ -36,6 +36,9 @@ pub struct Status {
     pub uptime_s: u64,
     /// The data copy, when `[sync]` is configured.
     pub sync: Option<SyncStatus>,
+    /// `boot.lease`: the primary's lease (ages computed when read).
+    #[serde(default)]
+    pub lease: Option<crate::lease::LeaseView>,
 }
 
 /// The last complete copy of the primary's data held here (the recovery point).
@@ -144,8 +147,12 @@ pub const CONTROL_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Serves `status` requests: each connection gets the status as one JSON line, within
 /// [`CONTROL_DEADLINE`]; at most [`CONTROL_CONNECTIONS`] at once (`crate::listen`).
-pub async fn serve_control(listener: UnixListener, status: SharedStatus) {
-    serve_json(listener, move || render(&status)).await
+pub async fn serve_control(
+    listener: UnixListener,
+    status: SharedStatus,
+    lease: Option<Arc<crate::lease::LeaseStatus>>,
+) {
+    serve_json(listener, move || render(&status, lease.as_deref())).await
 }
 
 /// Serves one JSON line, from `render`, to each connection (the daemon's status, the
@@ -180,11 +187,14 @@ pub async fn serve_json(listener: UnixListener, render: impl Fn() -> String) {
 }
 
 /// The status as one JSON object, ages computed now.
-fn render(status: &SharedStatus) -> String {
+fn render(status: &SharedStatus, lease: Option<&crate::lease::LeaseStatus>) -> String {
     let s = status.lock().unwrap_or_else(|p| p.into_inner());
     let mut s = s.clone();
     if let Some(b) = s.last_boot.as_mut() {
         b.age_ms = monotonic_ns().saturating_sub(b.at_ns) / 1_000_000;
+    }
+    if let Some(l) = lease {
+        s.lease = Some(l.view(monotonic_ns()));
     }
     if let Some(sy) = s.sync.as_mut() {
         sy.age_ms = (sy.completed_unix_ms > 0)

@@ -28,8 +28,23 @@ pub(super) enum Command {
     },
     /// Forget a failure of P and judge it afresh (this host's own isolation ended).
     Rejudge,
+    /// Keep the primary's lease with this keeper (replacing one that runs).
+    Lease(Box<super::lease::Keeper>),
+    /// Stop keeping the lease (P released).
+    StopLease,
+    /// Serve the peer's lease requests on this socket while this host is its monitor.
+    Grants(Box<GrantSettings>),
     /// End the thread.
     Exit,
+}
+
+/// The monitor's grantor: its socket and key.
+pub(super) struct GrantSettings {
+    pub(super) sock: std::net::UdpSocket,
+    pub(super) key: [u8; 32],
+    pub(super) peer: std::net::IpAddr,
+    pub(super) identity: Arc<crate::signal::responder::Identity>,
+    pub(super) max_lease: std::time::Duration,
 }
 
 /// The running thread; ends it on drop.
@@ -115,6 +130,7 @@ async fn run(
     }
     let cx = Arc::new(cx);
     let mut monitor: Option<Box<Monitor>> = None;
+    let mut lease: Option<tokio::sync::oneshot::Sender<()>> = None;
     let mut out = Vec::new();
     loop {
         let wake = monitor.as_ref().map(|m| m.next_tick);
@@ -143,6 +159,22 @@ async fn run(
                     if let Some(m) = monitor.as_mut() {
                         m.rejudge();
                     }
+                }
+                Some(Command::Lease(k)) => {
+                    let (stop, stopped) = tokio::sync::oneshot::channel();
+                    if let Some(old) = lease.replace(stop) {
+                        let _ = old.send(());
+                    }
+                    tokio::spawn(k.run(reports.clone(), stopped));
+                }
+                Some(Command::StopLease) => {
+                    if let Some(old) = lease.take() {
+                        let _ = old.send(());
+                    }
+                }
+                Some(Command::Grants(g)) => {
+                    let g = *g;
+                    tokio::spawn(super::lease::serve_grants(g.sock, g.key, g.peer, g.identity, g.max_lease));
                 }
                 Some(Command::Exit) | None => {
                     if let Some(old) = monitor.take() {

@@ -71,6 +71,7 @@ impl Daemon {
                 );
             }
         }
+        self.clear_leftover_gate();
         Ok(())
     }
 

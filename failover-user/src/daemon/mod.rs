@@ -20,6 +20,7 @@ mod copy;
 mod guard;
 mod heartbeat;
 mod hold;
+mod lease;
 mod monitor;
 mod peer;
 mod reload;
@@ -41,7 +42,7 @@ use crate::{
     fastpath::FastPathError,
     fence::Fencer,
     hooks::HookRun,
-    role::{Action, BootAction, Input, Machine, Timer},
+    role::{Action, Addr, BootAction, Hook, Input, Machine, Timer},
     signal::{
         join::JoinJob,
         probe::ProbeError,
@@ -96,6 +97,9 @@ pub enum DaemonError {
     /// The heartbeat thread could not start, or its monitor failed.
     #[error("heartbeat thread: {0}")]
     Heartbeat(String),
+    /// The lease (`boot.lease`) could not be set up.
+    #[error("lease: {0}")]
+    Lease(String),
 }
 
 /// Background tasks whose handles are kept so that a newer request replaces an older one.
@@ -172,6 +176,8 @@ pub struct Daemon {
     started: Instant,
     _socket_file: SocketFile,
     copier: Option<Copier>,
+    /// `boot.lease`: the key, the keeper's status, the gate between install and promotion.
+    lease: Option<lease::LeaseSetup>,
 }
 
 /// Runs the daemon until `shutdown` resolves (then releases what it holds and returns).
@@ -281,6 +287,7 @@ impl Daemon {
                 if event == LivenessEvent::Armed {
                     // P answered: startup_grace no longer applies.
                     self.grace = None;
+                    tracing::info!("the primary answers: failure detection armed");
                 }
                 self.feed(Input::Liveness(event)).await?;
             }
@@ -307,6 +314,7 @@ impl Daemon {
             Report::TakenOver { epoch } => self.feed(Input::TakenOver { epoch }).await?,
             Report::NewerMonitor { epoch } => self.feed(Input::NewerMonitor { epoch }).await?,
             Report::PeerYielded => self.feed(Input::PeerYielded).await?,
+            Report::Lease(news) => self.lease_news(news),
             Report::Failed(why) => return Err(DaemonError::Heartbeat(why)),
         }
         Ok(())
@@ -339,8 +347,28 @@ impl Daemon {
                 self.emit(n.event, &n.detail);
             }
             Action::SendJoin { doubled } => self.send_join(doubled),
-            Action::Claim(a) => return Ok(Some(self.claim(a).await)),
-            Action::Release(a) => self.release(a).await,
+            Action::Claim(a) => {
+                if a == Addr::Primary {
+                    self.install_gate().await;
+                }
+                let input = self.claim(a).await;
+                if matches!(
+                    input,
+                    Input::Claimed {
+                        addr: Addr::Primary,
+                        ok: false
+                    }
+                ) {
+                    self.stop_lease().await;
+                }
+                return Ok(Some(input));
+            }
+            Action::Release(a) => {
+                self.release(a).await;
+                if a == Addr::Primary {
+                    self.stop_lease().await;
+                }
+            }
             Action::StartMonitoring => {
                 self.start_monitoring().await?;
                 if let Some(c) = self.copier.as_mut() {
@@ -356,6 +384,10 @@ impl Daemon {
             }
             Action::Boot(action) => self.boot(action),
             Action::Hook(hook) => {
+                if hook == Hook::OnPrimary {
+                    // The promotion is done (its epoch stored): keep the lease at that epoch.
+                    self.start_keeper().await;
+                }
                 let _ = self.hooks.send(HookRun {
                     hook,
                     role: self.machine.role().name(),
@@ -563,6 +595,7 @@ impl Daemon {
         for a in self.held.addrs() {
             self.release(a).await;
         }
+        self.stop_lease().await;
         self.stop_monitor();
         if let Some(t) = self.retiring.take() {
             let _ = t.await;

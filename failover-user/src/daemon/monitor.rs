@@ -75,6 +75,8 @@ pub(super) enum Report {
     },
     /// The joining peer leaves P to this monitor, whose data is newer.
     PeerYielded,
+    /// The lease keeper's news.
+    Lease(super::lease::LeaseNews),
     /// The monitor's heartbeats carry an epoch above this primary's.
     NewerMonitor {
         /// The monitor's epoch.

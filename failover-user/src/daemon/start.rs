@@ -5,6 +5,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use super::{
     heartbeat::HeartbeatThread,
+    lease::LeaseSetup,
     monitor::{MonitorStatus, Report, TickContext},
     Copier, Daemon, DaemonError, Held, SocketFile, Tasks,
 };
@@ -104,7 +105,16 @@ impl Daemon {
         // same socket. Removed when the daemon ends, also when the start fails below.
         let control = control::bind_control(&cfg.control.socket).await?;
         let socket_file = SocketFile(cfg.control.socket.clone());
-        tokio::spawn(control::serve_control(control, status.clone()));
+        let lease_status = cfg
+            .boot
+            .lease
+            .is_some()
+            .then(Arc::<crate::lease::LeaseStatus>::default);
+        tokio::spawn(control::serve_control(
+            control,
+            status.clone(),
+            lease_status.clone(),
+        ));
         let metrics_task = match cfg.control.metrics {
             Some(addr) => {
                 let l = control::bind_metrics(addr).await?;
@@ -149,7 +159,10 @@ impl Daemon {
             status.clone(),
             metrics.clone(),
         )?;
+        // A gate left by a crashed run goes with the leftover addresses (below), after them.
+        let lease = LeaseSetup::start(&cfg, &identity, &heartbeat, lease_status)?;
         let mut d = Daemon {
+            lease,
             machine: Machine::new(policy(&cfg), epoch),
             identity,
             addrs,

@@ -174,6 +174,8 @@ pub struct Pair {
     logs: [EventLog; 2],
     daemons: Mutex<[Option<ChildGuard>; 2]>,
     watcher: Option<Watcher>,
+    /// The lease witness (`with_witness`): its namespace and process.
+    witness: Mutex<Option<(NetNs, Option<ChildGuard>)>>,
     /// Pins (each host appends `-a` / `-b`).
     pub pins: BpffsDir,
     /// Configs, scripts, logs, state; removed on drop unless FAILOVER_KEEP is set.
@@ -247,6 +249,7 @@ impl Pair {
             logs,
             daemons: Mutex::new([None, None]),
             watcher,
+            witness: Mutex::new(None),
             pins,
             dir,
             opts,
@@ -572,6 +575,73 @@ impl Pair {
         })
     }
 
+    /// A lease witness (`failover witness`) on the switch at host number 9, and both hosts
+    /// configured with `boot.lease = lease` and the witness (`extra` more `[witness]` lines).
+    /// The witness is started; `witness_stop` / `witness_start` stop and start it again.
+    pub fn with_witness(&self, lease: &str) {
+        let ns = NetNs::new("fo-hw");
+        bridge_port(&ns, "eth0", &self.sw, "pw", "br0");
+        add_addr(&ns, "eth0", &self.opts.cidr(9));
+        let key = self.dir.join("lease.key");
+        std::fs::write(&key, "ab".repeat(32)).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let listen = match self.opts.family {
+            Family::V4 => format!("{}:5405", self.opts.addr(9)),
+            Family::V6 => format!("[{}]:5405", self.opts.addr(9)),
+        };
+        std::fs::write(
+            self.dir.join("witness.toml"),
+            format!(
+                "[witness]\nlisten = {listen:?}\nkey_file = {:?}\npeers = [{:?}, {:?}]\n\
+                 state_dir = {:?}\ncontrol_socket = {:?}\n",
+                key.display().to_string(),
+                self.opts.addr(1),
+                self.opts.addr(2),
+                self.dir.join("witness-state").display().to_string(),
+                self.dir.join("witness.sock").display().to_string(),
+            ),
+        )
+        .unwrap();
+        for h in Host::BOTH {
+            self.configure(h, |c| {
+                c.boot.push_str(&format!("lease = {lease:?}\n"));
+                c.extra.push_str(&format!(
+                    "[witness]\nlease_peer = {listen:?}\nlease_key_file = {:?}\n",
+                    key.display().to_string()
+                ));
+            });
+        }
+        *self.witness.lock().unwrap() = Some((ns, None));
+        self.witness_start();
+    }
+
+    /// Starts the witness (its log lines go to host A's event log, tagged by their node).
+    pub fn witness_start(&self) {
+        let mut w = self.witness.lock().unwrap();
+        let Some((ns, child)) = w.as_mut() else {
+            panic!("no witness: call with_witness first");
+        };
+        drop(child.take());
+        let c = ns
+            .command(self.opts.failover())
+            .args(["--log-format", "json", "witness", "--config"])
+            .arg(self.dir.join("witness.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("witness.log")).unwrap())
+            .spawn()
+            .expect("spawn failover witness");
+        *child = Some(ChildGuard(c));
+    }
+
+    /// Stops the witness (SIGKILL: as a crash).
+    pub fn witness_stop(&self) {
+        if let Some((_, child)) = self.witness.lock().unwrap().as_mut() {
+            drop(child.take());
+        }
+    }
+
     /// Isolates `h`'s switch port (bridge port isolation: its carrier stays up, but it hears
     /// no other isolated port) or joins it again.
     pub fn isolate(&self, h: Host, on: bool) {
@@ -628,6 +698,9 @@ impl Pair {
 impl Drop for Pair {
     fn drop(&mut self) {
         self.stop_watch();
+        if let Some((_, w)) = self.witness.lock().unwrap().as_mut() {
+            drop(w.take());
+        }
         self.daemons
             .lock()
             .unwrap()
