@@ -26,6 +26,12 @@ pub async fn bind_metrics(addr: std::net::SocketAddr) -> Result<TcpListener, Con
 
 /// Serves the Prometheus text format to any HTTP GET.
 pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, node: String) {
+    serve_text(listener, Arc::new(move || metrics.render(&node))).await
+}
+
+/// Serves the text `render` makes (the daemon's metrics, the witness's) to any HTTP GET,
+/// bounded as [`serve_metrics`] is.
+pub async fn serve_text(listener: TcpListener, render: Arc<dyn Fn() -> String + Send + Sync>) {
     let mut backoff = Backoff::new("metrics endpoint");
     let slots = Slots::new(
         "metrics endpoint",
@@ -38,10 +44,9 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, node: S
         let Some(slot) = slots.admit(from) else {
             continue;
         };
-        let (metrics, node) = (metrics.clone(), node.clone());
+        let render = render.clone();
         tokio::spawn(async move {
-            let _ =
-                tokio::time::timeout(METRICS_DEADLINE, scrape(conn, slot, &metrics, &node)).await;
+            let _ = tokio::time::timeout(METRICS_DEADLINE, scrape(conn, slot, &*render)).await;
         });
     }
 }
@@ -51,8 +56,7 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, node: S
 async fn scrape(
     mut conn: TcpStream,
     mut slot: listen::Slot,
-    metrics: &Metrics,
-    node: &str,
+    render: &(dyn Fn() -> String + Send + Sync),
 ) -> std::io::Result<()> {
     let head = async {
         let mut head = Vec::new();
@@ -71,7 +75,7 @@ async fn scrape(
         r = head => r?,
     }
     slot.busy();
-    let body = metrics.render(node);
+    let body = render();
     let resp = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()

@@ -105,6 +105,8 @@ pub struct Metrics {
     pub probe_rtt: Histogram<{ RTT_BUCKETS_US.len() }>,
     /// The longest probe round trip seen, ns.
     pub probe_rtt_max_ns: AtomicU64,
+    /// With `boot.lease`: the primary's lease (its series are written only then).
+    pub lease: std::sync::OnceLock<std::sync::Arc<crate::lease::LeaseStatus>>,
 }
 
 impl Default for Metrics {
@@ -128,6 +130,7 @@ impl Default for Metrics {
             sync_completed_unix_ms: z(),
             detection: Histogram::new(DETECTION_BUCKETS_MS.map(|ms| ms * 1_000_000)),
             probe_rtt: Histogram::new(RTT_BUCKETS_US.map(|us| us * 1_000)),
+            lease: std::sync::OnceLock::new(),
             probe_rtt_max_ns: z(),
         }
     }
@@ -266,6 +269,29 @@ impl Metrics {
                 ));
             }
         }
+        if let Some(lease) = self.lease.get() {
+            let v = lease.view(crate::sys::monotonic_ns());
+            rows.extend([
+                (
+                    "failover_lease_active",
+                    "1 while this host keeps a lease (it is primary with boot.lease).",
+                    MetricKind::Gauge,
+                    f64::from(u8::from(v.active)),
+                ),
+                (
+                    "failover_lease_remaining_seconds",
+                    "What is left of the primary's lease (0: lapsed, its kernel stops P).",
+                    MetricKind::Gauge,
+                    if v.active { v.remaining_ms / 1e3 } else { 0.0 },
+                ),
+                (
+                    "failover_lease_lapses_total",
+                    "Times the primary's lease lapsed.",
+                    MetricKind::Counter,
+                    v.lapses as f64,
+                ),
+            ]);
+        }
         let l = format!("node=\"{}\"", label_value(node));
         let mut s = String::new();
         for (name, help, kind, v) in rows {
@@ -319,6 +345,7 @@ mod tests {
         m.sync_enabled.store(true, Ordering::Relaxed);
         m.sync_completed_unix_ms.store(1, Ordering::Relaxed);
         m.sync_last_ns.store(1_500_000_000, Ordering::Relaxed);
+        m.lease.set(std::sync::Arc::default()).unwrap();
         let text = m.render("a");
         let docs = include_str!("../../../docs/operations.md");
         let section = &docs[docs.find("## Metrics").expect("metrics section")..];

@@ -6,7 +6,9 @@ mod status;
 
 use std::{io, path::PathBuf};
 
-pub use endpoint::{bind_metrics, serve_metrics, METRICS_CONNECTIONS, METRICS_DEADLINE};
+pub use endpoint::{
+    bind_metrics, serve_metrics, serve_text, METRICS_CONNECTIONS, METRICS_DEADLINE,
+};
 pub use metrics::{Metrics, DETECTION_BUCKETS_MS};
 pub use status::{
     bind_control, query_json, query_status, serve_control, serve_json, BootStatus, PeerStatus,

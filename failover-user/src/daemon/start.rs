@@ -110,6 +110,9 @@ impl Daemon {
             .lease
             .is_some()
             .then(Arc::<crate::lease::LeaseStatus>::default);
+        if let Some(l) = &lease_status {
+            let _ = metrics.lease.set(l.clone());
+        }
         tokio::spawn(control::serve_control(
             control,
             status.clone(),

@@ -45,6 +45,9 @@ pub struct WitnessConfig {
     /// The clock-rate bound assumed, in parts per million (default 10000: 1 %).
     #[serde(default = "default_ppm")]
     pub clock_rate_ppm: u32,
+    /// A Prometheus endpoint (`ADDR:PORT`, no authentication: loopback or a management
+    /// address). Default: none.
+    pub metrics: Option<SocketAddr>,
 }
 
 fn default_state_dir() -> PathBuf {

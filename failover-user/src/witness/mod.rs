@@ -52,7 +52,7 @@ pub enum WitnessError {
         /// OS error.
         source: std::io::Error,
     },
-    /// The control socket.
+    /// The control socket or the metrics endpoint.
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
 }
@@ -131,6 +131,16 @@ pub async fn run(
         s.uptime_s = started.elapsed().as_secs();
         serde_json::to_string(&s).unwrap_or_default()
     }));
+    if let Some(addr) = cfg.metrics {
+        let l = crate::control::bind_metrics(addr).await?;
+        let st = status.clone();
+        tokio::spawn(crate::control::serve_text(
+            l,
+            std::sync::Arc::new(move || {
+                render_metrics(&st.lock().unwrap_or_else(|p| p.into_inner()))
+            }),
+        ));
+    }
     tracing::info!(listen = %cfg.listen, revoked, peers = ?cfg.peers, "witness serving");
     let mut suspect = std::collections::BTreeSet::new();
     let mut dropped = 0u64;
@@ -248,6 +258,89 @@ pub async fn run(
     }
     let _ = std::fs::remove_file(&cfg.control_socket);
     Ok(())
+}
+
+/// The witness's Prometheus text: every series with `# HELP` and `# TYPE`, the per-host ones
+/// labelled with the host's node id.
+pub fn render_metrics(s: &WitnessStatus) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut one = |name: &str, help: &str, kind: &str, v: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    };
+    one(
+        "failover_witness_granted_epoch",
+        "The highest epoch granted a lease.",
+        "gauge",
+        s.granted_epoch as f64,
+    );
+    one(
+        "failover_witness_revoked_epoch",
+        "Epochs up to this one are revoked (persisted).",
+        "gauge",
+        s.revoked_epoch as f64,
+    );
+    one(
+        "failover_witness_outstanding_seconds",
+        "How long the last grant may still run.",
+        "gauge",
+        s.outstanding_ms / 1e3,
+    );
+    one(
+        "failover_witness_revokes_total",
+        "Revokes agreed.",
+        "counter",
+        s.revokes as f64,
+    );
+    one(
+        "failover_witness_revokes_refused_total",
+        "Revokes refused: the primary still reached the witness.",
+        "counter",
+        s.revokes_refused as f64,
+    );
+    one(
+        "failover_witness_dropped_total",
+        "Datagrams dropped: not from a peer, not authenticated, replayed.",
+        "counter",
+        s.dropped as f64,
+    );
+    for (name, help, kind) in [
+        (
+            "failover_witness_requests_total",
+            "Lease requests taken, per host.",
+            "counter",
+        ),
+        (
+            "failover_witness_grants_total",
+            "Lease grants given, per host.",
+            "counter",
+        ),
+        (
+            "failover_witness_refusals_total",
+            "Lease requests refused, per host.",
+            "counter",
+        ),
+        (
+            "failover_witness_last_request_age_seconds",
+            "Since the host's last lease request.",
+            "gauge",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for h in &s.hosts {
+            let v = match name {
+                "failover_witness_requests_total" => h.requests as f64,
+                "failover_witness_grants_total" => h.grants as f64,
+                "failover_witness_refusals_total" => h.refusals as f64,
+                _ => h.last_request_age_ms / 1e3,
+            };
+            let _ = writeln!(out, "{name}{{node=\"{}\"}} {v}", h.node);
+        }
+    }
+    out
 }
 
 /// IPv4-mapped IPv6 sources compare as IPv4.

@@ -53,7 +53,8 @@ impl Witness {
             format!(
                 "[witness]\nlisten = \"{LISTEN}\"\nkey_file = \"lease.key\"\n\
                  peers = [\"127.0.0.1\", \"127.0.0.2\"]\nstate_dir = \"state\"\n\
-                 control_socket = \"witness.sock\"\ndetection = \"{detection}\"\n"
+                 control_socket = \"witness.sock\"\ndetection = \"{detection}\"\n\
+                 metrics = \"127.0.0.9:9478\"\n"
             ),
         )
         .unwrap();
@@ -199,6 +200,27 @@ fn the_witness_renews_the_primary_and_revokes_only_once_it_is_silent() {
     assert_eq!(st["revokes_refused"], 1, "{st}");
     assert_eq!(st["granted_epoch"], 3, "{st}");
     assert!(st["dropped"].as_u64() >= Some(3), "{st}");
+    let text = w.ns.run_in(|| {
+        use std::io::{Read as _, Write as _};
+        let mut c = std::net::TcpStream::connect("127.0.0.9:9478").expect("metrics endpoint");
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: w\r\n\r\n")
+            .unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    });
+    assert!(
+        text.contains("failover_witness_revokes_refused_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE failover_witness_grants_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("failover_witness_grants_total{node=\"1\"} 4"),
+        "{text}"
+    );
 
     // Restarted with a short window (the primary silent since): agreed, and persisted.
     w.start("1ms");

@@ -94,5 +94,19 @@ fn print(st: &control::Status) {
         Some(b) => println!("last boot: {} {} ({} ms ago)", b.action, b.result, b.age_ms),
         None => println!("last boot: none"),
     }
+    if let Some(l) = &st.lease {
+        let age = |a: Option<f64>| a.map_or("never".to_string(), |a| format!("{a:.0} ms ago"));
+        if l.active {
+            println!(
+                "lease:     {:.1} ms left, {} lapses; last grant: witness {}, monitor {}",
+                l.remaining_ms,
+                l.lapses,
+                age(l.witness_grant_age_ms),
+                age(l.monitor_grant_age_ms)
+            );
+        } else {
+            println!("lease:     none held (not primary); {} lapses", l.lapses);
+        }
+    }
     println!("uptime:    {} s", st.uptime_s);
 }
