@@ -133,6 +133,18 @@ impl Daemon {
         let events = self.events.clone();
         let node = self.cfg.node.address.addr;
         let is_p = which == Addr::Primary;
+        // While the lease has lapsed the gate drops P's announcements: expected, not an error.
+        let lease = self
+            .lease
+            .as_ref()
+            .map(|l| l.status.clone())
+            .filter(|_| is_p);
+        let gated = move || {
+            lease.as_ref().is_some_and(|l| {
+                l.active.load(Ordering::Relaxed)
+                    && l.expiry_ns.load(Ordering::Relaxed) <= crate::sys::monotonic_ns()
+            })
+        };
         // The claim completes the role change that the burst belongs to.
         let role = if is_p { Role::Primary } else { Role::Monitor }.name();
         let epoch = self.machine.epoch() + u64::from(is_p && self.machine.role() != Role::Primary);
@@ -152,6 +164,8 @@ impl Daemon {
                     epoch,
                     &format!("{count} announcements of {addr}, {spacing:?} apart"),
                 ),
+                Err(e) if gated() => tracing::warn!(error = %crate::error_chain(&e),
+                    "announcement of P dropped: the lease has lapsed and the gate stops P"),
                 Err(e) => events.emit(Event::DaemonError, role, epoch, &crate::error_chain(&e)),
             }
             let mut check = tokio::time::interval(CHECK_INTERVAL);
