@@ -81,21 +81,10 @@ fn eq4(a: [u8; 4], b: [u8; 4]) -> bool {
     u32::from_ne_bytes(a) == u32::from_ne_bytes(b)
 }
 
+/// Two IPv6 addresses (or two peer keys) are equal.
 #[inline(always)]
 fn eq16(a: [u8; 16], b: [u8; 16]) -> bool {
-    let w = |k: [u8; 16], i: usize| {
-        u64::from_ne_bytes([
-            k[i],
-            k[i + 1],
-            k[i + 2],
-            k[i + 3],
-            k[i + 4],
-            k[i + 5],
-            k[i + 6],
-            k[i + 7],
-        ])
-    };
-    w(a, 0) == w(b, 0) && w(a, 8) == w(b, 8)
+    super::same_source(&a, &b)
 }
 
 /// Whether the frame is P's traffic the closed gate must stop.

@@ -138,6 +138,20 @@ fn pin_err(what: &'static str, path: PathBuf) -> impl FnOnce(aya::pin::PinError)
     }
 }
 
+/// Pins `link` (a bpf_link) at `path`: the link then outlives this process.
+fn pin_link<L>(link: L, path: PathBuf) -> Result<(), GateError>
+where
+    L: TryInto<FdLink>,
+    L::Error: std::error::Error + Send + Sync + 'static,
+{
+    let link: FdLink = link.try_into().map_err(|e| GateError::Bpf {
+        what: format!("{}: not a bpf_link", path.display()),
+        source: Box::new(e),
+    })?;
+    drop(link.pin(&path).map_err(pin_err("pin", path.clone()))?);
+    Ok(())
+}
+
 /// Loads the gate's programs (verified) and pins its map under `dir`, replacing a gate left
 /// there; nothing is attached yet and the gate is off.
 pub fn prepare(dir: &Path) -> Result<Prepared, GateError> {
@@ -199,19 +213,8 @@ impl Prepared {
         let id = xdp
             .attach_to_if_index(idx, XdpMode::Skb)
             .map_err(prog(format!("{GATE_IN_PROGRAM}: attach to {interface}")))?;
-        let link: FdLink = xdp
-            .take_link(id)
-            .map_err(prog("take the XDP link"))?
-            .try_into()
-            .map_err(|e| GateError::Bpf {
-                what: "the XDP link is not a bpf_link".into(),
-                source: Box::new(e),
-            })?;
-        let in_path = self.dir.join(PIN_IN);
-        drop(
-            link.pin(&in_path)
-                .map_err(pin_err("pin", in_path.clone()))?,
-        );
+        let link = xdp.take_link(id).map_err(prog("take the XDP link"))?;
+        pin_link(link, self.dir.join(PIN_IN))?;
         let tc: &mut SchedClassifier = self
             .ebpf
             .program_mut(GATE_OUT_PROGRAM)
@@ -227,19 +230,8 @@ impl Prepared {
             .map_err(prog(format!(
                 "{GATE_OUT_PROGRAM}: attach (tcx egress) to {interface}"
             )))?;
-        let link: FdLink = tc
-            .take_link(id)
-            .map_err(prog("take the tc link"))?
-            .try_into()
-            .map_err(|e| GateError::Bpf {
-                what: "the tc link is not a bpf_link".into(),
-                source: Box::new(e),
-            })?;
-        let out_path = self.dir.join(PIN_OUT);
-        drop(
-            link.pin(&out_path)
-                .map_err(pin_err("pin", out_path.clone()))?,
-        );
+        let link = tc.take_link(id).map_err(prog("take the tc link"))?;
+        pin_link(link, self.dir.join(PIN_OUT))?;
         gate.cfg = cfg;
         gate.renew(crate::sys::monotonic_ns() + grace.as_nanos() as u64)?;
         tracing::info!(%interface, dir = %self.dir.display(), "lease gate attached (XDP ingress, tcx egress)");
