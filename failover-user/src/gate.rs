@@ -138,6 +138,17 @@ fn pin_err(what: &'static str, path: PathBuf) -> impl FnOnce(aya::pin::PinError)
     }
 }
 
+/// The gate program `name` of `ebpf`, as its type (`Xdp`, `SchedClassifier`).
+fn program<'a, P>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut P, GateError>
+where
+    &'a mut aya::programs::Program: TryInto<&'a mut P, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| missing(format!("program {name}")))?
+        .try_into()
+        .map_err(prog(name))
+}
+
 /// Pins `link` (a bpf_link) at `path`: the link then outlives this process.
 fn pin_link<L>(link: L, path: PathBuf) -> Result<(), GateError>
 where
@@ -167,18 +178,10 @@ pub fn prepare(dir: &Path) -> Result<Prepared, GateError> {
         .ok_or_else(|| missing(format!("map {MAP_GATE}")))?
         .pin(&map_path)
         .map_err(pin_err("pin", map_path.clone()))?;
-    let xdp: &mut Xdp = ebpf
-        .program_mut(GATE_IN_PROGRAM)
-        .ok_or_else(|| missing(format!("program {GATE_IN_PROGRAM}")))?
-        .try_into()
-        .map_err(prog(GATE_IN_PROGRAM))?;
+    let xdp: &mut Xdp = program(&mut ebpf, GATE_IN_PROGRAM)?;
     xdp.load()
         .map_err(prog(format!("{GATE_IN_PROGRAM}: load (verifier)")))?;
-    let tc: &mut SchedClassifier = ebpf
-        .program_mut(GATE_OUT_PROGRAM)
-        .ok_or_else(|| missing(format!("program {GATE_OUT_PROGRAM}")))?
-        .try_into()
-        .map_err(prog(GATE_OUT_PROGRAM))?;
+    let tc: &mut SchedClassifier = program(&mut ebpf, GATE_OUT_PROGRAM)?;
     tc.load()
         .map_err(prog(format!("{GATE_OUT_PROGRAM}: load (verifier)")))?;
     Ok(Prepared {
@@ -204,23 +207,13 @@ impl Prepared {
         let off = LeaseGate { flags: 0, ..cfg };
         gate.cfg = off;
         gate.renew(0)?;
-        let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(GATE_IN_PROGRAM)
-            .ok_or_else(|| missing(format!("program {GATE_IN_PROGRAM}")))?
-            .try_into()
-            .map_err(prog(GATE_IN_PROGRAM))?;
+        let xdp: &mut Xdp = program(&mut self.ebpf, GATE_IN_PROGRAM)?;
         let id = xdp
             .attach_to_if_index(idx, XdpMode::Skb)
             .map_err(prog(format!("{GATE_IN_PROGRAM}: attach to {interface}")))?;
         let link = xdp.take_link(id).map_err(prog("take the XDP link"))?;
         pin_link(link, self.dir.join(PIN_IN))?;
-        let tc: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(GATE_OUT_PROGRAM)
-            .ok_or_else(|| missing(format!("program {GATE_OUT_PROGRAM}")))?
-            .try_into()
-            .map_err(prog(GATE_OUT_PROGRAM))?;
+        let tc: &mut SchedClassifier = program(&mut self.ebpf, GATE_OUT_PROGRAM)?;
         let id = tc
             .attach_with_options(
                 interface,

@@ -21,7 +21,7 @@ use crate::{
     gate::Gate,
     lease::{
         wire::{Kind, Message, Reason},
-        Bound, Grantor, Holder, LeaseStatus, RateCheck, Refusal,
+        Bound, Grantor, Holder, LeaseStatus, RateCheck, RATE_BASELINE,
     },
     role::Role,
     signal::responder::Identity,
@@ -110,8 +110,8 @@ impl Keeper {
             holder: Holder::new(s.lease),
             gate,
             rates: [
-                RateCheck::new(bound, crate::witness::judge::RATE_BASELINE),
-                RateCheck::new(bound, crate::witness::judge::RATE_BASELINE),
+                RateCheck::new(bound, RATE_BASELINE),
+                RateCheck::new(bound, RATE_BASELINE),
             ],
             status,
         })
@@ -213,7 +213,7 @@ impl Keeper {
                     for (i, l) in lost.iter_mut().enumerate() {
                         let last = self.status.last_grant_ns[i].load(Ordering::Relaxed);
                         let since = if last == 0 { 0 } else { now.saturating_sub(last) };
-                        if ever && !stalled && !*l && (last == 0 || since > lost_after) && now > lost_after {
+                        if ever && !stalled && !*l && (last == 0 || since > lost_after) {
                             *l = true;
                             news(LeaseNews::GrantorLost(NAMES[i]));
                         }
@@ -282,12 +282,7 @@ pub(super) async fn serve_grants(
                     l.as_nanos() as u64,
                     now,
                 ),
-                Err(Refusal::Revoked) => {
-                    m.answer(Kind::Refuse, Reason::Revoked, identity.node, 0, now)
-                }
-                Err(Refusal::Stopped) => {
-                    m.answer(Kind::Refuse, Reason::Stopped, identity.node, 0, now)
-                }
+                Err(r) => m.answer(Kind::Refuse, r.into(), identity.node, 0, now),
             }
         };
         let _ = sock.send_to(&answer.encode(&key), from).await;

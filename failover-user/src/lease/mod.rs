@@ -15,7 +15,9 @@
 pub mod timing;
 pub mod wire;
 
-pub use timing::{takeover_at, Bound, Grantor, Holder, RateCheck, Refusal, DEFAULT_PPM};
+pub use timing::{
+    takeover_at, Bound, Grantor, Holder, RateCheck, Refusal, DEFAULT_PPM, RATE_BASELINE,
+};
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 

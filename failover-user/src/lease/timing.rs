@@ -208,6 +208,9 @@ pub fn takeover_at(bound: Bound, own_until_ns: u64, ack_ns: u64, remaining: Dura
     own_until_ns.max(witness)
 }
 
+/// The baseline of the peers' clock-rate checks (witness and keeper alike).
+pub const RATE_BASELINE: Duration = Duration::from_secs(10);
+
 /// A peer's clock rate, from pairs of (own stamp, the peer's stamp) at least `baseline` apart.
 #[derive(Clone, Debug)]
 pub struct RateCheck {

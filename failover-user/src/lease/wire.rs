@@ -103,6 +103,15 @@ impl Reason {
     }
 }
 
+impl From<crate::lease::Refusal> for Reason {
+    fn from(r: crate::lease::Refusal) -> Reason {
+        match r {
+            crate::lease::Refusal::Revoked => Reason::Revoked,
+            crate::lease::Refusal::Stopped => Reason::Stopped,
+        }
+    }
+}
+
 /// One lease message.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Message {

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crate::lease::{
     wire::{Kind, Message, Reason},
-    Bound, Grantor, RateCheck, Refusal,
+    Bound, Grantor, RateCheck, RATE_BASELINE,
 };
 
 /// What the witness knows of one host.
@@ -59,9 +59,6 @@ pub struct Judge {
     /// Revokes refused.
     pub revokes_refused: u64,
 }
-
-/// The baseline of the clock-rate check.
-pub const RATE_BASELINE: Duration = Duration::from_secs(10);
 
 impl Judge {
     /// A judge granting at most `max_lease`, refusing revokes while the primary was heard
@@ -141,11 +138,7 @@ impl Judge {
             }
             Err(r) => {
                 h.refusals += 1;
-                let reason = match r {
-                    Refusal::Revoked => Reason::Revoked,
-                    Refusal::Stopped => Reason::Stopped,
-                };
-                Verdict::Reply(m.answer(Kind::Refuse, reason, 0, 0, now_ns))
+                Verdict::Reply(m.answer(Kind::Refuse, r.into(), 0, 0, now_ns))
             }
         }
     }
