@@ -18,6 +18,7 @@ const NEEDS_RESTART: &[&str] = &[
     // The fencing posture: switching fencing off or certificate checks off live would skip
     // the warnings a start gives.
     "boot.method",
+    "boot.fence",
     "boot.allow_unfenced_takeover",
     "boot.insecure",
     // The lease: the gate, its grantors and its key are set up at promotion.
@@ -104,6 +105,7 @@ mod tests {
             "boot.allow_unfenced_takeover",
             "boot.insecure",
             "boot.lease",
+            "boot.fence",
             "witness.lease_peer",
         ] {
             assert!(needs_restart(f), "{f}");

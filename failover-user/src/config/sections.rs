@@ -122,6 +122,19 @@ pub enum BootMethod {
     None,
 }
 
+/// How a monitor makes sure the failed primary is out before it claims P (`boot.fence`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FenceMode {
+    /// Power it off through `method` and wait for the confirmed Off (the default).
+    #[default]
+    Bmc,
+    /// Stop granting its lease, have the witness revoke it, wait until no grant can be
+    /// outstanding, claim P; reset the old primary through `method` afterwards. Needs
+    /// `boot.lease` and `witness.lease_peer`; without an answer from the witness, as `bmc`.
+    Lease,
+}
+
 /// `[boot]`: fencing and booting the peer.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +143,10 @@ pub struct Boot {
     pub method: BootMethod,
     /// For `method = "command"`: the program, called as `COMMAND ACTION`.
     pub command: Option<PathBuf>,
+    /// `bmc` (wait for the BMC's confirmed Off before taking P) or `lease` (take P once the
+    /// primary's lease is provably over; docs/fencing.md). Default `bmc`.
+    #[serde(default)]
+    pub fence: FenceMode,
     /// Time limit of one boot action. Default 60s.
     #[serde(default = "default_boot_timeout")]
     pub timeout: HumanDuration,

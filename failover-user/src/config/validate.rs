@@ -1,7 +1,7 @@
 //! Validation: values that parse but make no sense, named by field.
 use std::path::Path;
 
-use super::{BootMethod, Config, ConfigError, DataSync};
+use super::{BootMethod, Config, ConfigError, DataSync, FenceMode};
 
 impl Config {
     pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -253,6 +253,23 @@ impl Config {
                     "witness.lease_port",
                     format!("{} is heartbeat.port", w.lease_port),
                 );
+            }
+        }
+        if self.boot.fence == FenceMode::Lease {
+            let why = if self.boot.lease.is_none() {
+                Some("needs boot.lease (the lease is what the takeover waits out)")
+            } else if !self.takeover {
+                Some("needs takeover = true (recovery only never takes P)")
+            } else if self.boot.method == BootMethod::None {
+                Some(
+                    "needs a boot.method (\"redfish\" or \"command\"): the old primary is reset \
+                     after the takeover, and fenced through it when the witness does not answer",
+                )
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return bad("boot.fence", format!("\"lease\" {why}"));
             }
         }
         if self.garp.dad_probes > 0 && self.garp.dad_wait.0.is_zero() {

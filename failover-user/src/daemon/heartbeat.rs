@@ -44,6 +44,8 @@ pub(super) struct GrantSettings {
     pub(super) key: [u8; 32],
     pub(super) peer: std::net::IpAddr,
     pub(super) identity: Arc<crate::signal::responder::Identity>,
+    /// Whether to grant now (the control loop stops it at a failure decision).
+    pub(super) granting: Arc<super::lease::Granting>,
     pub(super) max_lease: std::time::Duration,
 }
 
@@ -174,7 +176,9 @@ async fn run(
                 }
                 Some(Command::Grants(g)) => {
                     let g = *g;
-                    tokio::spawn(super::lease::serve_grants(g.sock, g.key, g.peer, g.identity, g.max_lease));
+                    tokio::spawn(super::lease::serve_grants(
+                        g.sock, g.key, g.peer, g.identity, g.granting, g.max_lease,
+                    ));
                 }
                 Some(Command::Exit) | None => {
                     if let Some(old) = monitor.take() {

@@ -10,7 +10,10 @@
 //!   host is its monitor.
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -23,7 +26,6 @@ use crate::{
         wire::{Kind, Message, Reason},
         Bound, Grantor, Holder, LeaseStatus, RateCheck, RATE_BASELINE,
     },
-    role::Role,
     signal::responder::Identity,
     sys::monotonic_ns,
 };
@@ -237,13 +239,34 @@ impl Keeper {
     }
 }
 
-/// Renewals for the peer (`from`, at its node address) while this host is its monitor; every
-/// other request is refused.
+/// Whether this host grants the peer's lease, and until when its grants may run: shared by
+/// the control loop (which stops granting at a failure decision) and the grantor.
+#[derive(Debug, Default)]
+pub(super) struct Granting {
+    /// `Machine::grants`, published after every step.
+    pub(super) on: AtomicBool,
+    /// A grant given may run until this CLOCK_MONOTONIC ns (0: none given).
+    pub(super) hold_until_ns: AtomicU64,
+}
+
+impl Granting {
+    /// Stops granting (already done by the publish of the failure decision; idempotent) and
+    /// says until when a grant given may run. With `serve_grants`' second look at `on`
+    /// (both sequentially consistent), a grant is either counted here or never sent.
+    pub(super) fn stop(&self) -> u64 {
+        self.on.store(false, Ordering::SeqCst);
+        self.hold_until_ns.load(Ordering::SeqCst)
+    }
+}
+
+/// Renewals for the peer (`from`, at its node address) while this host is its monitor and has
+/// not decided it failed (`granting`); every other request is refused.
 pub(super) async fn serve_grants(
     sock: std::net::UdpSocket,
     key: [u8; 32],
     peer: IpAddr,
     identity: Arc<Identity>,
+    granting: Arc<Granting>,
     max_lease: Duration,
 ) {
     let sock = match UdpSocket::from_std(sock) {
@@ -269,19 +292,29 @@ pub(super) async fn serve_grants(
             continue;
         }
         let now = monotonic_ns();
-        let role = identity.role.load(Ordering::Relaxed);
-        let monitoring = role == Role::Monitor.code() || role == Role::Booting.code();
-        let answer = if !monitoring {
-            m.answer(Kind::Refuse, Reason::Stopped, identity.node, 0, now)
+        let stopped = m.answer(Kind::Refuse, Reason::Stopped, identity.node, 0, now);
+        let answer = if !granting.on.load(Ordering::SeqCst) {
+            stopped
         } else {
             match grantor.request(m.epoch, Duration::from_nanos(m.value_ns), now) {
-                Ok(l) => m.answer(
-                    Kind::Grant,
-                    Reason::None,
-                    identity.node,
-                    l.as_nanos() as u64,
-                    now,
-                ),
+                Ok(l) => {
+                    granting
+                        .hold_until_ns
+                        .fetch_max(grantor.hold_until_ns(), Ordering::SeqCst);
+                    // Stopped meanwhile: the control loop may have read the hold before it
+                    // grew, so this grant is not sent.
+                    if granting.on.load(Ordering::SeqCst) {
+                        m.answer(
+                            Kind::Grant,
+                            Reason::None,
+                            identity.node,
+                            l.as_nanos() as u64,
+                            now,
+                        )
+                    } else {
+                        stopped
+                    }
+                }
                 Err(r) => m.answer(Kind::Refuse, r.into(), identity.node, 0, now),
             }
         };
@@ -293,6 +326,8 @@ pub(super) async fn serve_grants(
 pub(super) struct LeaseSetup {
     pub(super) key: [u8; 32],
     pub(super) status: Arc<LeaseStatus>,
+    /// Whether this host grants the peer's lease now.
+    pub(super) granting: Arc<Granting>,
     /// The gate loaded and verified (after the leftovers were removed), attached at every
     /// promotion.
     pub(super) prepared: Option<crate::gate::Prepared>,
@@ -332,18 +367,21 @@ impl LeaseSetup {
         .map_err(|source| {
             super::DaemonError::Lease(format!("bind the lease grantor to {addr}: {source}"))
         })?;
+        let granting = Arc::new(Granting::default());
         heartbeat.send(super::heartbeat::Command::Grants(Box::new(
             super::heartbeat::GrantSettings {
                 sock: sock.into(),
                 key,
                 peer: cfg.node.peer,
                 identity: identity.clone(),
+                granting: granting.clone(),
                 max_lease: lease.0,
             },
         )));
         Ok(Some(LeaseSetup {
             key,
             status,
+            granting,
             prepared: None,
             attaching: None,
         }))

@@ -12,6 +12,8 @@
 //! - `monitor`: the monitor's probing state and its tick (on the heartbeat thread).
 //! - `hold`: claiming, announcing and releasing the floating addresses.
 //! - `guard`: the self-check before a fence.
+//! - `lease`, `revoke`: the primary's lease (its keeper, the grants) and, with
+//!   `fence = "lease"`, the revoke request to the witness.
 //! - `peer`: notices to the peer (`leaving`, `taken over`), asking it, watching for claims.
 //! - `copy`: the data copy's tasks: the monitor's pulls, `stale` (the `sync_stale` watch)
 //!   and `serve` (the primary's server).
@@ -24,6 +26,7 @@ mod lease;
 mod monitor;
 mod peer;
 mod reload;
+mod revoke;
 mod serve;
 mod stale;
 mod start;
@@ -419,6 +422,7 @@ impl Daemon {
                     b.result = "cancelled".into();
                 }
             }
+            Action::Revoke => self.revoke(),
             Action::SendLeaving(role) => self.send_leaving(role).await,
             Action::Rejudge => {
                 self.heartbeat.send(Command::Rejudge);

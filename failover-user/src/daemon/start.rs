@@ -30,6 +30,7 @@ pub(super) fn policy(cfg: &Config) -> Policy {
     Policy {
         takeover: cfg.takeover,
         no_fence: cfg.boot.method == BootMethod::None,
+        lease_fence: cfg.boot.fence == crate::config::FenceMode::Lease,
         allow_unfenced: cfg.boot.allow_unfenced_takeover,
         retry: cfg.boot.retry.0,
         retry_max: cfg.boot.retry_max.0,

@@ -26,6 +26,9 @@ impl Daemon {
         .filter(|(on, _)| *on)
         .fold(0, |f, (_, bit)| f | bit);
         self.identity.flags.store(flags, Ordering::Relaxed);
+        if let Some(l) = &self.lease {
+            l.granting.on.store(self.machine.grants(), Ordering::SeqCst);
+        }
         self.metrics
             .role
             .store(u64::from(role.code()), Ordering::Relaxed);

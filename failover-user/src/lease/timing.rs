@@ -194,6 +194,11 @@ impl Grantor {
         self.granted_epoch
     }
 
+    /// Until this CLOCK_MONOTONIC ns of this host a grant given may run (0: none given).
+    pub fn hold_until_ns(&self) -> u64 {
+        self.hold_until_ns
+    }
+
     /// How long the last grant may still run, on this host's clock, at `now_ns`.
     pub fn outstanding(&self, now_ns: u64) -> Duration {
         Duration::from_nanos(self.hold_until_ns.saturating_sub(now_ns))

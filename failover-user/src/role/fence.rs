@@ -48,7 +48,7 @@ impl Machine {
                 return;
             }
             SelfCheck::Passed { .. } => {
-                self.start_boot(why.why(), out);
+                self.start_boot(why, out);
                 return;
             }
             SelfCheck::NoCarrier => "the service interface is down or has no carrier".to_string(),
@@ -68,8 +68,8 @@ impl Machine {
     }
 
     /// The primary failed and this host's side works: boot (fence) it.
-    pub(super) fn start_boot(&mut self, why: String, out: &mut Vec<Action>) {
-        out.push(emit(Event::PrimaryFailed, why));
+    pub(super) fn start_boot(&mut self, why: Suspicion, out: &mut Vec<Action>) {
+        out.push(emit(Event::PrimaryFailed, why.why()));
         self.set_role(Role::Booting, out);
         self.attempt = 0;
         self.fence_confirmed = false;
@@ -82,6 +82,10 @@ impl Machine {
                 "boot.method = none with allow_unfenced_takeover: taking P without a fence",
             ));
             self.take_over(out);
+            return;
+        }
+        if self.policy.takeover && self.policy.lease_fence {
+            self.ask_revoke(why, out);
             return;
         }
         self.request_boot(out);
@@ -104,16 +108,19 @@ impl Machine {
         match self.role {
             Role::Monitor => {
                 self.peer_left = false;
+                self.refused = false;
                 if self.suspicion.take().is_some() && std::mem::take(&mut self.isolated) {
                     out.push(emit(Event::IsolationEnded, how));
                 }
             }
             Role::Booting if !self.boot_accepted => {
-                out.push(emit(
-                    Event::FenceCancelled,
-                    format!("{how}, before a power action was sent"),
-                ));
-                if self.pending_boot.take().is_some() {
+                let what = if self.revoke.is_some() {
+                    "before the witness revoked its lease"
+                } else {
+                    "before a power action was sent"
+                };
+                out.push(emit(Event::FenceCancelled, format!("{how}, {what}")));
+                if self.pending_boot.take().is_some() | self.revoke.take().is_some() {
                     out.push(Action::CancelBoot);
                 }
                 self.attempt = 0;
@@ -157,7 +164,7 @@ impl Machine {
             && self.suspicion == Some(Suspicion::Grace)
             && std::mem::take(&mut self.delaying)
         {
-            self.start_boot(Suspicion::Grace.why(), out);
+            self.start_boot(Suspicion::Grace, out);
         }
     }
 

@@ -72,6 +72,27 @@ pub struct Machine {
     /// This host left P to the monitor, whose data is newer (`Action::SendYield`), and has
     /// not held an address since: the next join claims P if the monitor did not take it.
     pub(super) yielded: bool,
+    /// `fence = "lease"`: where the revoke of the failed primary's lease stands.
+    pub(super) revoke: Option<RevokeStage>,
+    /// The suspicion a revoke request answers (back to it when the witness refuses).
+    pub(super) revoke_for: Option<Suspicion>,
+    /// The witness's refusal was reported in this episode (reported once until P answers).
+    pub(super) refused: bool,
+    /// P is being taken under the lease: reset the old primary once P is claimed.
+    pub(super) reset_after: bool,
+    /// Primary after a lease takeover: the old primary's background reset is powering it off
+    /// (then on).
+    pub(super) resetting: bool,
+}
+
+/// `fence = "lease"`: the revoke of the failed primary's lease.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum RevokeStage {
+    /// Asked the witness; no answer yet (cancelled if P answers meanwhile).
+    Asked,
+    /// The witness revoked: waiting out the last grants (`Timer::LeaseOver`). No cancelling
+    /// any more: nobody renews the lease, so the primary stops serving whatever it does.
+    Agreed,
 }
 
 pub(super) fn emit(event: Event, detail: impl Into<String>) -> Action {
@@ -103,6 +124,11 @@ impl Machine {
             handover: false,
             answered_in_attempt: false,
             yielded: false,
+            revoke: None,
+            revoke_for: None,
+            refused: false,
+            reset_after: false,
+            resetting: false,
         }
     }
 
@@ -142,6 +168,17 @@ impl Machine {
         self.role == Role::Monitor && !self.armed && self.policy.takeover
     }
 
+    /// Whether this host renews the peer's lease (`boot.lease`): as its monitor, until it
+    /// decided the primary failed in `fence = "lease"` mode (then it has stopped for good,
+    /// or until the witness refused, or fell silent).
+    pub fn grants(&self) -> bool {
+        match self.role {
+            Role::Monitor => true,
+            Role::Booting => self.revoke.is_none(),
+            _ => false,
+        }
+    }
+
     /// Whether the last self-check showed this host cut off.
     pub fn isolated(&self) -> bool {
         self.isolated
@@ -162,6 +199,11 @@ impl Machine {
             self.boot_accepted = false;
             self.fence_confirmed = false;
             self.answered_in_attempt = false;
+            self.revoke = None;
+            self.reset_after = false;
+        }
+        if to != Role::Primary {
+            self.resetting = false;
         }
         if to != Role::Monitor {
             self.handover = false;
@@ -254,6 +296,8 @@ impl Machine {
             (_, Input::Due(Timer::DefendWindow(addr))) => self.window_over(addr),
             (_, Input::Due(Timer::FenceDelay)) => self.fence_delay_over(&mut out),
             (_, Input::Due(Timer::Handover)) => self.handover_over(&mut out),
+            (_, Input::Due(Timer::LeaseOver)) => self.lease_over(&mut out),
+            (Role::Booting, Input::Revoked(r)) => self.revoked(r, &mut out),
             (Role::Joining, Input::Start) | (Role::Joining | Role::Conflict, Input::RetryDue) => {
                 self.join(&mut out)
             }
@@ -472,7 +516,9 @@ impl Machine {
                 out.push(Action::StopMonitoring);
                 out.push(Action::StartMonitoring);
             }
-            (Role::Booting, Input::RetryDue) if self.pending_boot.is_none() => {
+            (Role::Booting, Input::RetryDue)
+                if self.pending_boot.is_none() && self.revoke.is_none() =>
+            {
                 self.request_boot(&mut out)
             }
             (
@@ -492,6 +538,12 @@ impl Machine {
                     out.push(emit(Event::BootRequested, "on"));
                     out.push(Action::Boot(BootAction::On));
                 }
+                if std::mem::take(&mut self.reset_after) {
+                    self.start_reset(&mut out);
+                }
+            }
+            (Role::Primary, Input::BootDone { action, ok }) if self.resetting => {
+                self.reset_step(action, ok, &mut out)
             }
             (
                 Role::TakingOver,

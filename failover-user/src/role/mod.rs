@@ -11,6 +11,7 @@ use std::time::Duration;
 mod defence;
 mod fence;
 mod machine;
+mod revoke;
 
 use crate::{detector::LivenessEvent, event::Event};
 
@@ -197,6 +198,32 @@ pub enum Timer {
     /// The handover window after the primary's `leaving` is over without a missed
     /// heartbeat: P still answers, so the notice was stale.
     Handover,
+    /// `fence = "lease"`: no grant of the failed primary's lease can be outstanding any more
+    /// (the wait `Revocation::Agreed` gave): P may be claimed.
+    LeaseOver,
+}
+
+/// `fence = "lease"`: what the witness answered the monitor's revoke request
+/// (`Action::Revoke`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Revocation {
+    /// The witness had stopped hearing the primary too, and revoked every epoch up to `epoch`
+    /// (persisted): no grantor renews the lease any more. `wait` is how long a grant either
+    /// grantor gave may still run (`lease::takeover_at`, from this host's clock).
+    Agreed {
+        /// From now until the lease is provably over.
+        wait: Duration,
+        /// The epoch the witness revoked up to (the next primary's must be above it).
+        epoch: u64,
+    },
+    /// The witness still hears the primary (the two hosts lost only each other): no fence,
+    /// the primary keeps serving.
+    Refused {
+        /// How long before its answer the witness last heard the primary.
+        heard_ago: Duration,
+    },
+    /// The witness did not answer: the takeover falls back to the BMC (wait for Off).
+    Unreachable,
 }
 
 /// Inputs to the machine.
@@ -273,6 +300,8 @@ pub enum Input {
     /// The joining peer leaves P to this host, whose data is newer (a `yield` notice; the
     /// runtime reports it only when this host's data mark is above the one it carries).
     PeerYielded,
+    /// The witness's answer to `Action::Revoke`.
+    Revoked(Revocation),
     /// A timer scheduled with `Action::Schedule` is due.
     Due(Timer),
     /// Clean shutdown.
@@ -340,8 +369,13 @@ pub enum Action {
     /// misses (and a new `startup_grace` if P never answered). After this host's own
     /// isolation ended, since misses seen while it was cut off prove nothing about P.
     Rejudge,
-    /// Abandon the boot action in flight (the peer has not accepted a power-off).
+    /// Abandon the boot action (or revoke request) in flight (the peer has not accepted a
+    /// power-off).
     CancelBoot,
+    /// `fence = "lease"`: this host has stopped granting the primary's lease (`Machine::grants`
+    /// is false from this step on); note how long its last grant may run, ask the witness to
+    /// revoke the lease, and report `Revoked`.
+    Revoke,
     /// Tell the peer this host is stopping on purpose, or handing P over, as this role
     /// (a primary's `leaving` lets the monitor take P without a fence).
     SendLeaving(Role),
@@ -368,6 +402,10 @@ pub struct Policy {
     pub takeover: bool,
     /// No fencing at all (boot method "none").
     pub no_fence: bool,
+    /// `boot.fence = "lease"`: take P once the primary's lease is provably over (the witness
+    /// revoked it), then reset the old primary through the BMC in the background; without an
+    /// answer from the witness, fence through the BMC as usual.
+    pub lease_fence: bool,
     /// Take P even when the fence failed (explicit operator opt-out).
     pub allow_unfenced: bool,
     /// First retry delay.
@@ -390,5 +428,7 @@ pub struct Policy {
     pub handover_window: Duration,
 }
 
+#[cfg(test)]
+mod revoke_tests;
 #[cfg(test)]
 mod tests;

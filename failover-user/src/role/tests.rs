@@ -2,9 +2,10 @@
 use super::*;
 use Input::*;
 
-const S: Policy = Policy {
+pub(super) const S: Policy = Policy {
     takeover: true,
     no_fence: false,
+    lease_fence: false,
     allow_unfenced: false,
     retry: Duration::from_secs(1),
     retry_max: Duration::from_secs(8),
@@ -17,7 +18,7 @@ const S: Policy = Policy {
 
 // Epoch 0, so that the epoch a test checks is this host's own count; epochs observed
 // from the peer have their own test.
-const PEER: Answer = Answer {
+pub(super) const PEER: Answer = Answer {
     role: 2,
     epoch: 0,
     node: 2,
@@ -27,7 +28,7 @@ const PEER: Answer = Answer {
 /// The peer answering at M, as monitor.
 const MON: Answer = Answer { role: 3, ..PEER };
 
-fn names(actions: &[Action]) -> Vec<String> {
+pub(super) fn names(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .map(|a| match a {
@@ -39,7 +40,7 @@ fn names(actions: &[Action]) -> Vec<String> {
 }
 
 /// Feeds `inputs` and returns (role after each input, all actions).
-fn run(policy: Policy, inputs: &[Input]) -> (Machine, Vec<Role>, Vec<Action>) {
+pub(super) fn run(policy: Policy, inputs: &[Input]) -> (Machine, Vec<Role>, Vec<Action>) {
     let mut m = Machine::new(policy, 0);
     let mut roles = Vec::new();
     let mut all = Vec::new();
@@ -50,7 +51,7 @@ fn run(policy: Policy, inputs: &[Input]) -> (Machine, Vec<Role>, Vec<Action>) {
     (m, roles, all)
 }
 
-fn monitor_armed() -> Vec<Input> {
+pub(super) fn monitor_armed() -> Vec<Input> {
     vec![
         Start,
         JoinDone {
@@ -66,11 +67,11 @@ fn monitor_armed() -> Vec<Input> {
 }
 
 /// The self-check before a fence passes (a witness answered).
-fn passed() -> Input {
+pub(super) fn passed() -> Input {
     SelfChecked(SelfCheck::Passed { answered: 1 })
 }
 
-fn failed() -> Input {
+pub(super) fn failed() -> Input {
     Liveness(LivenessEvent::Failed { consecutive: 10 })
 }
 

@@ -144,11 +144,30 @@ impl Judge {
     }
 
     fn revoke(&mut self, m: Message, now_ns: u64) -> Verdict {
-        // The primary of that epoch, as heard here: its latest request at that epoch.
+        // Everything granted so far, and the monitor's epoch: never granted again, from the
+        // agreement on. The answer names the epoch, so that the next primary's is above it.
+        let upto = m.epoch.max(self.grantor.granted_epoch());
+        let answer = |g: &Grantor| Message {
+            epoch: g.revoked(),
+            ..m.answer(
+                Kind::Revoked,
+                Reason::None,
+                0,
+                g.outstanding(now_ns).as_nanos() as u64,
+                now_ns,
+            )
+        };
+        if self.grantor.revoked() >= upto && self.revokes > 0 {
+            // Already agreed (a retransmitted request): the lease is not renewed here whatever
+            // the primary does now, so the answer stands; it was persisted.
+            return Verdict::Reply(answer(&self.grantor));
+        }
+        // The primary as heard here: the latest request of any other host, whatever its epoch
+        // (one above the monitor's is a primary the monitor does not know of: alive too).
         let last = self
             .heard
             .iter()
-            .filter(|(node, h)| **node != m.node && h.epoch == m.epoch && h.requests > 0)
+            .filter(|(node, h)| **node != m.node && h.requests > 0)
             .map(|(_, h)| h.at_ns)
             .max();
         if let Some(at) = last {
@@ -164,14 +183,12 @@ impl Judge {
                 ));
             }
         }
-        // Never granted again, from now on (before it is persisted: nothing is granted to it
-        // meanwhile either).
-        self.grantor.revoke(m.epoch);
+        // Revoked before it is persisted: nothing is granted to it meanwhile either.
+        self.grantor.revoke(upto);
         self.revokes += 1;
-        let left = self.grantor.outstanding(now_ns).as_nanos() as u64;
         Verdict::Revoke {
             revoked: self.grantor.revoked(),
-            reply: m.answer(Kind::Revoked, Reason::None, 0, left, now_ns),
+            reply: answer(&self.grantor),
         }
     }
 }
@@ -294,5 +311,30 @@ mod tests {
             j.on_message(revoke(2, 6), MS),
             Verdict::Revoke { .. }
         ));
+    }
+
+    #[test]
+    fn a_revoke_covers_every_epoch_granted_and_a_primary_above_the_monitors_epoch_is_heard() {
+        let mut j = judge();
+        // A primary at epoch 7 that the monitor (at 5) does not know of is alive here.
+        j.on_message(req(1, 7, 1), 0);
+        assert!(matches!(
+            j.on_message(revoke(2, 5), 10 * MS),
+            Verdict::RevokeRefused(_)
+        ));
+        // Once it is silent, the revoke covers epoch 7 too, and says so.
+        let Verdict::Revoke { revoked, reply } = j.on_message(revoke(2, 5), 31 * MS) else {
+            panic!()
+        };
+        assert_eq!((revoked, reply.epoch), (7, 7));
+        let Verdict::Reply(r) = j.on_message(req(1, 7, 2), 32 * MS) else {
+            panic!()
+        };
+        assert_eq!(r.kind, Kind::Refuse);
+        // A retransmitted revoke is answered the same way, without a second persist.
+        let Verdict::Reply(again) = j.on_message(revoke(2, 5), 33 * MS) else {
+            panic!()
+        };
+        assert_eq!((again.kind, again.epoch), (Kind::Revoked, 7));
     }
 }

@@ -13,6 +13,7 @@ pub fn policy(h: HostId) -> Policy {
     Policy {
         takeover: true,
         no_fence: false,
+        lease_fence: false,
         allow_unfenced: false,
         retry: Duration::from_secs(1),
         retry_max: Duration::from_secs(30),
@@ -65,6 +66,8 @@ fn execute(
     let host = &mut w.hosts[h];
     match a {
         Action::Emit(_) => {}
+        // `fence = "lease"` is not modelled yet (the policy here is `fence = "bmc"`).
+        Action::Revoke => {}
         Action::SendJoin { .. } => host.join = true,
         Action::Claim(addr) => return Some(claim(w, h, addr)),
         Action::Release(Addr::Primary) => host.has_p = false,
@@ -195,7 +198,7 @@ pub fn fresh_host(h: HostId, persisted: u64) -> crate::world::Host {
         boot: None,
         accepted: false,
         boot_on: false,
-        timers: [false; 4],
+        timers: [false; 5],
         monitoring: false,
         det_armed: false,
         det_missed: false,
@@ -217,7 +220,7 @@ pub fn daemon_gone(w: &mut World, h: HostId) {
     host.grace = false;
     host.boot = None;
     host.boot_on = false;
-    host.timers = [false; 4];
+    host.timers = [false; 5];
     host.monitoring = false;
     host.decided = false;
     host.inbox.clear();

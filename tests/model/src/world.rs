@@ -78,8 +78,9 @@ pub struct Host {
     pub accepted: bool,
     /// A power-on of the peer in flight (runs alongside).
     pub boot_on: bool,
-    /// The machine's timers: defend windows of P and M, the fence delay, the handover.
-    pub timers: [bool; 4],
+    /// The machine's timers: defend windows of P and M, the fence delay, the handover, the
+    /// end of a revoked lease.
+    pub timers: [bool; 5],
     /// The monitor probes P; the liveness tracker's view.
     pub monitoring: bool,
     pub det_armed: bool,
@@ -100,6 +101,7 @@ pub fn timer_slot(t: Timer) -> usize {
         Timer::DefendWindow(Addr::Monitor) => 1,
         Timer::FenceDelay => 2,
         Timer::Handover => 3,
+        Timer::LeaseOver => 4,
     }
 }
 
@@ -110,6 +112,7 @@ pub fn slot_timer(i: usize) -> Timer {
         Timer::DefendWindow(Addr::Monitor),
         Timer::FenceDelay,
         Timer::Handover,
+        Timer::LeaseOver,
     ][i]
 }
 
