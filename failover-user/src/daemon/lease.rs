@@ -400,15 +400,14 @@ impl super::Daemon {
     /// handover, a join) counts as the first grant. P served before the gate is attached is
     /// this run's legitimate primary: the gate only has to be there before any lease of it
     /// could be counted on, and the keeper asks for none before.
-    pub(super) async fn install_gate(&mut self) {
-        if self.lease.is_none() {
+    pub(super) fn install_gate(&mut self) {
+        // One XDP program per interface: the monitor's, detached by the takeover, goes first,
+        // in the background too (the claim of P does not wait for it).
+        let retiring = self.retiring.take();
+        let Some(l) = self.lease.as_mut() else {
+            self.retiring = retiring;
             return;
-        }
-        // One XDP program per interface: the monitor's, detached by the takeover, goes first.
-        if let Some(t) = self.retiring.take() {
-            let _ = t.await;
-        }
-        let Some(l) = self.lease.as_mut() else { return };
+        };
         let lease = self.cfg.boot.lease.map_or(Duration::ZERO, |d| d.0);
         let cfg = crate::gate::gate_for(
             &[self.cfg.addresses.primary.addr],
@@ -417,13 +416,24 @@ impl super::Daemon {
         );
         let (interface, dir) = (self.cfg.node.interface.clone(), gate_dir(&self.cfg));
         let prepared = l.prepared.take();
-        l.attaching = Some(tokio::task::spawn_blocking(move || {
-            let mut p = match prepared {
-                Some(p) => p,
-                None => crate::gate::prepare(&dir)?,
-            };
-            let g = p.attach(&interface, cfg, lease);
-            g.map(|g| (p, g))
+        l.attaching = Some(tokio::spawn(async move {
+            if let Some(t) = retiring {
+                let _ = t.await;
+            }
+            let attach = tokio::task::spawn_blocking(move || {
+                let mut p = match prepared {
+                    Some(p) => p,
+                    None => crate::gate::prepare(&dir)?,
+                };
+                let g = p.attach(&interface, cfg, lease);
+                g.map(|g| (p, g))
+            });
+            attach.await.unwrap_or_else(|e| {
+                Err(crate::gate::GateError::Bpf {
+                    what: "the attach task".into(),
+                    source: Box::new(e),
+                })
+            })
         }));
     }
 

@@ -352,7 +352,7 @@ impl Daemon {
             Action::SendJoin { doubled } => self.send_join(doubled),
             Action::Claim(a) => {
                 if a == Addr::Primary {
-                    self.install_gate().await;
+                    self.install_gate();
                 }
                 let input = self.claim(a).await;
                 if matches!(

@@ -108,8 +108,15 @@ impl Machine {
         match self.role {
             Role::Monitor => {
                 self.peer_left = false;
-                self.refused = false;
-                if self.suspicion.take().is_some() && std::mem::take(&mut self.isolated) {
+                let suspected = self.suspicion.take().is_some();
+                if std::mem::take(&mut self.refused) {
+                    // The witness refused the revoke: the fence asked for again is abandoned.
+                    out.push(emit(
+                        Event::FenceCancelled,
+                        format!("{how}: the witness's refusal stood, nothing was fenced"),
+                    ));
+                }
+                if suspected && std::mem::take(&mut self.isolated) {
                     out.push(emit(Event::IsolationEnded, how));
                 }
             }

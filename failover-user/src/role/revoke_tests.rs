@@ -121,8 +121,8 @@ fn a_refused_revoke_fences_nothing_and_asks_again_while_p_stays_silent() {
     assert!(names(&m.step(passed())).ends_with(&["Revoke".into()]));
     let n = names(&m.step(refused));
     assert!(!n.contains(&"revoke_refused".into()), "{n:?}");
-    // P answers again: the next episode reports again.
-    m.step(recovered());
+    // P answers again: the fence is abandoned, and the next episode reports again.
+    assert_eq!(names(&m.step(recovered())), vec!["fence_cancelled"]);
     assert!(!m.suspicious());
     m.step(failed());
     m.step(passed());

@@ -104,6 +104,9 @@ pub struct Options {
     pub heartbeat: &'static str,
     /// The command fence fails every action (an unreachable BMC).
     pub fence_fails: bool,
+    /// Seconds the command fence's `off` waits before it powers the peer off (a real BMC's
+    /// delay; `sleep` syntax).
+    pub off_delay: &'static str,
     /// Sample both hosts' addresses every 2 ms and count samples with P on both. It spawns
     /// `ip` twice per sample: the lab, which judges split brain from its client instead,
     /// leaves it off.
@@ -122,6 +125,7 @@ impl Default for Options {
             names: Names::Unique,
             heartbeat: "udp",
             fence_fails: false,
+            off_delay: "0",
             watch: true,
             echo: true,
             failover: None,
@@ -208,7 +212,7 @@ impl Pair {
         for h in Host::BOTH {
             let peer = h.other();
             let env = format!(
-                "NS={}\nSTATE={}\nLOG={}\nADDR=\"{}{}\"\nFAIL={}\n",
+                "NS={}\nSTATE={}\nLOG={}\nADDR=\"{}{}\"\nFAIL={}\nOFF_DELAY={}\n",
                 hosts[peer.index()].name(),
                 dir.join(format!("power-{}", peer.name())).display(),
                 dir.join(format!("fence-{}.log", h.name())).display(),
@@ -219,6 +223,7 @@ impl Pair {
                     ""
                 },
                 u8::from(opts.fence_fails),
+                opts.off_delay,
             );
             std::fs::write(dir.join(format!("fence-{}.env", h.name())), env).expect("env");
             std::fs::write(dir.join(format!("power-{}", h.name())), "on\n").expect("power");
@@ -515,6 +520,24 @@ impl Pair {
             .is_ok_and(|s| s.success())
     }
 
+    /// Asks `h`'s status until `pred` holds (the hang guard); returns it. For state that no
+    /// event announces (the lease's first grant, say). Between asks it waits for `h`'s next
+    /// log line, 20 ms at most.
+    pub fn wait_status(&self, h: Host, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + crate::events::HANG_GUARD;
+        loop {
+            if let Some(st) = self.try_status(h).filter(|st| pred(st)) {
+                return st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: {what} never showed in its status",
+                h.name()
+            );
+            self.logs[h.index()].wait_next(Duration::from_millis(20));
+        }
+    }
+
     /// `failover status --json` of `h`, if its daemon answers.
     pub fn try_status(&self, h: Host) -> Option<Value> {
         let out = Command::new(self.opts.failover())
@@ -614,6 +637,15 @@ impl Pair {
         }
         *self.witness.lock().unwrap() = Some((ns, None));
         self.witness_start();
+    }
+
+    /// [`Pair::with_witness`] with `boot.fence = "lease"` on both hosts: a takeover waits for
+    /// the lease, not for the fence command's `off`.
+    pub fn with_lease_fence(&self, lease: &str) {
+        for h in Host::BOTH {
+            self.configure(h, |c| c.boot.push_str("fence = \"lease\"\n"));
+        }
+        self.with_witness(lease);
     }
 
     /// Starts the witness (its log lines go to host A's event log, tagged by their node).

@@ -2,7 +2,7 @@
 //! logs what it was called with.
 
 /// The test fence: "powers off" the peer namespace (kills every process in it, flushes its
-/// addresses, takes its link down). Logs every call; reads its settings from
+/// addresses, takes its link down), `OFF_DELAY` seconds after it was asked. Logs every call; reads its settings from
 /// `fence-$FAILOVER_NODE.env` beside it.
 pub const FENCE: &str = r#"#!/bin/sh
 # Test fence: "powers off" the peer namespace. Logs every call.
@@ -11,6 +11,7 @@ echo "$1" >> "$LOG"
 case "$1" in
   off)
     [ "$FAIL" = 1 ] && { echo "BMC unreachable (test)" >&2; exit 1; }
+    sleep "$OFF_DELAY"
     ip netns pids "$NS" | xargs -r kill -9
     # Power is off once every process is gone, not when the signal is sent.
     while [ -n "$(ip netns pids "$NS")" ]; do sleep 0.005; done
