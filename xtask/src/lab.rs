@@ -34,12 +34,32 @@ pub fn demo(
     exec(c)
 }
 
-/// `cargo xtask bench`: `failover-lab bench --failover BIN --fault F --runs N --window-s S`.
-pub fn bench(artifacts: &Artifacts, fault: &str, runs: usize, window_s: u64) -> Result<Infallible> {
+/// What `cargo xtask bench` passes on.
+pub struct BenchArgs {
+    pub fault: String,
+    pub runs: usize,
+    pub window_s: u64,
+    pub fence: Option<String>,
+    pub bmc_off_delay: Option<String>,
+    pub json: bool,
+}
+
+/// `cargo xtask bench`: `failover-lab bench --failover BIN --fault F --runs N --window-s S
+/// [--fence MODES --bmc-off-delay D --json]`.
+pub fn bench(artifacts: &Artifacts, a: &BenchArgs) -> Result<Infallible> {
     let mut c = lab(artifacts, "bench");
-    c.args(["--fault", fault]);
-    c.args(["--runs", &runs.to_string()]);
-    c.args(["--window-s", &window_s.to_string()]);
+    c.args(["--fault", &a.fault]);
+    c.args(["--runs", &a.runs.to_string()]);
+    c.args(["--window-s", &a.window_s.to_string()]);
+    if let Some(f) = &a.fence {
+        c.args(["--fence", f]);
+    }
+    if let Some(d) = &a.bmc_off_delay {
+        c.args(["--bmc-off-delay", d]);
+    }
+    if a.json {
+        c.arg("--json");
+    }
     exec(c)
 }
 

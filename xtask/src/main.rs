@@ -141,6 +141,18 @@ enum Cmd {
         /// default 256).
         #[arg(long, default_value_t = 600)]
         window_s: u64,
+        /// Compare fencing modes in one run, alternating (A B A B): `lease,bmc` prints client
+        /// outage min/median/p99/max and split brain per mode, and the ratio of the medians
+        /// (link, freeze, kill9).
+        #[arg(long)]
+        fence: Option<String>,
+        /// With --fence: the lab BMCs cut the power (and report Off) this long after the
+        /// request, as a real BMC does, e.g. "3s".
+        #[arg(long)]
+        bmc_off_delay: Option<String>,
+        /// With --fence: the figures as one JSON object on the last line of stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Model-check the protocol (tests/model, docs/design.md "What the model covers"): both
     /// hosts' real role machines under every interleaving of a lossy, reordering,
@@ -213,8 +225,21 @@ fn dispatch(cmd: Cmd, runner: &Runner) -> Result<()> {
             fault,
             runs,
             window_s,
-        } => lab::bench(&prepare(runner, Profile::Release)?, &fault, runs, window_s)
-            .map(|never| match never {}),
+            fence,
+            bmc_off_delay,
+            json,
+        } => lab::bench(
+            &prepare(runner, Profile::Release)?,
+            &lab::BenchArgs {
+                fault,
+                runs,
+                window_s,
+                fence,
+                bmc_off_delay,
+                json,
+            },
+        )
+        .map(|never| match never {}),
         Cmd::BenchSync { size_mib, rpo_runs } => {
             lab::bench_sync(&prepare(runner, Profile::Release)?, size_mib, rpo_runs)
                 .map(|never| match never {})

@@ -98,6 +98,17 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+
+    /// As in the configuration, for command-line flags.
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| format!("{s:?} is not a duration ({e}); expected e.g. \"10ms\", \"3s\""))
+    }
+}
+
 /// An address with prefix length, e.g. `10.0.0.100/24` or `fd00::100/64`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Cidr {

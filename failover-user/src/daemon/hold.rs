@@ -103,11 +103,13 @@ impl Daemon {
         };
         if ok {
             self.held.set(a, true);
+            // The first announcement first: the clients' switch-over does not wait for the
+            // copy's report (it reads the store's metadata).
+            self.announce(a, cidr.addr).await;
             if a == Addr::Primary && self.machine.role() == Role::TakingOver {
                 self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
                 self.report_served_copy();
             }
-            self.announce(a, cidr.addr).await;
         }
         Input::Claimed { addr: a, ok }
     }

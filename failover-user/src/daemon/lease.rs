@@ -394,9 +394,10 @@ pub(super) fn gate_dir(cfg: &crate::config::Config) -> std::path::PathBuf {
 }
 
 impl super::Daemon {
-    /// As P is claimed: attaches the gate in the background (tens of milliseconds on a veth,
-    /// which the claim's duplicate-address probe and the announcements need not wait for),
-    /// serving P for one lease from the attach - the promotion itself (a confirmed fence, a
+    /// Once P is claimed: attaches the gate in the background (tens of milliseconds on a
+    /// veth, which the claim's duplicate-address probe and the announcements need not wait
+    /// for, and must not contend with for the RTNL lock), serving P for one lease from the
+    /// attach - the promotion itself (a confirmed fence, a
     /// handover, a join) counts as the first grant. P served before the gate is attached is
     /// this run's legitimate primary: the gate only has to be there before any lease of it
     /// could be counted on, and the keeper asks for none before.

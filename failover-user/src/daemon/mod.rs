@@ -167,6 +167,10 @@ pub struct Daemon {
     /// The last stopped monitor being detached (a new one waits for it: one XDP program per
     /// interface).
     retiring: Option<JoinHandle<()>>,
+    /// Holds the retiring monitor's detach back while a takeover claims P (dropping it lets
+    /// the detach go on). Detaching XDP takes the interface's RTNL lock and an RCU grace
+    /// period: tens of milliseconds that the claim's netlink calls would otherwise wait for.
+    retire_hold: Option<tokio::sync::oneshot::Sender<()>>,
     /// The self-check's witnesses (configured, else the default gateway).
     witnesses: Vec<std::net::IpAddr>,
     /// `witness.addresses` changed by a reload and not yet resolved into `witnesses`.
@@ -351,18 +355,14 @@ impl Daemon {
             }
             Action::SendJoin { doubled } => self.send_join(doubled),
             Action::Claim(a) => {
-                if a == Addr::Primary {
-                    self.install_gate();
-                }
                 let input = self.claim(a).await;
-                if matches!(
-                    input,
-                    Input::Claimed {
-                        addr: Addr::Primary,
-                        ok: false
+                if a == Addr::Primary {
+                    // Off the claim's path: the monitor's XDP program comes off, then the
+                    // lease gate goes on (both in the background).
+                    self.retire_hold = None;
+                    if input == (Input::Claimed { addr: a, ok: true }) {
+                        self.install_gate();
                     }
-                ) {
-                    self.stop_lease().await;
                 }
                 return Ok(Some(input));
             }
@@ -438,6 +438,13 @@ impl Daemon {
                 });
                 Tasks::replace(&mut self.tasks.retry, Some(t));
             }
+            // Due at once: no timer task (its first tick would be a millisecond away).
+            Action::Schedule(timer, delay) if delay.is_zero() => {
+                if let Some(old) = self.tasks.timers.remove(&timer) {
+                    old.abort();
+                }
+                return Ok(Some(Input::Due(timer)));
+            }
             Action::Schedule(timer, delay) => {
                 let tx = self.tx.clone();
                 let t = tokio::spawn(async move {
@@ -494,6 +501,7 @@ impl Daemon {
     /// Opens a monitor (sockets, XDP) and hands it to the heartbeat thread; arms
     /// `startup_grace`. A monitor still being detached is waited for first.
     async fn start_monitoring(&mut self) -> Result<(), DaemonError> {
+        self.retire_hold = None;
         if let Some(t) = self.retiring.take() {
             let _ = t.await;
         }
@@ -519,11 +527,18 @@ impl Daemon {
         }
         let (back, returned) = tokio::sync::oneshot::channel();
         self.heartbeat.send(Command::StopMonitor(back));
+        let (hold, held) = tokio::sync::oneshot::channel::<()>();
         self.retiring = Some(tokio::spawn(async move {
-            if let Ok(m) = returned.await {
+            let m = returned.await;
+            let _ = held.await;
+            if let Ok(m) = m {
                 let _ = tokio::task::spawn_blocking(move || drop(m)).await;
             }
         }));
+        // A takeover detaches after its claim of P; everything else at once.
+        if self.machine.role() == crate::role::Role::TakingOver {
+            self.retire_hold = Some(hold);
+        }
     }
 
     /// Runs a boot action on the peer in the background; its result comes back as `BootDone`.
@@ -601,6 +616,7 @@ impl Daemon {
         }
         self.stop_lease().await;
         self.stop_monitor();
+        self.retire_hold = None;
         if let Some(t) = self.retiring.take() {
             let _ = t.await;
         }

@@ -181,6 +181,7 @@ impl Daemon {
             heartbeat,
             monitoring: false,
             retiring: None,
+            retire_hold: None,
             witnesses: Vec::new(),
             witnesses_stale: false,
             monitor_status,

@@ -629,10 +629,15 @@ impl Pair {
         for h in Host::BOTH {
             self.configure(h, |c| {
                 c.boot.push_str(&format!("lease = {lease:?}\n"));
-                c.extra.push_str(&format!(
-                    "[witness]\nlease_peer = {listen:?}\nlease_key_file = {:?}\n",
+                let lines = format!(
+                    "lease_peer = {listen:?}\nlease_key_file = {:?}\n",
                     key.display().to_string()
-                ));
+                );
+                // Into the `[witness]` table the config may have already (the lab's).
+                c.extra = match c.extra.split_once("[witness]\n") {
+                    Some((before, after)) => format!("{before}[witness]\n{lines}{after}"),
+                    None => format!("{}[witness]\n{lines}", c.extra),
+                };
             });
         }
         *self.witness.lock().unwrap() = Some((ns, None));

@@ -178,3 +178,138 @@ fn safety(
     );
     Ok(())
 }
+
+/// A fencing mode of [`fences`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FenceMode {
+    /// `boot.fence = "lease"` (with a witness).
+    Lease,
+    /// `boot.fence = "bmc"` (wait for the BMC's Off).
+    Bmc,
+}
+
+impl FenceMode {
+    fn name(self) -> &'static str {
+        match self {
+            FenceMode::Lease => "lease",
+            FenceMode::Bmc => "bmc",
+        }
+    }
+}
+
+/// The fencing modes side by side: the takeover scenario `runs` times per mode, the modes
+/// alternating (A B A B) so that drift hits both alike, with the lab BMCs cutting the power
+/// `off_delay` after the request. Per mode: client outage min/median/p99/max and split brain
+/// from the client log against the BMC log; the ratio of the medians (first mode over
+/// second). With `json`, the last line is one object.
+pub fn fences(
+    failover: &Path,
+    fault: Fault,
+    runs: usize,
+    modes: &[FenceMode],
+    off_delay: Duration,
+    json_out: bool,
+) -> Result<()> {
+    if fault.harmless() || fault.safety() {
+        bail!("--fence compares takeovers: use --fault link, freeze or kill9");
+    }
+    let base = demo::prepare(failover)?;
+    let (cores, cpu, kernel) = machine();
+    let mut outage: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut takeover: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut split = vec![0u64; modes.len()];
+    let mut failed = vec![0usize; modes.len()];
+    for i in 0..runs {
+        for (m, mode) in modes.iter().enumerate() {
+            let opts = crate::lab::LabOptions {
+                lease: *mode == FenceMode::Lease,
+                bmc_off_delay: off_delay,
+                ..base.clone()
+            };
+            let what = format!("run {} ({})", i + 1, mode.name());
+            let r = demo::run_scenario(&opts, fault, Duration::ZERO, &what)?;
+            let s = &r.summary;
+            split[m] += s.split_brain;
+            outage[m].extend(s.outage_ms);
+            takeover[m].extend(s.takeover_ms);
+            if s.outage_ms.is_none() {
+                failed[m] += 1;
+            }
+            let ms = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.1}"));
+            eprintln!(
+                "run {:>2} {:<5}: detect {} ms, P claimed {} ms, client outage {} ms, split brain {}",
+                i + 1,
+                mode.name(),
+                ms(s.detect_ms),
+                ms(s.takeover_ms),
+                ms(s.outage_ms),
+                s.split_brain
+            );
+            if interrupted() {
+                bail!("interrupted");
+            }
+        }
+    }
+    println!(
+        "failover lab bench: fault {fault}, {runs} runs per mode (alternating), BMC off after {} ms, {cores} cores, {cpu}, kernel {kernel}",
+        off_delay.as_millis()
+    );
+    println!(
+        "{:<6} {:<20} {:>8} {:>8} {:>8} {:>8}  split brain",
+        "mode", "ms", "min", "median", "p99", "max"
+    );
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        (!v.is_empty()).then(|| (v[0], quantile(v, 0.5), quantile(v, 0.99), v[v.len() - 1]))
+    };
+    let mut out = serde_json::Map::new();
+    let mut medians = Vec::new();
+    for (m, mode) in modes.iter().enumerate() {
+        let mut o = outage[m].clone();
+        let mut t = takeover[m].clone();
+        let (os, ts) = (stats(&mut o), stats(&mut t));
+        let row = |name: &str, s: Option<(f64, f64, f64, f64)>, extra: String| match s {
+            Some((min, med, p99, max)) => println!(
+                "{:<6} {name:<20} {min:>8.1} {med:>8.1} {p99:>8.1} {max:>8.1}  {extra}",
+                mode.name()
+            ),
+            None => println!("{:<6} {name:<20} {:>8}", mode.name(), "-"),
+        };
+        row("client outage", os, split[m].to_string());
+        row("fault -> P claimed", ts, String::new());
+        medians.push(os.map(|s| s.1));
+        let j = |s: Option<(f64, f64, f64, f64)>| {
+            s.map_or(serde_json::Value::Null, |(min, median, p99, max)| {
+                json!({"min": min, "median": median, "p99": p99, "max": max})
+            })
+        };
+        out.insert(
+            mode.name().into(),
+            json!({"outage_ms": j(os), "takeover_ms": j(ts), "split_brain": split[m],
+                "runs_without_outage_figure": failed[m]}),
+        );
+    }
+    let ratio = match medians.as_slice() {
+        [Some(a), Some(b), ..] if *b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    if let Some(r) = ratio {
+        println!(
+            "ratio of the median outages, {} / {}: {r:.4}",
+            modes[0].name(),
+            modes[1].name()
+        );
+    }
+    println!(
+        "split brain: client answers from the old primary after the new one's first, plus answers from a host its BMC had off"
+    );
+    if json_out {
+        println!(
+            "{}",
+            json!({"fault": fault, "runs": runs, "bmc_off_delay_ms": off_delay.as_millis() as u64,
+                "modes": out, "ratio_median": ratio, "cores": cores, "cpu": cpu, "kernel": kernel})
+        );
+    }
+    Ok(())
+}

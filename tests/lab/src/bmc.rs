@@ -45,6 +45,10 @@ pub struct BmcArgs {
     /// Time from power-on to the start command.
     #[arg(long, default_value_t = 300)]
     boot_delay_ms: u64,
+    /// Time from a power-off request to the power cut (reported Off right after): a real
+    /// BMC's seconds. The host runs on meanwhile (PoweringOff).
+    #[arg(long, default_value_t = 0)]
+    off_delay_ms: u64,
     /// Directory of fault switches (`slow_ms`: extra latency per request; `lies`: power
     /// actions are reported done, the host is left as it is).
     #[arg(long)]
@@ -64,6 +68,7 @@ struct PoweredHost {
     addrs: Vec<(String, String)>,
     start: String,
     boot_delay: Duration,
+    off_delay: Duration,
     power: String,
     control: PathBuf,
 }
@@ -127,6 +132,7 @@ pub fn run(args: BmcArgs) {
         addrs: args.addrs,
         start: args.start,
         boot_delay: Duration::from_millis(args.boot_delay_ms),
+        off_delay: Duration::from_millis(args.off_delay_ms),
         power: "On".into(),
         control: args.control,
     };
@@ -260,10 +266,21 @@ fn reset(host: Arc<Mutex<PoweredHost>>, t: String) {
             }
         }
         if off {
-            let mut h = host.lock().unwrap();
-            if h.power != "Off" {
-                h.power = "PoweringOff".into();
-                log_event(&t, "PoweringOff");
+            let delay = {
+                let mut h = host.lock().unwrap();
+                if h.power == "Off" || h.power == "PoweringOff" {
+                    None
+                } else {
+                    h.power = "PoweringOff".into();
+                    log_event(&t, "PoweringOff");
+                    Some(h.off_delay)
+                }
+            };
+            if let Some(d) = delay {
+                // The host runs on until the power is cut; status requests are answered
+                // (PoweringOff) meanwhile.
+                std::thread::sleep(d);
+                let mut h = host.lock().unwrap();
                 h.power_off();
                 h.power = "Off".into();
                 log_event(&t, "Off");

@@ -81,7 +81,15 @@ pub struct LabOptions {
     /// Wait a random time up to this long in steady state before the fault, so the fault
     /// lands anywhere in the copy cycle (the recovery-point benchmark). Zero in the demo.
     pub fault_jitter: Duration,
+    /// `boot.fence = "lease"` with a lease witness on the service network (`failover
+    /// witness`, 10.92.0.9) and `boot.lease = LEASE`; else `fence = "bmc"`, no lease.
+    pub lease: bool,
+    /// The lab BMCs' delay from a power-off request to the power cut and the Off report.
+    pub bmc_off_delay: Duration,
 }
+
+/// `boot.lease` of the lab in lease mode.
+pub const LEASE: &str = "30ms";
 
 impl LabOptions {
     /// The defaults of the demo and the tests: takeover, 300 ms boot delay, a copy every 250
@@ -95,6 +103,8 @@ impl LabOptions {
             show_config: false,
             sync_every: 250,
             fault_jitter: Duration::ZERO,
+            lease: false,
+            bmc_off_delay: Duration::ZERO,
         }
     }
 }
@@ -173,6 +183,9 @@ impl Lab {
         for h in Host::BOTH {
             lab.configure(h);
             std::fs::create_dir_all(lab.control_dir(h)).expect("control dir");
+        }
+        if lab.opts.lease {
+            lab.pair.with_lease_fence(LEASE);
         }
         for h in Host::BOTH {
             lab.spawn_bmc(h);
@@ -315,6 +328,10 @@ impl Lab {
             .args([
                 "--boot-delay-ms",
                 &self.opts.boot_delay.as_millis().to_string(),
+            ])
+            .args([
+                "--off-delay-ms",
+                &self.opts.bmc_off_delay.as_millis().to_string(),
             ])
             .arg("--control")
             .arg(self.control_dir(h))

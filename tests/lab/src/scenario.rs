@@ -170,8 +170,9 @@ pub fn scenario(opts: &LabOptions, fault: Fault, harmless_for: Duration) -> Repo
         .and_then(|v| v["at_ns"].as_u64());
     let fenced = find("fence_confirmed", &|_| true);
     let garp = find("garp_sent", &|v| detail(v).contains(P));
+    // fence = "lease": the reset's off, after the takeover.
     let off_sent = find("boot_requested", &|v| {
-        v["detail"] == "off" || v["detail"] == "reboot"
+        detail(v).starts_with("off") || v["detail"] == "reboot"
     });
     let answers = lab.answers();
     let last_a = answers
@@ -195,7 +196,22 @@ pub fn scenario(opts: &LabOptions, fault: Fault, harmless_for: Duration) -> Repo
     timeline.push(("primary_failed (b)".into(), failed));
     if opts.takeover {
         timeline.push(("ForceOff sent (b)".into(), off_sent));
-        timeline.push(("Off confirmed (b)".into(), fenced));
+        let fenced_label = if opts.lease {
+            "lease over: revoked, no grant outstanding (b)"
+        } else {
+            "Off confirmed (b)"
+        };
+        timeline.push((fenced_label.into(), fenced));
+        if opts.lease {
+            let revoked = find("lease_revoked", &|_| true);
+            timeline.push(("witness revoked the lease (b)".into(), revoked));
+            let off = lab
+                .bmc_log(Host::A)
+                .into_iter()
+                .find(|v| v["power_state"] == "Off" && ts(v) > t0)
+                .map(|v| ts(&v));
+            timeline.push(("a powered off by its BMC (the reset)".into(), off));
+        }
         timeline.push(("P claimed (b)".into(), claimed_p));
         timeline.push(("GARP/NA burst done (b)".into(), garp));
         summary.sync = Some(lab.sync_report(t0, &answers));

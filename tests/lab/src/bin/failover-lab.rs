@@ -62,6 +62,17 @@ enum Cmd {
         /// For loss, cpu and the safety faults: how long each run watches, in seconds.
         #[arg(long, default_value_t = 600)]
         window_s: u64,
+        /// Compare fencing modes (comma-separated: lease,bmc), alternating runs; for link,
+        /// freeze and kill9. Without it: fence = "bmc" alone, the classic figures.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        fence: Vec<bench::FenceMode>,
+        /// The lab BMCs' delay from a power-off request to the power cut and the Off report
+        /// (a real BMC takes seconds), e.g. "3s".
+        #[arg(long, default_value = "0s")]
+        bmc_off_delay: failover::config::HumanDuration,
+        /// With --fence: print the figures as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
     },
     /// The data copy: a full copy and a 1 % change over a veth link, then the lab's recovery
     /// point.
@@ -111,7 +122,24 @@ fn main() -> ExitCode {
             failover,
             fault,
             runs,
+            fence,
+            bmc_off_delay,
+            json,
+            ..
+        } if !fence.is_empty() => bench::fences(
+            &failover,
+            fault,
+            runs as usize,
+            &fence,
+            bmc_off_delay.0,
+            json,
+        ),
+        Cmd::Bench {
+            failover,
+            fault,
+            runs,
             window_s,
+            ..
         } => bench::run(
             &failover,
             fault,
