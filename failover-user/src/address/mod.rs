@@ -461,9 +461,14 @@ impl AddressHandle {
         };
         let sock = self.packet_socket(proto)?;
         let mut buf = [0u8; 1600];
-        for _ in 0..dad.probes {
+        // The probes go out a third of `wait` apart, listening all along, and the listening
+        // ends `wait` after the last: every probe is listened to for at least `wait`, in
+        // (probes - 1) x wait / 3 + wait rather than probes x wait.
+        let spacing = dad.wait / 3;
+        for i in 0..dad.probes {
             sock.send(&frame)?;
-            let until = tokio::time::Instant::now() + dad.wait;
+            let last = i + 1 == dad.probes;
+            let until = tokio::time::Instant::now() + if last { dad.wait } else { spacing };
             loop {
                 let n = match tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
                     Err(_) => break,

@@ -339,7 +339,8 @@ pub struct Garp {
     /// address; 0 disables them. Default 2.
     #[serde(default = "default_dad_probes")]
     pub dad_probes: u32,
-    /// How long to listen for an answer after each probe. Default 3ms.
+    /// How long to listen for an answer after each probe (the probes go out a third of it
+    /// apart). Default 3ms.
     #[serde(default = "default_dad_wait")]
     pub dad_wait: HumanDuration,
 }

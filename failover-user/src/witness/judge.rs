@@ -58,6 +58,9 @@ pub struct Judge {
     pub revokes: u64,
     /// Revokes refused.
     pub revokes_refused: u64,
+    /// CLOCK_MONOTONIC ns since which this witness listens (`listening_since`): what it did
+    /// not hear before that proves nothing.
+    since_ns: Option<u64>,
 }
 
 impl Judge {
@@ -71,7 +74,15 @@ impl Judge {
             heard: BTreeMap::new(),
             revokes: 0,
             revokes_refused: 0,
+            since_ns: None,
         }
+    }
+
+    /// The witness listens from `now_ns` on: a revoke is agreed only once it has listened a
+    /// whole detection window without hearing the primary (a restarted witness has heard
+    /// nobody yet, which is not the primary's silence).
+    pub fn listening_since(&mut self, now_ns: u64) {
+        self.since_ns = Some(now_ns);
     }
 
     /// Epochs up to this are revoked.
@@ -169,6 +180,7 @@ impl Judge {
             .iter()
             .filter(|(node, h)| **node != m.node && h.requests > 0)
             .map(|(_, h)| h.at_ns)
+            .chain(self.since_ns)
             .max();
         if let Some(at) = last {
             let ago = now_ns.saturating_sub(at);
@@ -310,6 +322,20 @@ mod tests {
         assert!(matches!(
             j.on_message(revoke(2, 6), MS),
             Verdict::Revoke { .. }
+        ));
+    }
+
+    #[test]
+    fn a_restarted_witness_agrees_only_after_listening_a_whole_window() {
+        let mut j = judge();
+        j.listening_since(100 * MS);
+        assert!(matches!(
+            j.on_message(revoke(2, 5), 110 * MS),
+            Verdict::RevokeRefused(_)
+        ));
+        assert!(matches!(
+            j.on_message(revoke(2, 5), 131 * MS),
+            Verdict::Revoke { revoked: 5, .. }
         ));
     }
 

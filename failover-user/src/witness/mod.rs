@@ -111,6 +111,7 @@ pub async fn run(
     let revoked = store.load()?;
     let bound = Bound::new(cfg.clock_rate_ppm).unwrap_or_default();
     let mut judge = Judge::new(bound, cfg.max_lease.0, cfg.detection.0, revoked);
+    judge.listening_since(monotonic_ns());
     let sock = UdpSocket::bind(cfg.listen)
         .await
         .map_err(|source| WitnessError::Socket {
