@@ -247,15 +247,20 @@ pub(super) struct Granting {
     pub(super) on: AtomicBool,
     /// A grant given may run until this CLOCK_MONOTONIC ns (0: none given).
     pub(super) hold_until_ns: AtomicU64,
+    /// The highest epoch granted (0: none).
+    pub(super) granted_epoch: AtomicU64,
 }
 
 impl Granting {
     /// Stops granting (already done by the publish of the failure decision; idempotent) and
-    /// says until when a grant given may run. With `serve_grants`' second look at `on`
+    /// says until when a grant given may run, and the highest epoch granted. With `serve_grants`' second look at `on`
     /// (both sequentially consistent), a grant is either counted here or never sent.
-    pub(super) fn stop(&self) -> u64 {
+    pub(super) fn stop(&self) -> (u64, u64) {
         self.on.store(false, Ordering::SeqCst);
-        self.hold_until_ns.load(Ordering::SeqCst)
+        (
+            self.hold_until_ns.load(Ordering::SeqCst),
+            self.granted_epoch.load(Ordering::SeqCst),
+        )
     }
 }
 
@@ -301,6 +306,7 @@ pub(super) async fn serve_grants(
                     granting
                         .hold_until_ns
                         .fetch_max(grantor.hold_until_ns(), Ordering::SeqCst);
+                    granting.granted_epoch.fetch_max(m.epoch, Ordering::SeqCst);
                     // Stopped meanwhile: the control loop may have read the hold before it
                     // grew, so this grant is not sent.
                     if granting.on.load(Ordering::SeqCst) {

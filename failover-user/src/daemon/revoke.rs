@@ -33,6 +33,8 @@ pub(super) struct RevokeJob {
     pub(super) epoch: u64,
     /// Until when this host's own last grant may run (its grantor stopped before).
     pub(super) own_until_ns: u64,
+    /// The highest epoch this host's grantor granted (0: none).
+    pub(super) own_granted_epoch: u64,
     /// `boot.lease`: the pace of the exchange.
     pub(super) lease: Duration,
 }
@@ -99,6 +101,14 @@ impl RevokeJob {
                 }
                 let ack = monotonic_ns();
                 match m.kind {
+                    Kind::Revoked
+                        if m.reason == Reason::NotGranted
+                            && self.own_granted_epoch < self.epoch =>
+                    {
+                        // Nobody granted the primary of this epoch a lease: its gate may never
+                        // have been attached, so its kernel may serve P without one.
+                        return Revocation::NoLease { epoch: m.epoch };
+                    }
                     Kind::Revoked => {
                         let at = takeover_at(
                             Bound::default(),
@@ -146,13 +156,15 @@ impl super::Daemon {
                 .send(crate::role::Input::Revoked(Revocation::Unreachable));
             return;
         };
+        let (own_until_ns, own_granted_epoch) = l.granting.stop();
         let job = RevokeJob {
             local: self.cfg.node.address.addr,
             witness,
             key: l.key,
             node: self.cfg.node.id,
             epoch: self.machine.epoch(),
-            own_until_ns: l.granting.stop(),
+            own_until_ns,
+            own_granted_epoch,
             lease: lease.0,
         };
         tracing::info!(%witness, epoch = job.epoch, "asking the witness to revoke the primary's lease");

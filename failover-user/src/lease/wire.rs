@@ -82,6 +82,10 @@ pub enum Reason {
     Revoked,
     /// The grantor stopped granting (a monitor that decided the primary failed).
     Stopped,
+    /// In a `revoked` answer: the witness never granted an epoch as high as the request's, so
+    /// the primary of that epoch may never have held a lease (its gate not attached yet) and
+    /// its end proves nothing.
+    NotGranted,
 }
 
 impl Reason {
@@ -90,6 +94,7 @@ impl Reason {
             Reason::None => 0,
             Reason::Revoked => 1,
             Reason::Stopped => 2,
+            Reason::NotGranted => 3,
         }
     }
 
@@ -98,6 +103,7 @@ impl Reason {
             0 => Reason::None,
             1 => Reason::Revoked,
             2 => Reason::Stopped,
+            3 => Reason::NotGranted,
             _ => return None,
         })
     }

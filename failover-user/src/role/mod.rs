@@ -224,6 +224,13 @@ pub enum Revocation {
     },
     /// The witness did not answer: the takeover falls back to the BMC (wait for Off).
     Unreachable,
+    /// The witness revoked every epoch up to `epoch`, but neither it nor this host ever
+    /// granted the primary of this host's epoch a lease (it failed before its gate was
+    /// attached): its kernel may serve P without one. The takeover falls back to the BMC.
+    NoLease {
+        /// The epoch the witness revoked up to.
+        epoch: u64,
+    },
 }
 
 /// Inputs to the machine.

@@ -57,6 +57,17 @@ impl Machine {
                 self.suspicion = why;
                 out.push(Action::Retry(self.policy.recheck));
             }
+            Revocation::NoLease { epoch } => {
+                self.observe_epoch(epoch);
+                out.push(emit(
+                    Event::LeaseRevoked,
+                    format!(
+                        "the witness revoked epochs up to {epoch}, but no lease was ever granted to this primary (it failed before its lease gate was in place): fencing through the BMC (waiting for Off)"
+                    ),
+                ));
+                self.revoke = None;
+                self.request_boot(out);
+            }
             Revocation::Unreachable => {
                 out.push(emit(
                     Event::WitnessLost,

@@ -168,3 +168,21 @@ fn the_bmc_mode_never_asks_the_witness() {
     assert!(n.ends_with(&["Boot(Off)".into()]) && !n.contains(&"Revoke".into()));
     assert!(m.grants(), "fence = bmc grants until the BMC confirmed Off");
 }
+
+#[test]
+fn a_primary_that_never_held_a_lease_is_fenced_through_the_bmc() {
+    let (mut m, _, _) = run(L, &decided());
+    let n = names(&m.step(Revoked(Revocation::NoLease { epoch: 2 })));
+    assert_eq!(n, vec!["lease_revoked", "boot_requested", "Boot(Off)"]);
+    assert!(m.grants());
+    let n = names(&m.step(BootDone {
+        action: BootAction::Off,
+        ok: true,
+    }));
+    assert!(n.ends_with(&["Claim(Primary)".into()]));
+    m.step(Claimed {
+        addr: Addr::Primary,
+        ok: true,
+    });
+    assert_eq!(m.epoch(), 3, "above the revoked epochs");
+}

@@ -158,11 +158,18 @@ impl Judge {
         // Everything granted so far, and the monitor's epoch: never granted again, from the
         // agreement on. The answer names the epoch, so that the next primary's is above it.
         let upto = m.epoch.max(self.grantor.granted_epoch());
+        // Whether the primary of the monitor's epoch (or a later one) ever held a lease from
+        // here: if not, the end of the witness's grants says nothing about it.
+        let reason = if self.grantor.granted_epoch() >= m.epoch {
+            Reason::None
+        } else {
+            Reason::NotGranted
+        };
         let answer = |g: &Grantor| Message {
             epoch: g.revoked(),
             ..m.answer(
                 Kind::Revoked,
-                Reason::None,
+                reason,
                 0,
                 g.outstanding(now_ns).as_nanos() as u64,
                 now_ns,
@@ -362,5 +369,11 @@ mod tests {
             panic!()
         };
         assert_eq!((again.kind, again.epoch), (Kind::Revoked, 7));
+        assert_eq!(again.reason, Reason::None, "epoch 7 was granted");
+        // A monitor's epoch above everything granted: the witness says so.
+        let Verdict::Revoke { reply, .. } = j.on_message(revoke(2, 9), 70 * MS) else {
+            panic!()
+        };
+        assert_eq!(reply.reason, Reason::NotGranted);
     }
 }

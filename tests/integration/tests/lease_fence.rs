@@ -69,6 +69,11 @@ fn started(opts: Options) -> (Pair, Host, Host) {
     pair.wait_log(monitor, 0, "detection armed", |v| {
         v["message"] == "the primary answers: failure detection armed"
     });
+    // The gate is attached after the claim, and a primary that fails before it has held a
+    // lease is fenced through the BMC (`Revocation::NoLease`).
+    pair.wait_status(primary, "a lease", |st| {
+        st["lease"]["active"] == true && st["lease"]["remaining_ms"].as_f64() > Some(0.0)
+    });
     (pair, primary, monitor)
 }
 
