@@ -538,6 +538,14 @@ impl Pair {
         }
     }
 
+    /// Waits until `h` holds a lease with time left: its gate is attached (that happens after
+    /// the claim of P, in the background) and a grant counted. Returns the status.
+    pub fn wait_lease(&self, h: Host) -> Value {
+        self.wait_status(h, "a lease", |st| {
+            st["lease"]["active"] == true && st["lease"]["remaining_ms"].as_f64() > Some(0.0)
+        })
+    }
+
     /// `failover status --json` of `h`, if its daemon answers.
     pub fn try_status(&self, h: Host) -> Option<Value> {
         let out = Command::new(self.opts.failover())

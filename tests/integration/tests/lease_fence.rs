@@ -71,9 +71,7 @@ fn started(opts: Options) -> (Pair, Host, Host) {
     });
     // The gate is attached after the claim, and a primary that fails before it has held a
     // lease is fenced through the BMC (`Revocation::NoLease`).
-    pair.wait_status(primary, "a lease", |st| {
-        st["lease"]["active"] == true && st["lease"]["remaining_ms"].as_f64() > Some(0.0)
-    });
+    pair.wait_lease(primary);
     (pair, primary, monitor)
 }
 
