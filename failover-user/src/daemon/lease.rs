@@ -24,7 +24,7 @@ use crate::{
     gate::Gate,
     lease::{
         wire::{Kind, Message, Reason},
-        Bound, Grantor, Holder, LeaseStatus, RateCheck, RATE_BASELINE,
+        Bound, Grantor, Holder, LeaseStatus, RateCheck, RATE_BASELINE, WITNESS,
     },
     signal::responder::Identity,
     sys::monotonic_ns,
@@ -48,6 +48,9 @@ pub enum LeaseNews {
     GrantorBack(&'static str),
     /// A grantor's clock runs outside the bound.
     ClockSuspect(&'static str, i64),
+    /// The lease lapsed and the witness refuses it as revoked: it cannot come back at this
+    /// epoch (the keeper's).
+    Revoked(u64),
 }
 
 /// The primary's side, handed to the heartbeat thread.
@@ -147,6 +150,9 @@ impl Keeper {
         let mut ever = false;
         let mut lost = [false; 2];
         let mut suspect = [false; 2];
+        // The witness refused this epoch as revoked; told: the control thread knows.
+        let mut revoked = false;
+        let mut told = false;
         let mut buf = [0u8; 128];
         loop {
             let expiry = self.holder.expiry_ns();
@@ -172,6 +178,9 @@ impl Keeper {
                             news(LeaseNews::ClockSuspect(NAMES[i], ppm));
                         }
                         suspect[i] = s;
+                    }
+                    if m.kind == Kind::Refuse && m.reason == Reason::Revoked && i == WITNESS {
+                        revoked = true;
                     }
                     if m.kind != Kind::Grant {
                         continue;
@@ -234,6 +243,9 @@ impl Keeper {
                 news(LeaseNews::Lapsed);
             }
             valid = now_valid;
+            if revoked && !valid && ever && !std::mem::replace(&mut told, true) {
+                news(LeaseNews::Revoked(self.epoch));
+            }
         }
         self.status.active.store(false, Ordering::Relaxed);
     }
@@ -531,8 +543,8 @@ impl super::Daemon {
         }
     }
 
-    /// The keeper's news, as events.
-    pub(super) fn lease_news(&mut self, n: LeaseNews) {
+    /// The keeper's news, as events; a revoked lease goes to the machine.
+    pub(super) async fn lease_news(&mut self, n: LeaseNews) -> Result<(), super::DaemonError> {
         use crate::event::Event;
         let lease = self.cfg.boot.lease.map_or(Duration::ZERO, |d| d.0);
         match n {
@@ -561,6 +573,10 @@ impl super::Daemon {
                     "the {who}'s clock runs {ppm} ppm off this host's, beyond twice the bound"
                 ),
             ),
+            LeaseNews::Revoked(epoch) => {
+                return self.feed(crate::role::Input::LeaseRevoked { epoch }).await;
+            }
         }
+        Ok(())
     }
 }

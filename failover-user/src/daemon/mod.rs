@@ -321,7 +321,7 @@ impl Daemon {
             Report::TakenOver { epoch } => self.feed(Input::TakenOver { epoch }).await?,
             Report::NewerMonitor { epoch } => self.feed(Input::NewerMonitor { epoch }).await?,
             Report::PeerYielded => self.feed(Input::PeerYielded).await?,
-            Report::Lease(news) => self.lease_news(news),
+            Report::Lease(news) => self.lease_news(news).await?,
             Report::Failed(why) => return Err(DaemonError::Heartbeat(why)),
         }
         Ok(())

@@ -101,10 +101,7 @@ impl RevokeJob {
                 }
                 let ack = monotonic_ns();
                 match m.kind {
-                    Kind::Revoked
-                        if m.reason == Reason::NotGranted
-                            && self.own_granted_epoch < self.epoch =>
-                    {
+                    Kind::Revoked if m.reason.no_lease(self.own_granted_epoch, self.epoch) => {
                         // Nobody granted the primary of this epoch a lease: its gate may never
                         // have been attached, so its kernel may serve P without one.
                         return Revocation::NoLease { epoch: m.epoch };

@@ -86,15 +86,34 @@ pub enum Reason {
     /// the primary of that epoch may never have held a lease (its gate not attached yet) and
     /// its end proves nothing.
     NotGranted,
+    /// In a `revoked` answer: the witness cannot say whether the current primary holds a
+    /// lease from it (it agreed to another host's takeover, or it restarted, and no primary
+    /// has asked it for a lease since), so it revoked nothing and the monitor fences through
+    /// the BMC.
+    Unproven,
 }
 
 impl Reason {
+    /// Whether a `revoked` answer with this reason leaves the primary possibly serving
+    /// without a lease, for a monitor at `epoch` whose own grantor granted at most
+    /// `own_granted` (0: nothing): the witness cannot vouch (`Unproven`), or it never granted
+    /// that epoch and the monitor did not either. A primary's epoch is at least 1, so 0
+    /// granted is none. Then the monitor fences through the BMC.
+    pub fn no_lease(self, own_granted: u64, epoch: u64) -> bool {
+        match self {
+            Reason::Unproven => true,
+            Reason::NotGranted => own_granted == 0 || own_granted < epoch,
+            _ => false,
+        }
+    }
+
     fn code(self) -> u8 {
         match self {
             Reason::None => 0,
             Reason::Revoked => 1,
             Reason::Stopped => 2,
             Reason::NotGranted => 3,
+            Reason::Unproven => 4,
         }
     }
 
@@ -104,6 +123,7 @@ impl Reason {
             1 => Reason::Revoked,
             2 => Reason::Stopped,
             3 => Reason::NotGranted,
+            4 => Reason::Unproven,
             _ => return None,
         })
     }
@@ -260,6 +280,19 @@ mod tests {
             value_ns: 40_000_000,
             stamp_ns: 123,
         }
+    }
+
+    #[test]
+    fn a_revoke_proves_the_lease_over_only_for_a_lease_someone_granted() {
+        // The witness granted the epoch: the lease path.
+        assert!(!Reason::None.no_lease(0, 3));
+        // The witness did not, but the monitor's grantor did: the lease path.
+        assert!(!Reason::NotGranted.no_lease(3, 3));
+        // Neither did (the monitor granted nothing, or an older epoch): the BMC.
+        assert!(Reason::NotGranted.no_lease(0, 0));
+        assert!(Reason::NotGranted.no_lease(2, 3));
+        // The witness cannot vouch: the BMC, whatever the monitor granted.
+        assert!(Reason::Unproven.no_lease(5, 3));
     }
 
     #[test]

@@ -283,6 +283,7 @@ impl Machine {
             (_, Input::PeerSeen(p)) => self.peer_seen(p, &mut out),
             (_, Input::PeerSilent) => self.peer_silent(&mut out),
             (_, Input::TakenOver { epoch }) => self.taken_over(epoch, &mut out),
+            (_, Input::LeaseRevoked { epoch }) => self.lease_revoked(epoch, &mut out),
             (_, Input::NewerMonitor { epoch }) => self.newer_monitor(epoch, &mut out),
             (_, Input::PeerYielded) if self.takes_yield() => {
                 // The peer is joining and holds nothing; its claim of P was never made.

@@ -309,6 +309,14 @@ pub enum Input {
     PeerYielded,
     /// The witness's answer to `Action::Revoke`.
     Revoked(Revocation),
+    /// `boot.lease`: this primary's lease at `epoch` lapsed, and the witness refuses to renew
+    /// it because that epoch was revoked (a monitor decided this host failed, then cancelled
+    /// or died). No grant can come back at that epoch: the primary rejoins, to serve again
+    /// at a new one.
+    LeaseRevoked {
+        /// The keeper's epoch.
+        epoch: u64,
+    },
     /// A timer scheduled with `Action::Schedule` is due.
     Due(Timer),
     /// Clean shutdown.

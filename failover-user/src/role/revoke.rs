@@ -79,6 +79,21 @@ impl Machine {
         }
     }
 
+    /// The primary's lease at `epoch` lapsed and the witness will never renew it: it holds P
+    /// without being able to serve it, so it rejoins (releasing P) and can be primary again
+    /// at a new epoch. Nothing else would end it when the monitor that had it revoked is
+    /// gone.
+    pub(super) fn lease_revoked(&mut self, epoch: u64, out: &mut Vec<Action>) {
+        if self.role == Role::Primary && epoch == self.epoch {
+            self.demote(
+                format!(
+                    "this host's lease lapsed and the witness revoked its epoch {epoch}: no grant can renew it"
+                ),
+                out,
+            );
+        }
+    }
+
     /// The wait after the revoke is over: the lease is over, P is claimed.
     pub(super) fn lease_over(&mut self, out: &mut Vec<Action>) {
         if self.role != Role::Booting || self.revoke != Some(RevokeStage::Agreed) {

@@ -186,3 +186,23 @@ fn a_primary_that_never_held_a_lease_is_fenced_through_the_bmc() {
     });
     assert_eq!(m.epoch(), 3, "above the revoked epochs");
 }
+
+#[test]
+fn a_primary_whose_revoked_lease_lapsed_rejoins_to_serve_at_a_new_epoch() {
+    let (mut m, _, _) = run(L, &decided());
+    m.step(AGREED);
+    m.step(Due(Timer::LeaseOver));
+    m.step(Claimed {
+        addr: Addr::Primary,
+        ok: true,
+    });
+    assert_eq!((m.role(), m.epoch()), (Role::Primary, 4));
+    // A report about an older epoch (an earlier promotion's keeper) changes nothing.
+    assert!(names(&m.step(LeaseRevoked { epoch: 3 })).is_empty());
+    assert_eq!(m.role(), Role::Primary);
+    let n = names(&m.step(LeaseRevoked { epoch: 4 }));
+    assert_eq!(&n[..2], &["demoted".to_string(), "Release(Primary)".into()]);
+    assert_eq!(m.role(), Role::Joining);
+    // Not a primary any more: a late report does nothing.
+    assert!(names(&m.step(LeaseRevoked { epoch: 4 })).is_empty());
+}

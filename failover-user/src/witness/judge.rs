@@ -42,8 +42,24 @@ pub enum Verdict {
     },
     /// A revoke refused: the primary still reaches the witness (send this).
     RevokeRefused(Message),
+    /// A revoke the witness cannot vouch for ([`Reason::Unproven`]): nothing revoked, the
+    /// monitor fences through the BMC (send this).
+    Unproven(Message),
     /// Not answered (a replayed or out-of-order request, an answer kind sent to the witness).
     Ignore(&'static str),
+}
+
+/// Whether the current primary, if there is one, holds its lease from the witness.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Primary {
+    /// A lease was granted since the last agreed revoke: the primary asks here.
+    Leased,
+    /// The revoke of this node was agreed: it takes P at an epoch above the revoked one,
+    /// serving at first on its promotion's own grant, which no revoke here covers.
+    Taking(u32),
+    /// Nothing was granted since the witness started: a primary may hold a lease that it
+    /// granted before a restart, or the monitor's alone.
+    Unknown,
 }
 
 /// The witness's state.
@@ -61,6 +77,8 @@ pub struct Judge {
     /// CLOCK_MONOTONIC ns since which this witness listens (`listening_since`): what it did
     /// not hear before that proves nothing.
     since_ns: Option<u64>,
+    /// Whether the current primary holds its lease from here.
+    pub primary: Primary,
 }
 
 impl Judge {
@@ -75,6 +93,7 @@ impl Judge {
             revokes: 0,
             revokes_refused: 0,
             since_ns: None,
+            primary: Primary::Unknown,
         }
     }
 
@@ -139,6 +158,7 @@ impl Judge {
         {
             Ok(lease) => {
                 h.grants += 1;
+                self.primary = Primary::Leased;
                 Verdict::Reply(m.answer(
                     Kind::Grant,
                     Reason::None,
@@ -175,7 +195,7 @@ impl Judge {
                 now_ns,
             )
         };
-        if self.grantor.revoked() >= upto && self.revokes > 0 {
+        if self.primary == Primary::Taking(m.node) && self.grantor.revoked() >= upto {
             // Already agreed (a retransmitted request): the lease is not renewed here whatever
             // the primary does now, so the answer stands; it was persisted.
             return Verdict::Reply(answer(&self.grantor));
@@ -202,9 +222,21 @@ impl Judge {
                 ));
             }
         }
+        if self.primary != Primary::Leased {
+            // The other host took P over by an earlier agreement (or the witness restarted)
+            // and has not asked for a lease since: it may serve on its promotion's grant,
+            // which ending the grants here does not end. Nothing is revoked; the monitor
+            // fences through the BMC.
+            self.revokes += 1;
+            return Verdict::Unproven(Message {
+                epoch: self.grantor.revoked(),
+                ..m.answer(Kind::Revoked, Reason::Unproven, 0, 0, now_ns)
+            });
+        }
         // Revoked before it is persisted: nothing is granted to it meanwhile either.
         self.grantor.revoke(upto);
         self.revokes += 1;
+        self.primary = Primary::Taking(m.node);
         Verdict::Revoke {
             revoked: self.grantor.revoked(),
             reply: answer(&self.grantor),
@@ -312,10 +344,11 @@ mod tests {
     }
 
     #[test]
-    fn a_revoke_for_a_primary_never_heard_is_agreed_and_answers_are_ignored() {
+    fn a_revoke_for_a_primary_not_heard_since_its_lease_is_agreed_and_answers_are_ignored() {
         let mut j = judge();
+        j.on_message(req(1, 5, 1), 0);
         assert!(matches!(
-            j.on_message(revoke(2, 5), 0),
+            j.on_message(revoke(2, 5), 31 * MS),
             Verdict::Revoke { revoked: 5, .. }
         ));
         let grant = Message {
@@ -333,9 +366,62 @@ mod tests {
     }
 
     #[test]
+    fn a_witness_that_granted_nothing_since_it_started_vouches_for_no_revoke() {
+        // A primary may serve on a lease granted before the restart, or on the monitor's
+        // alone: nothing is revoked, the monitor fences through the BMC.
+        let mut j = judge();
+        let Verdict::Unproven(r) = j.on_message(revoke(2, 5), 0) else {
+            panic!()
+        };
+        assert_eq!(
+            (r.kind, r.reason, r.epoch),
+            (Kind::Revoked, Reason::Unproven, 0)
+        );
+        assert_eq!(j.revoked(), 0);
+        // Once a primary asks, the witness judges as usual.
+        j.on_message(req(1, 5, 1), MS);
+        assert!(matches!(
+            j.on_message(revoke(2, 5), 40 * MS),
+            Verdict::Revoke { revoked: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn after_a_takeover_is_agreed_the_other_hosts_revoke_is_unproven_until_the_taker_asks() {
+        let mut j = judge();
+        j.on_message(req(1, 3, 1), 0);
+        // Node 2 takes P over by this agreement, at an epoch above 3.
+        assert!(matches!(
+            j.on_message(revoke(2, 3), 31 * MS),
+            Verdict::Revoke { revoked: 3, .. }
+        ));
+        // Node 1 (cut off from node 2, never told) decides that node 2 failed before node 2
+        // asked for its first lease: node 2 serves on its promotion's grant, which no revoke
+        // here ends, so the witness vouches for nothing.
+        let Verdict::Unproven(r) = j.on_message(revoke(1, 3), 62 * MS) else {
+            panic!()
+        };
+        assert_eq!(r.reason, Reason::Unproven);
+        assert_eq!(j.revoked(), 3, "nothing more revoked");
+        // Node 2's retransmitted request is still answered as agreed.
+        let Verdict::Reply(again) = j.on_message(revoke(2, 3), 63 * MS) else {
+            panic!()
+        };
+        assert_eq!((again.kind, again.reason), (Kind::Revoked, Reason::None));
+        // Node 2 asks at epoch 4: now a revoke from node 1 is judged (refused: heard).
+        j.on_message(req(2, 4, 1), 64 * MS);
+        assert_eq!(j.primary, Primary::Leased);
+        assert!(matches!(
+            j.on_message(revoke(1, 3), 70 * MS),
+            Verdict::RevokeRefused(_)
+        ));
+    }
+
+    #[test]
     fn a_restarted_witness_agrees_only_after_listening_a_whole_window() {
         let mut j = judge();
         j.listening_since(100 * MS);
+        j.on_message(req(1, 5, 1), 95 * MS);
         assert!(matches!(
             j.on_message(revoke(2, 5), 110 * MS),
             Verdict::RevokeRefused(_)
@@ -371,7 +457,9 @@ mod tests {
         assert_eq!((again.kind, again.epoch), (Kind::Revoked, 7));
         assert_eq!(again.reason, Reason::None, "epoch 7 was granted");
         // A monitor's epoch above everything granted: the witness says so.
-        let Verdict::Revoke { reply, .. } = j.on_message(revoke(2, 9), 70 * MS) else {
+        let mut j = judge();
+        j.on_message(req(1, 7, 1), 0);
+        let Verdict::Revoke { reply, .. } = j.on_message(revoke(2, 9), 31 * MS) else {
             panic!()
         };
         assert_eq!(reply.reason, Reason::NotGranted);

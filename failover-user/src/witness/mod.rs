@@ -176,6 +176,14 @@ pub async fn run(
                 None
             }
             Some(Verdict::Reply(m)) => Some(m),
+            Some(Verdict::Unproven(m)) => {
+                tracing::warn!(
+                    node = m.node,
+                    revoked = m.epoch,
+                    "a revoke this witness cannot vouch for: no primary has asked it for a lease since its last agreed revoke or its start; nothing revoked, the monitor fences through the BMC"
+                );
+                Some(m)
+            }
             Some(Verdict::RevokeRefused(m)) => {
                 events.emit(
                     Event::RevokeRefused,

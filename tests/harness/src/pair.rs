@@ -538,11 +538,15 @@ impl Pair {
         }
     }
 
-    /// Waits until `h` holds a lease with time left: its gate is attached (that happens after
-    /// the claim of P, in the background) and a grant counted. Returns the status.
+    /// Waits until `h` holds a lease with time left and the witness has granted it: its gate
+    /// is attached (that happens after the claim of P, in the background), and the witness
+    /// vouches for a revoke of it (before its first grant it answers `unproven`: the BMC
+    /// path). Returns the status.
     pub fn wait_lease(&self, h: Host) -> Value {
-        self.wait_status(h, "a lease", |st| {
-            st["lease"]["active"] == true && st["lease"]["remaining_ms"].as_f64() > Some(0.0)
+        self.wait_status(h, "a lease granted by the witness", |st| {
+            st["lease"]["active"] == true
+                && st["lease"]["remaining_ms"].as_f64() > Some(0.0)
+                && st["lease"]["witness_grant_age_ms"].as_f64().is_some()
         })
     }
 

@@ -69,8 +69,8 @@ fn started(opts: Options) -> (Pair, Host, Host) {
     pair.wait_log(monitor, 0, "detection armed", |v| {
         v["message"] == "the primary answers: failure detection armed"
     });
-    // The gate is attached after the claim, and a primary that fails before it has held a
-    // lease is fenced through the BMC (`Revocation::NoLease`).
+    // The gate is attached after the claim, and a primary that fails before the witness
+    // granted it a lease is fenced through the BMC (`Revocation::NoLease`).
     pair.wait_lease(primary);
     (pair, primary, monitor)
 }

@@ -55,6 +55,11 @@ pub fn scenario(opts: &LabOptions, fault: Fault, harmless_for: Duration) -> Repo
     // ... and B holds copies of A's data (claims 14, 21): two completed copies.
     let first = lab.wait_event(Host::B, "sync_done", |_| true, start);
     lab.wait_event(Host::B, "sync_done", |v| ts(v) > ts(&first), start);
+    if opts.lease {
+        // ... and A holds a lease the witness granted (before that the witness vouches for
+        // no revoke, and the takeover would wait for the BMC).
+        lab.pair.wait_lease(Host::A);
+    }
     if !opts.fault_jitter.is_zero() {
         let ns = opts.fault_jitter.as_nanos() as u64;
         std::thread::sleep(Duration::from_nanos(mono_ns() % ns));
