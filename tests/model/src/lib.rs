@@ -19,6 +19,7 @@
 //! out only while the peer's daemon is down, frozen or unreachable (it is long against joining
 //! and settling a contest); and a join period (hundreds of ms) outlasts the peer's handover
 //! window after a `leaving` (a probe deadline and two intervals).
+pub mod lease;
 pub mod run;
 pub mod world;
 
@@ -75,6 +76,21 @@ pub enum Step {
     BmcDown(HostId),
     BmcUp(HostId),
     BmcLies(HostId),
+    // `fence = "lease"` (lease.rs).
+    /// A grantor renews `h`'s lease.
+    Renew(HostId),
+    /// `h`'s lease lapses (no grantor renews it).
+    Lapse(HostId),
+    /// The grants the monitor's wait counts have run out on `h`.
+    WaitOver(HostId),
+    /// `h`'s keeper, its lease lapsed, hears the witness refuse its epoch as revoked.
+    LeaseRefused(HostId),
+    /// The witness's answer to `h`'s revoke request reaches its machine.
+    Verdict(HostId),
+    /// The witness's agreement never reaches `h` (the job ends without an answer).
+    VerdictLost(HostId),
+    WitnessDown,
+    WitnessUp,
 }
 
 impl Step {
@@ -95,7 +111,13 @@ impl Step {
             | Step::Check { h, .. }
             | Step::BootAccepted(h)
             | Step::BootDone(h)
-            | Step::BootOnDone(h) => Some(h),
+            | Step::BootOnDone(h)
+            | Step::Renew(h)
+            | Step::Lapse(h)
+            | Step::WaitOver(h)
+            | Step::LeaseRefused(h)
+            | Step::Verdict(h)
+            | Step::VerdictLost(h) => Some(h),
             _ => None,
         }
     }
@@ -104,7 +126,11 @@ impl Step {
     fn is_time(&self) -> bool {
         matches!(
             self,
-            Step::RetryDue(_) | Step::TimerDue(..) | Step::GraceExpired(_)
+            Step::RetryDue(_)
+                | Step::TimerDue(..)
+                | Step::GraceExpired(_)
+                | Step::Lapse(_)
+                | Step::WaitOver(_)
         )
     }
 
@@ -120,24 +146,27 @@ impl Step {
                 | Step::CrossCut
                 | Step::BmcDown(_)
                 | Step::BmcLies(_)
+                | Step::WitnessDown
         )
     }
 }
 
-/// The model: how many faults a path may have, whether BMCs may lie, and which host's data
-/// is newer (if either; the preferred host is host 0).
+/// The model: how many faults a path may have, whether BMCs may lie, which host's data is
+/// newer (if either; the preferred host is host 0), and the fencing mode (`lease`:
+/// `fence = "lease"` with a witness, else `fence = "bmc"`).
 #[derive(Clone, Debug)]
 pub struct Protocol {
     pub faults: u8,
     pub lies: bool,
     pub newer: Option<HostId>,
+    pub lease: bool,
 }
 
 impl Protocol {
     /// Both hosts boot at once (the cold-start race).
     pub fn initial(&self) -> World {
         let mut w = World {
-            hosts: [fresh_host(0, 0), fresh_host(1, 0)],
+            hosts: [fresh_host(0, 0, self.lease), fresh_host(1, 0, self.lease)],
             bmc: [Bmc::Ok; 2],
             tx: [true; 2],
             rx: [true; 2],
@@ -147,6 +176,12 @@ impl Protocol {
             lied: false,
             fenced_without_decision: false,
             newer: self.newer,
+            lease_mode: self.lease,
+            witness: lease::Witness {
+                alive: self.lease,
+                ..Default::default()
+            },
+            partition_stopped: false,
         };
         for h in 0..2 {
             start_daemon(&mut w, h, &mut None);
@@ -232,7 +267,10 @@ impl Protocol {
                 out.push(Step::BootOnDone(h));
             }
             for (i, t) in host.timers.iter().enumerate() {
-                if *t {
+                // The lease's wait ends only once no grant it counts can still be valid
+                // (lease.rs).
+                let waiting = i == timer_slot(Timer::LeaseOver) && w.hosts[o].lease.counted;
+                if *t && !waiting {
                     out.push(Step::TimerDue(h, i));
                 }
             }
@@ -248,6 +286,9 @@ impl Protocol {
             {
                 out.push(Step::GraceExpired(h));
             }
+        }
+        if w.lease_mode {
+            lease::progress(w, out, with_losses);
         }
     }
 
@@ -286,8 +327,9 @@ impl Protocol {
 
     /// `h`'s check of an address it holds is answered by the other host, which holds it too.
     fn sees_second_holder(w: &World, h: HostId, p: bool) -> bool {
+        // A lapsed lease's gate drops ARP for P both ways.
         let (mine, theirs) = if p {
-            (w.hosts[h].has_p, w.hosts[other(h)].has_p)
+            (w.serving(h), w.serving(other(h)))
         } else {
             (w.hosts[h].has_m, w.hosts[other(h)].has_m)
         };
@@ -337,6 +379,9 @@ impl Protocol {
             out.push(Step::HealCross);
         } else if w.faults_left > 0 {
             out.push(Step::CrossCut);
+        }
+        if w.lease_mode {
+            lease::faults(w, out);
         }
     }
 
@@ -516,6 +561,7 @@ impl Protocol {
                 // The runtime releases whatever is still held before it exits.
                 w.hosts[h].has_p = false;
                 w.hosts[h].has_m = false;
+                w.hosts[h].lease = lease::Lease::default();
                 daemon_gone(w, h);
             }
             Step::CutTx(h) => w.tx[h] = false,
@@ -529,6 +575,14 @@ impl Protocol {
             Step::BmcDown(h) => w.bmc[h] = Bmc::Down,
             Step::BmcUp(h) => w.bmc[h] = Bmc::Ok,
             Step::BmcLies(h) => w.bmc[h] = Bmc::Lies,
+            Step::Renew(_)
+            | Step::Lapse(_)
+            | Step::WaitOver(_)
+            | Step::LeaseRefused(_)
+            | Step::Verdict(_)
+            | Step::VerdictLost(_)
+            | Step::WitnessDown
+            | Step::WitnessUp => lease::apply(w, step, log),
         }
     }
 
@@ -545,6 +599,9 @@ impl Protocol {
         w.cross_cut = false;
         w.bmc = [Bmc::Ok; 2];
         w.faults_left = 0;
+        if w.lease_mode && !w.witness.alive {
+            lease::witness_up(&mut w);
+        }
         for h in 0..2 {
             match w.hosts[h].daemon {
                 Daemon::Frozen => w.hosts[h].daemon = Daemon::Running,
@@ -646,7 +703,7 @@ pub fn summary(w: &World) -> String {
     if w.cross_cut {
         net.push_str(" cross-cut");
     }
-    format!("{} | {}{net}", host(0), host(1))
+    format!("{} | {}{net}{}", host(0), host(1), lease::summary(w))
 }
 
 /// Steps a settle run may take: enough for any rejoin and takeover in this model.
@@ -672,6 +729,9 @@ impl Model for Protocol {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
+        if self.lease {
+            return lease::properties();
+        }
         vec![
             Property::always("one server of P", |_, w: &World| {
                 w.lied || !(w.serving(0) && w.serving(1))
@@ -728,28 +788,45 @@ pub struct Outcome {
     pub examples: Vec<String>,
 }
 
-/// The properties that only need an example (coverage), not a proof.
-pub const SOMETIMES: [&str; 3] = [
+/// The properties that only need an example (coverage), not a proof (both modes').
+pub const SOMETIMES: [&str; 6] = [
     "a fenced takeover",
     "two servers after a lie",
     "the newer data serves first",
+    "a lease takeover",
+    "a refused revoke",
+    "the witness-dead fallback",
 ];
 
-/// Checks the model to `depth` steps with `faults` faults per path (BMCs lie only with
-/// `lies`; `newer`: the host whose data is newer), on `threads` threads.
-pub fn check(
-    depth: usize,
-    faults: u8,
-    lies: bool,
-    newer: Option<HostId>,
-    threads: usize,
-) -> Outcome {
+/// The properties both modes check (`fence = "lease"` adds its own: `lease::properties`).
+pub(crate) fn shared_properties() -> [Property<Protocol>; 4] {
+    [
+        Property::always("one server of P", |_, w: &World| {
+            w.lied || !(w.serving(0) && w.serving(1))
+        }),
+        Property::always("no fence without a failure", |_, w: &World| {
+            !w.fenced_without_decision
+        }),
+        Property::always("the stale primary steps down", |m: &Protocol, w: &World| {
+            if !(w.serving(0) && w.serving(1)) {
+                return true;
+            }
+            let s = m.settle(w, SETTLE_LIMIT);
+            !(s.serving(0) && s.serving(1))
+        }),
+        Property::always("someone serves P", |m: &Protocol, w: &World| {
+            if !w.hosts[0].power && !w.hosts[1].power {
+                return true; // nothing can serve until someone powers a host on
+            }
+            let s = m.settle(w, SETTLE_LIMIT);
+            s.serving(0) != s.serving(1)
+        }),
+    ]
+}
+
+/// Checks `model` to `depth` steps on `threads` threads.
+pub fn check(model: &Protocol, depth: usize, threads: usize) -> Outcome {
     use stateright::Checker as _;
-    let model = Protocol {
-        faults,
-        lies,
-        newer,
-    };
     let started = std::time::Instant::now();
     let c = model
         .clone()

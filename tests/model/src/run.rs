@@ -5,15 +5,16 @@ use std::collections::VecDeque;
 
 use failover::role::{Action, Addr, BootAction, Input, Machine, Policy};
 
-use crate::world::{name, other, timer_slot, Daemon, HostId, Msg, World};
+use crate::world::{name, other, timer_slot, Daemon, HostId, Lease, Msg, World};
 
-/// The policy of host `h`: A is the preferred primary, B waits a fence delay.
-pub fn policy(h: HostId) -> Policy {
+/// The policy of host `h`: A is the preferred primary, B waits a fence delay; `lease`:
+/// `fence = "lease"`, else `fence = "bmc"`.
+pub fn policy(h: HostId, lease: bool) -> Policy {
     use std::time::Duration;
     Policy {
         takeover: true,
         no_fence: false,
-        lease_fence: false,
+        lease_fence: lease,
         allow_unfenced: false,
         retry: Duration::from_secs(1),
         retry_max: Duration::from_secs(30),
@@ -63,14 +64,35 @@ fn execute(
             a => l.push(format!("    {} -> {a:?}", name(h))),
         }
     }
+    match a {
+        Action::Revoke => {
+            if !w.hosts[h].decided {
+                w.fenced_without_decision = true;
+            }
+            crate::lease::revoke(w, h);
+            return None;
+        }
+        Action::Release(Addr::Primary) => {
+            // The keeper stops and the gate comes off with P.
+            w.hosts[h].has_p = false;
+            w.hosts[h].lease = Lease::default();
+            return None;
+        }
+        Action::Defend(Addr::Primary) => {
+            // A lapsed lease's gate drops the announcement.
+            if w.serving(h) {
+                w.send(h, Msg::Announce { p: true });
+            }
+            return None;
+        }
+        _ => {}
+    }
+    let lease_mode = w.lease_mode;
     let host = &mut w.hosts[h];
     match a {
-        Action::Emit(_) => {}
-        // `fence = "lease"` is not modelled yet (the policy here is `fence = "bmc"`).
-        Action::Revoke => {}
+        Action::Emit(_) | Action::Revoke | Action::Release(Addr::Primary) => {}
         Action::SendJoin { .. } => host.join = true,
         Action::Claim(addr) => return Some(claim(w, h, addr)),
-        Action::Release(Addr::Primary) => host.has_p = false,
         Action::Release(Addr::Monitor) => host.has_m = false,
         Action::StartMonitoring => {
             host.monitoring = true;
@@ -86,13 +108,19 @@ fn execute(
         }
         Action::Boot(BootAction::On) => host.boot_on = true,
         Action::Boot(b) => {
-            if !host.decided {
+            // The reset after a lease takeover (by the new primary) follows from the revoke,
+            // which was checked.
+            if !host.decided && host.m.role() != failover::role::Role::Primary {
                 // A fence or reboot without a current failure decision (one taken while the
                 // peer was not serving and reachable, and not undone by its recovery).
                 w.fenced_without_decision = true;
             }
             host.boot = Some(b);
             host.accepted = false;
+        }
+        Action::Hook(failover::role::Hook::OnPrimary) if lease_mode && host.has_p => {
+            // The promotion is done: the keeper keeps the lease at this epoch.
+            host.lease.keeper = Some(host.m.epoch());
         }
         Action::Hook(_) => {}
         Action::BumpEpoch => host.persisted = host.m.epoch(),
@@ -106,7 +134,11 @@ fn execute(
                 host.grace = true;
             }
         }
-        Action::CancelBoot => host.boot = None,
+        Action::CancelBoot => {
+            // The boot task ends, and a revoke job with it (its answer is not reported).
+            host.boot = None;
+            host.verdict = None;
+        }
         Action::SendLeaving(role) => {
             let msg = Msg::Leaving {
                 role: role.code(),
@@ -117,18 +149,9 @@ fn execute(
                 w.send(h, msg);
             }
         }
-        Action::Defend(addr) => {
-            let holds = match addr {
-                Addr::Primary => host.has_p,
-                Addr::Monitor => host.has_m,
-            };
-            if holds {
-                w.send(
-                    h,
-                    Msg::Announce {
-                        p: addr == Addr::Primary,
-                    },
-                );
+        Action::Defend(_) => {
+            if host.has_m {
+                w.send(h, Msg::Announce { p: false });
             }
         }
         Action::AskPeer => host.ask = true,
@@ -147,15 +170,22 @@ fn execute(
 /// otherwise the address is added and announced.
 fn claim(w: &mut World, h: HostId, addr: Addr) -> Input {
     let o = other(h);
+    // A lapsed lease's gate drops the probe for P: it finds P free.
     let held_there = match addr {
-        Addr::Primary => w.hosts[o].has_p,
+        Addr::Primary => w.serving(o),
         Addr::Monitor => w.hosts[o].has_m,
     };
     if held_there && w.path(o, h) && w.path(h, o) {
         return Input::Claimed { addr, ok: false };
     }
     match addr {
-        Addr::Primary => w.hosts[h].has_p = true,
+        Addr::Primary => {
+            w.hosts[h].has_p = true;
+            // The promotion counts as the first grant (the gate is attached with one lease).
+            if w.lease_mode {
+                w.hosts[h].lease.valid = true;
+            }
+        }
         Addr::Monitor => w.hosts[h].has_m = true,
     }
     w.send(
@@ -177,16 +207,17 @@ pub fn start_daemon(w: &mut World, h: HostId, log: &mut Option<&mut Vec<String>>
         w.hosts[o].inbox.clear();
     }
     let persisted = w.hosts[h].persisted;
-    w.hosts[h] = fresh_host(h, persisted);
+    w.hosts[h] = fresh_host(h, persisted, w.lease_mode);
     feed(w, h, Input::Start, log);
 }
 
-/// Host `h` powered on with a daemon that has not started yet, its epoch file at `persisted`.
-pub fn fresh_host(h: HostId, persisted: u64) -> crate::world::Host {
+/// Host `h` powered on with a daemon that has not started yet, its epoch file at `persisted`
+/// (`lease`: `fence = "lease"`). The daemon removes a gate an earlier run left, with P.
+pub fn fresh_host(h: HostId, persisted: u64, lease: bool) -> crate::world::Host {
     crate::world::Host {
         power: true,
         daemon: Daemon::Running,
-        m: Machine::new(policy(h), persisted),
+        m: Machine::new(policy(h, lease), persisted),
         persisted,
         has_p: false,
         has_m: false,
@@ -205,6 +236,9 @@ pub fn fresh_host(h: HostId, persisted: u64) -> crate::world::Host {
         det_failed: false,
         decided: false,
         inbox: Vec::new(),
+        lease: Lease::default(),
+        own_granted: 0,
+        verdict: None,
     }
 }
 
@@ -224,6 +258,9 @@ pub fn daemon_gone(w: &mut World, h: HostId) {
     host.monitoring = false;
     host.decided = false;
     host.inbox.clear();
+    // The keeper goes with the daemon; the gate stays, and lapses without it.
+    host.lease.keeper = None;
+    host.verdict = None;
 }
 
 /// `h` loses power: every process dies, the interface is flushed.
@@ -233,4 +270,5 @@ pub fn power_off(w: &mut World, h: HostId) {
     host.power = false;
     host.has_p = false;
     host.has_m = false;
+    host.lease = Lease::default();
 }

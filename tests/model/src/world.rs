@@ -3,9 +3,11 @@
 //!
 //! Everything is a plain value with `Hash` and `Eq`, so the checker can tell states apart.
 use failover::role::{
-    Addr, Answer, BootAction, Machine, Timer, FLAG_HOLDS_M, FLAG_HOLDS_P, FLAG_NEWER_DATA,
-    FLAG_OLDER_DATA, FLAG_PREFERRED, FLAG_TAKES_YIELD,
+    Addr, Answer, BootAction, Machine, Revocation, Timer, FLAG_HOLDS_M, FLAG_HOLDS_P,
+    FLAG_NEWER_DATA, FLAG_OLDER_DATA, FLAG_PREFERRED, FLAG_TAKES_YIELD,
 };
+
+pub use crate::lease::{Lease, WPrimary, Witness};
 
 /// Host index: 0 is A (preferred primary, lower MAC, node id 1), 1 is B (node id 2).
 pub type HostId = usize;
@@ -92,6 +94,13 @@ pub struct Host {
     pub decided: bool,
     /// Messages in flight to this host (a multiset: any may be delivered first).
     pub inbox: Vec<Msg>,
+    /// `fence = "lease"`: the lease of P on this host (the kernel gate and the keeper).
+    pub lease: Lease,
+    /// `fence = "lease"`: the highest epoch this daemon's grantor granted (0: none).
+    pub own_granted: u64,
+    /// `fence = "lease"`: the witness's answer to this host's revoke request, on its way
+    /// back (the runtime's revoke job reports it as `Input::Revoked`).
+    pub verdict: Option<Revocation>,
 }
 
 /// The timer's slot.
@@ -137,6 +146,13 @@ pub struct World {
     pub fenced_without_decision: bool,
     /// The host whose data is newer (join answers say so), if either.
     pub newer: Option<HostId>,
+    /// `fence = "lease"` (both hosts; the lease and the witness below are used only then).
+    pub lease_mode: bool,
+    /// The third party of `fence = "lease"`.
+    pub witness: Witness,
+    /// Violation, recorded when it happens: with the two hosts lost only to each other, a
+    /// primary the witness reaches was fenced, or its lease revoked or let lapse.
+    pub partition_stopped: bool,
 }
 
 impl World {
@@ -150,15 +166,22 @@ impl World {
         self.path(a, b) && self.path(b, a)
     }
 
-    /// `h` serves P: it is on and P is on its interface (its kernel answers there, whatever
-    /// its daemon does).
-    pub fn serving(&self, h: HostId) -> bool {
+    /// `h` is on and P is on its interface.
+    pub fn holds_p(&self, h: HostId) -> bool {
         self.hosts[h].power && self.hosts[h].has_p
     }
 
-    /// `h`'s daemon answers heartbeats on P, and `from` hears it.
+    /// `h` serves P: it is on and P is on its interface (its kernel answers there, whatever
+    /// its daemon does), and with `fence = "lease"` its lease is valid (the kernel gate
+    /// stops P's traffic, ARP and neighbour discovery of P included, once it has lapsed).
+    pub fn serving(&self, h: HostId) -> bool {
+        self.holds_p(h) && (!self.lease_mode || self.hosts[h].lease.valid)
+    }
+
+    /// `h`'s daemon answers heartbeats on P, and `from` hears it (the lease gate lets the
+    /// pair's heartbeats through: a lapsed primary's daemon still answers them).
     pub fn heartbeats_answered(&self, h: HostId, from: HostId) -> bool {
-        self.serving(h) && self.hosts[h].daemon == Daemon::Running && self.round_trip(from, h)
+        self.holds_p(h) && self.hosts[h].daemon == Daemon::Running && self.round_trip(from, h)
     }
 
     /// What `h` says about itself in answers to `to`.

@@ -1,17 +1,16 @@
 //! The protocol model check at the depth `cargo xtask test` affords (deeper: `cargo xtask
 //! model --depth N`). Every property must hold; the coverage examples must be found, or the
 //! check would prove nothing.
+use failover_model::Protocol;
+
 const DEPTH: usize = 12;
 const FAULTS: u8 = 2;
 
-fn check(lies: bool) {
-    // Truthful BMCs: the newer data is on host 1 (host 0 is preferred); a lying BMC's run
-    // covers the truthful paths too, with equal data.
-    let newer = (!lies).then_some(1);
-    let o = failover_model::check(DEPTH, FAULTS, lies, newer, 2);
+fn check(model: Protocol, wanted: &[&str]) {
+    let o = failover_model::check(&model, DEPTH, 2);
     eprintln!(
-        "model (lies {lies}): depth {}, {} faults per path: {} states ({} distinct) in {:.1} s; examples: {:?}",
-        o.depth, FAULTS, o.states, o.unique, o.seconds, o.examples
+        "model (lease {}, lies {}): depth {}, {} faults per path: {} states ({} distinct) in {:.1} s; examples: {:?}",
+        model.lease, model.lies, o.depth, FAULTS, o.states, o.unique, o.seconds, o.examples
     );
     for (name, trace) in &o.violations {
         eprintln!("VIOLATED: {name}\n{trace}");
@@ -21,38 +20,66 @@ fn check(lies: bool) {
         "properties violated: {:?}",
         o.violations.iter().map(|v| &v.0).collect::<Vec<_>>()
     );
-    assert!(
-        o.examples.iter().any(|e| e == "a fenced takeover"),
-        "{:?}",
-        o.examples
-    );
-    let wanted = if lies {
-        "two servers after a lie"
-    } else {
-        "the newer data serves first"
-    };
-    assert!(o.examples.iter().any(|e| e == wanted), "{:?}", o.examples);
+    for w in wanted {
+        assert!(o.examples.iter().any(|e| e == w), "{w}: {:?}", o.examples);
+    }
+}
+
+fn bmc(lies: bool) -> Protocol {
+    // Truthful BMCs: the newer data is on host 1 (host 0 is preferred); a lying BMC's run
+    // covers the truthful paths too, with equal data.
+    Protocol {
+        faults: FAULTS,
+        lies,
+        newer: (!lies).then_some(1),
+        lease: false,
+    }
+}
+
+/// `fence = "lease"`, otherwise as the truthful `fence = "bmc"` run.
+fn lease() -> Protocol {
+    Protocol {
+        lease: true,
+        ..bmc(false)
+    }
 }
 
 /// Without faults, a cold start makes the host with the newer data primary although the
 /// other one is preferred.
 #[test]
 fn a_cold_start_makes_the_newer_data_primary() {
-    let m = failover_model::Protocol {
-        faults: 0,
-        lies: false,
-        newer: Some(1),
-    };
-    let s = m.settle(&m.initial(), 200);
-    assert!(s.serving(1) && !s.serving(0), "{s:?}");
+    for lease in [false, true] {
+        let m = Protocol {
+            faults: 0,
+            lease,
+            ..bmc(false)
+        };
+        let s = m.settle(&m.initial(), 200);
+        assert!(s.serving(1) && !s.serving(0), "{s:?}");
+    }
 }
 
 #[test]
 fn every_property_holds_with_truthful_bmcs() {
-    check(false);
+    check(
+        bmc(false),
+        &["a fenced takeover", "the newer data serves first"],
+    );
 }
 
 #[test]
 fn a_lying_bmc_leaves_two_servers_only_until_the_stale_primary_steps_down() {
-    check(true);
+    check(bmc(true), &["a fenced takeover", "two servers after a lie"]);
+}
+
+#[test]
+fn every_property_holds_under_the_lease() {
+    check(
+        lease(),
+        &[
+            "a lease takeover",
+            "a refused revoke",
+            "the newer data serves first",
+        ],
+    );
 }
