@@ -98,6 +98,12 @@ pub enum Event {
     /// The first fence of a `startup_grace` decision waits `boot.fence_delay` (the host that
     /// is not the preferred primary), so two monitors never fence each other at once.
     FenceDelayed,
+    /// `failover maintenance on`: failure detection disarmed (no fence, no takeover).
+    MaintenanceOn,
+    /// Maintenance ended (`failover maintenance off`, or its `--for` ran out).
+    MaintenanceOff,
+    /// In maintenance, the monitor would have judged the primary failed: nothing is done.
+    MaintenanceHeld,
     /// A copy replaced this host's own data (what it served as primary): kept aside as
     /// `DIR.diverged-EPOCH`, never deleted.
     SyncKeptAside,
@@ -127,7 +133,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 53] = [
+    pub const ALL: [Event; 56] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -170,6 +176,9 @@ impl Event {
         Event::AddressDefended,
         Event::Demoted,
         Event::FenceDelayed,
+        Event::MaintenanceOn,
+        Event::MaintenanceOff,
+        Event::MaintenanceHeld,
         Event::SyncKeptAside,
         Event::SyncAsideRemoved,
         Event::TakeoverRefused,
@@ -228,6 +237,9 @@ impl Event {
             Event::AddressDefended => "address_defended",
             Event::Demoted => "demoted",
             Event::FenceDelayed => "fence_delayed",
+            Event::MaintenanceOn => "maintenance_on",
+            Event::MaintenanceOff => "maintenance_off",
+            Event::MaintenanceHeld => "maintenance_held",
             Event::SyncKeptAside => "sync_kept_aside",
             Event::SyncAsideRemoved => "sync_aside_removed",
             Event::TakeoverRefused => "takeover_refused",
@@ -270,6 +282,7 @@ impl Event {
                 | Event::ClockRateSuspect
                 | Event::LeaseLapsed
                 | Event::WitnessLost
+                | Event::MaintenanceHeld
         )
     }
 }

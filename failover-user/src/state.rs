@@ -29,6 +29,14 @@ pub enum StateError {
         /// What it holds (trimmed).
         content: String,
     },
+    /// A settings file that does not parse.
+    #[error("{}: {message}; fix or remove the file", path.display())]
+    Invalid {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// The epoch file in a state directory.
@@ -75,20 +83,86 @@ impl EpochStore {
 
     /// Persists `epoch` atomically and durably.
     pub fn store(&self, epoch: u64) -> Result<(), StateError> {
-        let io = |what, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StateError::Io { what, path, source }
-        };
-        fs::create_dir_all(&self.dir).map_err(io("create state directory", &self.dir))?;
-        let path = self.path();
-        let tmp = self.dir.join(format!("{}.tmp", self.file));
-        let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-        writeln!(f, "{epoch}").map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync state directory", &self.dir))
+        write_atomic(&self.dir, self.file, format!("{epoch}\n").as_bytes())
+    }
+}
+
+/// Writes `dir/file` atomically and durably: a temporary file, fsync, rename, fsync of the
+/// directory (created if missing).
+pub fn write_atomic(dir: &Path, file: &str, contents: &[u8]) -> Result<(), StateError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateError::Io { what, path, source }
+    };
+    fs::create_dir_all(dir).map_err(io("create state directory", dir))?;
+    let path = dir.join(file);
+    let tmp = dir.join(format!("{file}.tmp"));
+    let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+    f.write_all(contents).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync state directory", dir))
+}
+
+/// What an operator set over the control socket, kept across restarts (`state_dir/admin.json`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminState {
+    /// `failover maintenance on`: set while it lasts.
+    #[serde(default)]
+    pub maintenance: Option<Maintenance>,
+}
+
+/// A maintenance period.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// Unix ms when it ends by itself (`--for`); none: when turned off. Wall-clock time, so
+    /// that it survives a reboot.
+    #[serde(default)]
+    pub until_unix_ms: Option<u64>,
+}
+
+/// The operator's settings in a state directory.
+#[derive(Debug, Clone)]
+pub struct AdminStore {
+    dir: PathBuf,
+}
+
+impl AdminStore {
+    const FILE: &'static str = "admin.json";
+
+    /// The store in `dir`.
+    pub fn new(dir: &Path) -> AdminStore {
+        AdminStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The settings; the defaults when the file does not exist.
+    pub fn load(&self) -> Result<AdminState, StateError> {
+        let path = self.dir.join(Self::FILE);
+        match fs::read_to_string(&path) {
+            Ok(s) => serde_json::from_str(&s).map_err(|e| StateError::Invalid {
+                message: format!("not the operator's settings ({e})"),
+                path,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(AdminState::default()),
+            Err(source) => Err(StateError::Io {
+                what: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Persists `state` atomically and durably.
+    pub fn store(&self, state: &AdminState) -> Result<(), StateError> {
+        let mut json = serde_json::to_vec_pretty(state).unwrap_or_default();
+        json.push(b'\n');
+        write_atomic(&self.dir, Self::FILE, &json)
     }
 }
 
@@ -113,6 +187,27 @@ mod tests {
         assert!(
             !d.join("nested/epoch.tmp").exists(),
             "no temporary file left"
+        );
+        fs::remove_dir_all(&d).expect("cleanup");
+    }
+
+    #[test]
+    fn admin_settings_round_trip_and_a_bad_file_is_named() {
+        let d = tempdir("admin");
+        let s = AdminStore::new(&d);
+        assert_eq!(s.load().expect("load"), AdminState::default());
+        let st = AdminState {
+            maintenance: Some(Maintenance {
+                until_unix_ms: Some(42),
+            }),
+        };
+        s.store(&st).expect("store");
+        assert_eq!(s.load().expect("load"), st);
+        fs::write(d.join("admin.json"), "{\"maintenance\": 3}").expect("write");
+        let err = s.load().expect_err("bad").to_string();
+        assert!(
+            err.contains("admin.json: not the operator's settings"),
+            "{err}"
         );
         fs::remove_dir_all(&d).expect("cleanup");
     }

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub epoch: AtomicU64,
     /// Whether `[sync]` is configured: the sync series are written only then.
     pub sync_enabled: AtomicBool,
+    /// `failover maintenance on`.
+    pub maintenance: AtomicBool,
     /// Data copies completed.
     pub sync_copies: AtomicU64,
     /// Bytes that travelled for completed copies.
@@ -123,6 +125,7 @@ impl Default for Metrics {
             role: z(),
             epoch: z(),
             sync_enabled: AtomicBool::new(false),
+            maintenance: AtomicBool::new(false),
             sync_copies: z(),
             sync_bytes: z(),
             sync_failures: z(),
@@ -229,6 +232,12 @@ impl Metrics {
                 "Highest epoch known (persisted at every promotion).",
                 MetricKind::Gauge,
                 g(&self.epoch) as f64,
+            ),
+            (
+                "failover_maintenance",
+                "Whether this host is in maintenance (failover maintenance on: no fence, no takeover).",
+                MetricKind::Gauge,
+                f64::from(u8::from(self.maintenance.load(Ordering::Relaxed))),
             ),
         ];
         if self.sync_enabled.load(Ordering::Relaxed) {

@@ -2,6 +2,7 @@
 //! the Prometheus text endpoint (its numbers in `metrics`, its listener in `endpoint`).
 mod endpoint;
 mod metrics;
+pub mod request;
 mod status;
 
 use std::{io, path::PathBuf};
@@ -10,9 +11,11 @@ pub use endpoint::{
     bind_metrics, serve_metrics, serve_text, METRICS_CONNECTIONS, METRICS_DEADLINE,
 };
 pub use metrics::{Metrics, DETECTION_BUCKETS_MS};
+pub use request::{send_request, Command, Reply, Request};
 pub use status::{
-    bind_control, query_json, query_status, serve_control, serve_json, BootStatus, PeerStatus,
-    SharedStatus, Status, SyncStatus, CONTROL_CONNECTIONS, CONTROL_DEADLINE,
+    bind_control, query_json, query_status, serve_control, serve_json, BootStatus,
+    MaintenanceStatus, PeerStatus, SharedStatus, Status, SyncStatus, COMMAND_DEADLINE,
+    CONTROL_CONNECTIONS, CONTROL_DEADLINE,
 };
 
 /// A control-plane failure.

@@ -11,7 +11,10 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use super::ControlError;
+use super::{
+    request::{read_request, Command, Reply, Request},
+    ControlError,
+};
 use crate::{
     listen::{self, Backoff, Slots},
     sys::monotonic_ns,
@@ -39,6 +42,18 @@ pub struct Status {
     /// `boot.lease`: the primary's lease (ages computed when read).
     #[serde(default)]
     pub lease: Option<crate::lease::LeaseView>,
+    /// `failover maintenance on`: while it lasts (none: not in maintenance).
+    #[serde(default)]
+    pub maintenance: Option<MaintenanceStatus>,
+}
+
+/// A maintenance period, as `failover status` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MaintenanceStatus {
+    /// Unix ms when it ends by itself (`--for`); none: when turned off.
+    pub until_unix_ms: Option<u64>,
+    /// What is left of it, ms (computed when read).
+    pub remaining_ms: Option<u64>,
 }
 
 /// The last complete copy of the primary's data held here (the recovery point).
@@ -122,6 +137,7 @@ pub async fn bind_control(path: &Path) -> Result<UnixListener, ControlError> {
         // killed daemon whose last thread is still exiting keeps the listener for a few ms.
         let answered = async {
             let mut c = UnixStream::connect(path).await.ok()?;
+            c.shutdown().await.ok()?;
             let mut buf = String::new();
             c.read_to_string(&mut buf).await.ok()?;
             serde_json::from_str::<serde_json::Value>(buf.trim()).ok()
@@ -147,12 +163,73 @@ pub const CONTROL_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Serves `status` requests: each connection gets the status as one JSON line, within
 /// [`CONTROL_DEADLINE`]; at most [`CONTROL_CONNECTIONS`] at once (`crate::listen`).
+///
+/// A connection that writes a request (`super::request`) gets the daemon's reply instead:
+/// the request goes to the daemon's loop through `commands`. Only root's requests are taken.
 pub async fn serve_control(
     listener: UnixListener,
     status: SharedStatus,
     lease: Option<Arc<crate::lease::LeaseStatus>>,
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
 ) {
-    serve_json(listener, move || render(&status, lease.as_deref())).await
+    let mut backoff = Backoff::new("control socket");
+    let slots = Slots::new("control socket", CONTROL_CONNECTIONS, "read its answer");
+    loop {
+        let (mut conn, _) = listen::accept(&mut backoff, || listener.accept()).await;
+        let cred = conn.peer_cred().ok();
+        let from = cred
+            .and_then(|c| c.pid())
+            .map_or_else(|| "a local client".to_string(), |p| format!("pid {p}"));
+        // Refused: dropping the connection closes it at once.
+        let Some(mut slot) = slots.admit(from) else {
+            continue;
+        };
+        let (status, lease, commands) = (status.clone(), lease.clone(), commands.clone());
+        tokio::spawn(async move {
+            // While the request is awaited the connection is idle: a newer one may take its
+            // slot.
+            let req = tokio::select! {
+                _ = slot.evicted() => return,
+                r = tokio::time::timeout(CONTROL_DEADLINE, read_request(&mut conn)) => match r {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+            };
+            slot.busy();
+            let body = match req {
+                Ok(None | Some(Request::Status)) => render(&status, lease.as_deref()),
+                Ok(Some(req)) if cred.is_some_and(|c| c.uid() == 0) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let reply = match commands.send((req, tx)) {
+                        Ok(()) => tokio::time::timeout(COMMAND_DEADLINE, rx)
+                            .await
+                            .unwrap_or_else(|_| {
+                                Ok(Reply::refused("the daemon did not answer in time"))
+                            })
+                            .unwrap_or_else(|_| Reply::refused("the daemon is stopping")),
+                        Err(_) => Reply::refused("the daemon is stopping"),
+                    };
+                    reply_line(&reply)
+                }
+                Ok(Some(_)) => reply_line(&Reply::refused("requests are taken from root only")),
+                Err(reply) => reply_line(&reply),
+            };
+            let _ = tokio::time::timeout(CONTROL_DEADLINE, async {
+                conn.write_all(body.as_bytes()).await?;
+                conn.write_all(b"\n").await?;
+                conn.shutdown().await
+            })
+            .await;
+            drop(slot);
+        });
+    }
+}
+
+/// How long a request may wait for the daemon's loop.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(8);
+
+fn reply_line(r: &Reply) -> String {
+    serde_json::to_string(r).unwrap_or_default()
 }
 
 /// Serves one JSON line, from `render`, to each connection (the daemon's status, the
@@ -196,6 +273,11 @@ fn render(status: &SharedStatus, lease: Option<&crate::lease::LeaseStatus>) -> S
     if let Some(l) = lease {
         s.lease = Some(l.view(monotonic_ns()));
     }
+    if let Some(m) = s.maintenance.as_mut() {
+        m.remaining_ms = m
+            .until_unix_ms
+            .map(|u| u.saturating_sub(crate::sync::unix_ms()));
+    }
     if let Some(sy) = s.sync.as_mut() {
         sy.age_ms = (sy.completed_unix_ms > 0)
             .then(|| crate::sync::unix_ms().saturating_sub(sy.completed_unix_ms));
@@ -222,6 +304,10 @@ pub async fn query_json(path: &Path) -> Result<serde_json::Value, ControlError> 
         let mut c = UnixStream::connect(path)
             .await
             .map_err(|e| bad(format!("connect: {e} (is the daemon running?)")))?;
+        // No request: the status, at once.
+        c.shutdown()
+            .await
+            .map_err(|e| bad(format!("shutdown: {e}")))?;
         let mut buf = String::new();
         c.read_to_string(&mut buf)
             .await

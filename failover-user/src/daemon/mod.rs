@@ -18,6 +18,7 @@
 //! - `copy`: the data copy's tasks: the monitor's pulls, `stale` (the `sync_stale` watch)
 //!   and `serve` (the primary's server).
 //! - `status`: what the loop publishes to the responders, the status socket and metrics.
+mod admin;
 mod copy;
 mod guard;
 mod heartbeat;
@@ -185,6 +186,8 @@ pub struct Daemon {
     copier: Option<Copier>,
     /// `boot.lease`: the key, the keeper's status, the gate between install and promotion.
     lease: Option<lease::LeaseSetup>,
+    /// The operator's settings (`state_dir/admin.json`).
+    admin: crate::state::AdminStore,
 }
 
 /// Runs the daemon until `shutdown` resolves (then releases what it holds and returns).
@@ -322,6 +325,10 @@ impl Daemon {
             Report::NewerMonitor { epoch } => self.feed(Input::NewerMonitor { epoch }).await?,
             Report::PeerYielded => self.feed(Input::PeerYielded).await?,
             Report::Lease(news) => self.lease_news(news).await?,
+            Report::Control((req, reply)) => {
+                let r = self.request(req).await?;
+                let _ = reply.send(r);
+            }
             Report::Failed(why) => return Err(DaemonError::Heartbeat(why)),
         }
         Ok(())
@@ -340,6 +347,7 @@ impl Daemon {
             }
         }
         self.publish();
+        self.settle_admin();
         Ok(())
     }
 

@@ -77,6 +77,8 @@ pub(super) enum Report {
     PeerYielded,
     /// The lease keeper's news.
     Lease(super::lease::LeaseNews),
+    /// An operator's request from the control socket.
+    Control(crate::control::Command),
     /// The monitor's heartbeats carry an epoch above this primary's.
     NewerMonitor {
         /// The monitor's epoch.

@@ -114,10 +114,22 @@ impl Daemon {
         if let Some(l) = &lease_status {
             let _ = metrics.lease.set(l.clone());
         }
+        let (commands, mut requests) = mpsc::unbounded_channel();
+        {
+            let reports = reports.clone();
+            tokio::spawn(async move {
+                while let Some(c) = requests.recv().await {
+                    if reports.send(Report::Control(c)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         tokio::spawn(control::serve_control(
             control,
             status.clone(),
             lease_status.clone(),
+            commands,
         ));
         let metrics_task = match cfg.control.metrics {
             Some(addr) => {
@@ -192,6 +204,7 @@ impl Daemon {
             started: Instant::now(),
             _socket_file: socket_file,
             copier,
+            admin: crate::state::AdminStore::new(&cfg.paths.state_dir),
             cfg,
         };
         if let Some(level) = &d.cfg.log_level {
@@ -220,6 +233,7 @@ impl Daemon {
         d.resolve_witnesses().await?;
         d.clear_leftovers().await?;
         d.emit(Event::DaemonStarted, &d.describe());
+        d.resume_admin().await?;
         d.feed(Input::Start).await?;
         Ok((d, rt_error))
     }

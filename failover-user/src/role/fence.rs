@@ -9,6 +9,12 @@ use crate::event::Event;
 impl Machine {
     /// P looks failed: before any fence, check that this host is not the cut-off one.
     pub(super) fn suspect(&mut self, why: Suspicion, out: &mut Vec<Action>) {
+        if self.maintenance {
+            // startup_grace runs out once: judged again when the maintenance ends.
+            self.grace_held |= why == Suspicion::Grace;
+            self.hold(why.why(), out);
+            return;
+        }
         if self.suspicion.is_none() {
             self.suspicion = Some(why);
             self.delaying = false;
@@ -179,6 +185,13 @@ impl Machine {
     /// (the claim's duplicate-address probe proves P silent first).
     pub(super) fn peer_leaving(&mut self, role: u8, epoch: u64, out: &mut Vec<Action>) {
         self.observe_epoch(epoch);
+        if self.maintenance && role == Role::Primary.code() && self.role == Role::Monitor {
+            self.hold(
+                format!("the primary (epoch {epoch}) is stopping and released P"),
+                out,
+            );
+            return;
+        }
         match self.role {
             Role::Monitor | Role::Booting
                 if role == Role::Primary.code() && self.armed && !self.boot_accepted =>

@@ -83,6 +83,14 @@ pub struct Machine {
     /// Primary after a lease takeover: the old primary's background reset is powering it off
     /// (then on).
     pub(super) resetting: bool,
+    /// `failover maintenance on`: nothing is judged (`maintenance.rs`).
+    pub(super) maintenance: bool,
+    /// In maintenance, a failure was held back (reported once per maintenance).
+    pub(super) held: bool,
+    /// The maintenance ends by itself (`Timer::MaintenanceOver`).
+    pub(super) maintenance_timed: bool,
+    /// In maintenance, `startup_grace` ran out with P unseen (judged when it ends).
+    pub(super) grace_held: bool,
 }
 
 /// `fence = "lease"`: the revoke of the failed primary's lease.
@@ -129,6 +137,10 @@ impl Machine {
             refused: false,
             reset_after: false,
             resetting: false,
+            maintenance: false,
+            held: false,
+            maintenance_timed: false,
+            grace_held: false,
         }
     }
 
@@ -284,6 +296,8 @@ impl Machine {
             (_, Input::PeerSilent) => self.peer_silent(&mut out),
             (_, Input::TakenOver { epoch }) => self.taken_over(epoch, &mut out),
             (_, Input::LeaseRevoked { epoch }) => self.lease_revoked(epoch, &mut out),
+            (_, Input::Maintenance { on, for_ }) => self.set_maintenance(on, for_, &mut out),
+            (_, Input::Due(Timer::MaintenanceOver)) => self.maintenance_over(&mut out),
             (_, Input::NewerMonitor { epoch }) => self.newer_monitor(epoch, &mut out),
             (_, Input::PeerYielded) if self.takes_yield() => {
                 // The peer is joining and holds nothing; its claim of P was never made.

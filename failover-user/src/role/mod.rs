@@ -11,6 +11,7 @@ use std::time::Duration;
 mod defence;
 mod fence;
 mod machine;
+mod maintenance;
 mod revoke;
 
 use crate::{detector::LivenessEvent, event::Event};
@@ -201,6 +202,8 @@ pub enum Timer {
     /// `fence = "lease"`: no grant of the failed primary's lease can be outstanding any more
     /// (the wait `Revocation::Agreed` gave): P may be claimed.
     LeaseOver,
+    /// `failover maintenance on --for D` ran out: maintenance ends.
+    MaintenanceOver,
 }
 
 /// `fence = "lease"`: what the witness answered the monitor's revoke request
@@ -309,6 +312,16 @@ pub enum Input {
     PeerYielded,
     /// The witness's answer to `Action::Revoke`.
     Revoked(Revocation),
+    /// `failover maintenance on|off` (`for_`: ends by itself after that long). In
+    /// maintenance a monitor judges nothing: no failure decision, no fence, no takeover
+    /// (a `leaving` primary included); probes, metrics and copies go on. The runtime accepts
+    /// `on` only outside a fence (`Machine::may_enter_maintenance`).
+    Maintenance {
+        /// On or off.
+        on: bool,
+        /// How long it lasts (none: until turned off).
+        for_: Option<Duration>,
+    },
     /// `boot.lease`: this primary's lease at `epoch` lapsed, and the witness refuses to renew
     /// it because that epoch was revoked (a monitor decided this host failed, then cancelled
     /// or died). No grant can come back at that epoch: the primary rejoins, to serve again
@@ -443,6 +456,8 @@ pub struct Policy {
     pub handover_window: Duration,
 }
 
+#[cfg(test)]
+mod maintenance_tests;
 #[cfg(test)]
 mod revoke_tests;
 #[cfg(test)]

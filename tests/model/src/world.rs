@@ -111,6 +111,7 @@ pub fn timer_slot(t: Timer) -> usize {
         Timer::FenceDelay => 2,
         Timer::Handover => 3,
         Timer::LeaseOver => 4,
+        Timer::MaintenanceOver => unreachable!("maintenance is an operator's, not modelled"),
     }
 }
 

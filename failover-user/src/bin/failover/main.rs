@@ -68,6 +68,15 @@ enum Command {
     },
     /// Ask a running daemon for its role, epoch, peer state, addresses and last boot action.
     Status(status::StatusArgs),
+    /// Disarm or arm failure detection on this host, for planned work on the pair.
+    ///
+    /// In maintenance the monitor judges nothing: no fence, no takeover (a stopping primary
+    /// included), while probes, metrics and copies go on; `maintenance_on` and
+    /// `maintenance_off` are events, `failover status` and the metric failover_maintenance
+    /// show it. It is kept in state_dir/admin.json, so a restart keeps it; --for ends it by
+    /// itself. Refused during a fence or takeover (exit 1). Root only, over the control
+    /// socket.
+    Maintenance(status::MaintenanceArgs),
     /// Talk to a BMC over Redfish without a config file: check it, or reset a system by hand.
     ///
     /// The same settings as the [boot] section of the configuration. TLS is verified (against
@@ -143,6 +152,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => status::run(args).await,
+        Command::Maintenance(args) => status::maintenance(args).await,
         Command::Respond(args) => respond::run(args).await,
         Command::Witness(args) => witness::run(args).await,
     }

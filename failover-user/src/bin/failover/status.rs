@@ -6,6 +6,16 @@ use failover::{config::Config, control};
 /// Arguments of `failover status`.
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// Print the status as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where the daemon's control socket is: `--socket`, or the one `--config` names.
+#[derive(clap::Args, Debug)]
+pub struct SocketArgs {
     /// The daemon's control socket.
     #[arg(
         long,
@@ -16,17 +26,57 @@ pub struct StatusArgs {
     /// Read the control socket path from this configuration file instead.
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
-    /// Print the status as one JSON object.
-    #[arg(long)]
-    json: bool,
+}
+
+impl SocketArgs {
+    /// The socket's path.
+    pub fn path(self) -> anyhow::Result<PathBuf> {
+        Ok(match self.config {
+            Some(c) => Config::load(&c)?.control.socket,
+            None => self.socket,
+        })
+    }
+}
+
+/// Arguments of `failover maintenance`.
+#[derive(clap::Args, Debug)]
+pub struct MaintenanceArgs {
+    /// `on`: disarm failure detection on this host (as monitor it fences nobody and takes
+    /// nothing over, a stopping primary included; probes, metrics and copies go on). `off`:
+    /// arm it again; a fence then needs a new full window of misses.
+    #[arg(value_parser = ["on", "off"])]
+    state: String,
+    /// With `on`: end by itself after this long ("30m", "2h").
+    #[arg(long = "for", value_name = "DURATION", value_parser = crate::parse_duration)]
+    for_: Option<std::time::Duration>,
+    #[command(flatten)]
+    socket: SocketArgs,
+}
+
+/// `failover maintenance on|off`: asks the daemon; exit 1 when it refused.
+pub async fn maintenance(args: MaintenanceArgs) -> anyhow::Result<ExitCode> {
+    let on = args.state == "on";
+    if !on && args.for_.is_some() {
+        anyhow::bail!("--for goes with `maintenance on` only");
+    }
+    let socket = args.socket.path()?;
+    let req = control::Request::Maintenance {
+        on,
+        for_ms: args.for_.map(|d| d.as_millis() as u64),
+    };
+    let reply = control::send_request(&socket, &req).await?;
+    if reply.ok {
+        println!("{}", reply.detail);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("failover: refused: {}", reply.detail);
+        Ok(ExitCode::from(1))
+    }
 }
 
 /// Queries the daemon and prints its status.
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let socket = match args.config {
-        Some(c) => Config::load(&c)?.control.socket,
-        None => args.socket,
-    };
+    let socket = args.socket.path()?;
     let v = control::query_json(&socket).await?;
     if args.json {
         println!("{}", serde_json::to_string(&v)?);
@@ -106,6 +156,15 @@ fn print(st: &control::Status) {
             );
         } else {
             println!("lease:     none held (not primary); {} lapses", l.lapses);
+        }
+    }
+    if let Some(m) = &st.maintenance {
+        match m.remaining_ms {
+            Some(ms) => println!(
+                "maintenance: on, {} left: no fence, no takeover",
+                humantime::format_duration(std::time::Duration::from_secs(ms.div_ceil(1000)))
+            ),
+            None => println!("maintenance: on until turned off: no fence, no takeover"),
         }
     }
     println!("uptime:    {} s", st.uptime_s);
