@@ -104,6 +104,12 @@ pub enum Event {
     MaintenanceOff,
     /// In maintenance, the monitor would have judged the primary failed: nothing is done.
     MaintenanceHeld,
+    /// `failover switchover`: the primary released P for the monitor, without a fence.
+    SwitchoverStarted,
+    /// The switchover is over: the peer serves P and this host is its monitor.
+    SwitchoverDone,
+    /// The monitor did not take P over: this host serves it again.
+    SwitchoverFailed,
     /// A copy replaced this host's own data (what it served as primary): kept aside as
     /// `DIR.diverged-EPOCH`, never deleted.
     SyncKeptAside,
@@ -133,7 +139,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 56] = [
+    pub const ALL: [Event; 59] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -179,6 +185,9 @@ impl Event {
         Event::MaintenanceOn,
         Event::MaintenanceOff,
         Event::MaintenanceHeld,
+        Event::SwitchoverStarted,
+        Event::SwitchoverDone,
+        Event::SwitchoverFailed,
         Event::SyncKeptAside,
         Event::SyncAsideRemoved,
         Event::TakeoverRefused,
@@ -240,6 +249,9 @@ impl Event {
             Event::MaintenanceOn => "maintenance_on",
             Event::MaintenanceOff => "maintenance_off",
             Event::MaintenanceHeld => "maintenance_held",
+            Event::SwitchoverStarted => "switchover_started",
+            Event::SwitchoverDone => "switchover_done",
+            Event::SwitchoverFailed => "switchover_failed",
             Event::SyncKeptAside => "sync_kept_aside",
             Event::SyncAsideRemoved => "sync_aside_removed",
             Event::TakeoverRefused => "takeover_refused",
@@ -283,6 +295,7 @@ impl Event {
                 | Event::LeaseLapsed
                 | Event::WitnessLost
                 | Event::MaintenanceHeld
+                | Event::SwitchoverFailed
         )
     }
 }

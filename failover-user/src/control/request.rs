@@ -32,6 +32,13 @@ pub enum Request {
         #[serde(default)]
         for_ms: Option<u64>,
     },
+    /// The primary hands P to the monitor (`to`: the peer's name, checked) and becomes its
+    /// monitor.
+    Switchover {
+        /// The node to hand P to (the peer; none: the peer).
+        #[serde(default)]
+        to: Option<String>,
+    },
 }
 
 /// The daemon's answer to a request other than the status.

@@ -29,6 +29,9 @@ pub struct Status {
     pub role: String,
     /// Current epoch.
     pub epoch: u64,
+    /// The primary address P (whoever holds it).
+    #[serde(default)]
+    pub primary_address: String,
     /// The peer as this host sees it.
     pub peer: PeerStatus,
     /// Floating addresses this host holds now.
@@ -45,7 +48,26 @@ pub struct Status {
     /// `failover maintenance on`: while it lasts (none: not in maintenance).
     #[serde(default)]
     pub maintenance: Option<MaintenanceStatus>,
+    /// Where the peer's state comes from between two steps of the daemon's loop: refreshed
+    /// from live counters when the status is read.
+    #[serde(skip)]
+    pub peer_live: PeerLive,
 }
+
+/// The live source of the peer's state in [`Status::peer`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum PeerLive {
+    /// None: the state is what the last step left.
+    #[default]
+    None,
+    /// This host monitors the peer: its probes' verdicts.
+    Monitor,
+    /// This host is primary: the monitor's requests on P.
+    Primary,
+}
+
+/// Refreshes what is live in a status when it is read (the peer's ages).
+pub type Refresh = Arc<dyn Fn(&mut Status) + Send + Sync>;
 
 /// A maintenance period, as `failover status` shows it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -171,6 +193,7 @@ pub async fn serve_control(
     status: SharedStatus,
     lease: Option<Arc<crate::lease::LeaseStatus>>,
     commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    refresh: Refresh,
 ) {
     let mut backoff = Backoff::new("control socket");
     let slots = Slots::new("control socket", CONTROL_CONNECTIONS, "read its answer");
@@ -184,7 +207,12 @@ pub async fn serve_control(
         let Some(mut slot) = slots.admit(from) else {
             continue;
         };
-        let (status, lease, commands) = (status.clone(), lease.clone(), commands.clone());
+        let (status, lease, commands, refresh) = (
+            status.clone(),
+            lease.clone(),
+            commands.clone(),
+            refresh.clone(),
+        );
         tokio::spawn(async move {
             // While the request is awaited the connection is idle: a newer one may take its
             // slot.
@@ -197,7 +225,7 @@ pub async fn serve_control(
             };
             slot.busy();
             let body = match req {
-                Ok(None | Some(Request::Status)) => render(&status, lease.as_deref()),
+                Ok(None | Some(Request::Status)) => render(&status, lease.as_deref(), &*refresh),
                 Ok(Some(req)) if cred.is_some_and(|c| c.uid() == 0) => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     let reply = match commands.send((req, tx)) {
@@ -264,9 +292,14 @@ pub async fn serve_json(listener: UnixListener, render: impl Fn() -> String) {
 }
 
 /// The status as one JSON object, ages computed now.
-fn render(status: &SharedStatus, lease: Option<&crate::lease::LeaseStatus>) -> String {
+fn render(
+    status: &SharedStatus,
+    lease: Option<&crate::lease::LeaseStatus>,
+    refresh: &(dyn Fn(&mut Status) + Send + Sync),
+) -> String {
     let s = status.lock().unwrap_or_else(|p| p.into_inner());
     let mut s = s.clone();
+    refresh(&mut s);
     if let Some(b) = s.last_boot.as_mut() {
         b.age_ms = monotonic_ns().saturating_sub(b.at_ns) / 1_000_000;
     }

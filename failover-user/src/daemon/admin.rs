@@ -11,13 +11,83 @@ use crate::{
     sync::unix_ms,
 };
 
+/// The monitor counts as there when it asked P something this recently (its heartbeats, or
+/// at least its epoch probe once a second).
+const PEER_HEARD_WITHIN: Duration = Duration::from_secs(2);
+
 impl Daemon {
     /// One request; its reply.
     pub(super) async fn request(&mut self, req: Request) -> Result<Reply, DaemonError> {
         match req {
             Request::Status => Ok(Reply::done("status: ask without a request")),
             Request::Maintenance { on, for_ms } => self.maintenance(on, for_ms).await,
+            Request::Switchover { to } => self.switchover(to).await,
         }
+    }
+
+    /// `failover switchover`: refused unless the monitor can take P at once: this host is
+    /// primary, the monitor was heard lately, its copy is within `sync.max_age`, and with
+    /// `boot.lease` the witness grants (it keeps the new primary's lease and arbitrates).
+    async fn switchover(&mut self, to: Option<String>) -> Result<Reply, DaemonError> {
+        if let Err(why) = self.switchover_refusal(to.as_deref()) {
+            return Ok(Reply::refused(why));
+        }
+        self.feed(Input::Switchover).await?;
+        Ok(Reply::done(format!(
+            "P released for {}: it takes P at its first missed heartbeat; this host rejoins as its monitor",
+            self.cfg.node.peer_name
+        )))
+    }
+
+    fn switchover_refusal(&self, to: Option<&str>) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        self.machine.may_switch_over()?;
+        let peer = &self.cfg.node.peer_name;
+        if let Some(to) = to.filter(|t| *t != peer.as_str()) {
+            return Err(format!("{to:?} is not this pair's peer ({peer:?})"));
+        }
+        if self.machine.maintenance() {
+            return Err("this host is in maintenance: turn it off first".into());
+        }
+        let now = crate::sys::monotonic_ns();
+        let heard = self
+            .primary_counters
+            .last_request_ns
+            .load(Ordering::Relaxed);
+        let ago = Duration::from_nanos(now.saturating_sub(heard));
+        if heard == 0 || ago > PEER_HEARD_WITHIN {
+            return Err(format!(
+                "the monitor ({peer}) was not heard on P within {PEER_HEARD_WITHIN:?}: it may not be there to take P"
+            ));
+        }
+        if let (Some(c), Some(max)) = (&self.copier, self.cfg.sync.as_ref().and_then(|s| s.max_age))
+        {
+            let served = c.served_unix_ms.load(Ordering::Relaxed);
+            if served == 0 {
+                return Err(format!(
+                    "the monitor ({peer}) has completed no copy of the data from this host since it started; with sync.max_age it would refuse to take P"
+                ));
+            }
+            let age = Duration::from_millis(unix_ms().saturating_sub(served));
+            if age > max.0 {
+                return Err(format!(
+                    "the monitor's copy is {} old, above sync.max_age ({})",
+                    humantime::format_duration(Duration::from_millis(age.as_millis() as u64)),
+                    humantime::format_duration(max.0)
+                ));
+            }
+        }
+        if let (Some(l), Some(lease)) = (&self.lease, self.cfg.boot.lease) {
+            let last = l.status.last_grant_ns[crate::lease::WITNESS].load(Ordering::Relaxed);
+            let lost_after = lease.0 * super::lease::LOST_AFTER_LEASES;
+            if last == 0 || Duration::from_nanos(now.saturating_sub(last)) > lost_after {
+                return Err(
+                    "the witness grants no lease: with boot.lease it keeps the new primary's lease and arbitrates a later failure; bring it back first"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn maintenance(&mut self, on: bool, for_ms: Option<u64>) -> Result<Reply, DaemonError> {

@@ -49,6 +49,8 @@ pub(super) struct Copier {
     events: Emitter,
     status: SharedStatus,
     metrics: Arc<Metrics>,
+    /// Unix ms when the peer last completed a copy from this host (0: not since start).
+    pub(super) served_unix_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A pull in flight.
@@ -120,6 +122,7 @@ impl Copier {
         }
         let deadlines = sc.deadlines(cfg.heartbeat.interval.0);
         let listener = serve::listen(SocketAddr::new(cfg.node.address.addr, sc.port))?;
+        let served_unix_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         tokio::spawn(serve::serve(
             listener,
             Server {
@@ -129,6 +132,7 @@ impl Copier {
                 cfg: sc.clone(),
                 deadlines,
                 peer: cfg.node.peer,
+                served_unix_ms: served_unix_ms.clone(),
             },
         ));
         Ok(Some(Copier {
@@ -145,6 +149,7 @@ impl Copier {
             events,
             status,
             metrics,
+            served_unix_ms,
         }))
     }
 

@@ -33,7 +33,7 @@ use crate::{
 const NAMES: [&str; 2] = ["witness", "monitor"];
 
 /// A grantor silent for this many leases is reported lost.
-const LOST_AFTER_LEASES: u32 = 3;
+pub(super) const LOST_AFTER_LEASES: u32 = 3;
 
 /// What the keeper tells the control thread.
 #[derive(Debug)]

@@ -56,6 +56,8 @@ pub(super) struct Server {
     pub deadlines: SyncDeadlines,
     /// `node.peer`: the only address that may connect.
     pub peer: IpAddr,
+    /// Unix ms when the peer last completed a copy (for `failover switchover`).
+    pub served_unix_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Whether a connection from `from` comes from the peer (an IPv4 peer may show as an
@@ -141,13 +143,14 @@ async fn serve_connection(
             d.copy
         )),
     };
-    if let Err(e) = r {
-        srv.events.emit(
+    match r {
+        Ok(()) => srv.served_unix_ms.store(sync::unix_ms(), Ordering::Relaxed),
+        Err(e) => srv.events.emit(
             Event::SyncFailed,
             role,
             epoch,
             &format!("serving {from}: {e}"),
-        );
+        ),
     }
 }
 

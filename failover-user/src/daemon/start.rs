@@ -98,6 +98,7 @@ impl Daemon {
         let metrics = Arc::new(Metrics::default());
         let status: SharedStatus = Arc::new(std::sync::Mutex::new(Status {
             node: cfg.node.name.clone(),
+            primary_address: cfg.addresses.primary.addr.to_string(),
             ..Default::default()
         }));
 
@@ -114,23 +115,6 @@ impl Daemon {
         if let Some(l) = &lease_status {
             let _ = metrics.lease.set(l.clone());
         }
-        let (commands, mut requests) = mpsc::unbounded_channel();
-        {
-            let reports = reports.clone();
-            tokio::spawn(async move {
-                while let Some(c) = requests.recv().await {
-                    if reports.send(Report::Control(c)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        tokio::spawn(control::serve_control(
-            control,
-            status.clone(),
-            lease_status.clone(),
-            commands,
-        ));
         let metrics_task = match cfg.control.metrics {
             Some(addr) => {
                 let l = control::bind_metrics(addr).await?;
@@ -151,6 +135,29 @@ impl Daemon {
         identity.epoch.store(epoch, Ordering::Relaxed);
         let (responders, primary_counters) = bind_responders(&cfg, &identity, &reports)?;
         let monitor_status = Arc::new(MonitorStatus::default());
+        let (commands, mut requests) = mpsc::unbounded_channel();
+        {
+            let reports = reports.clone();
+            tokio::spawn(async move {
+                while let Some(c) = requests.recv().await {
+                    if reports.send(Report::Control(c)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        tokio::spawn(control::serve_control(
+            control,
+            status.clone(),
+            lease_status.clone(),
+            commands,
+            {
+                let (m, p) = (monitor_status.clone(), primary_counters.clone());
+                Arc::new(move |st: &mut Status| {
+                    super::status::refresh_peer(st, &m, &p, crate::sys::monotonic_ns())
+                })
+            },
+        ));
         let (heartbeat, rt_error) = HeartbeatThread::spawn(
             responders,
             TickContext {

@@ -2,9 +2,11 @@
 //! them in answers), gauges to the metrics, and the status that `failover status` reads.
 use std::sync::atomic::Ordering;
 
-use super::Daemon;
+use super::{monitor::MonitorStatus, Daemon};
 use crate::{
+    control::{PeerLive, Status},
     role::{Addr, Role, FLAG_HOLDS_M, FLAG_HOLDS_P, FLAG_PREFERRED, FLAG_TAKES_YIELD},
+    signal::responder::ResponderCounters,
     sys::monotonic_ns,
 };
 
@@ -47,43 +49,61 @@ impl Daemon {
         let p = &mut st.peer;
         p.name = self.cfg.node.peer_name.clone();
         p.address = self.cfg.node.peer.to_string();
-        let m = &self.monitor_status;
-        match (self.monitoring, role) {
-            (true, _) => {
-                let misses = m.consecutive.load(Ordering::Relaxed);
-                let last = m.last_in_time_ns.load(Ordering::Relaxed);
-                p.consecutive_misses = misses;
-                p.last_reply_age_ms = (last != 0).then(|| now.saturating_sub(last) / 1_000_000);
-                p.state = if !m.armed.load(Ordering::Relaxed) {
-                    "unseen"
-                } else if misses == 0 {
-                    "alive"
-                } else {
-                    "missing"
-                }
-                .into();
+        st.peer_live = match (self.monitoring, role) {
+            (true, _) => PeerLive::Monitor,
+            (false, Role::Booting) => {
+                p.state = "failed".into();
+                PeerLive::None
             }
-            (false, Role::Booting) => p.state = "failed".into(),
             (false, Role::Primary | Role::TakingOver) if self.machine.fence_confirmed() => {
-                p.state = "fenced".into()
+                p.state = "fenced".into();
+                PeerLive::None
             }
-            (false, Role::Primary) => {
-                let last = self
-                    .primary_counters
-                    .last_request_ns
-                    .load(Ordering::Relaxed);
-                p.consecutive_misses = 0;
-                p.last_reply_age_ms = (last != 0).then(|| now.saturating_sub(last) / 1_000_000);
-                p.state = match p.last_reply_age_ms {
-                    Some(age) if age < 1000 => "heard",
-                    _ => "unknown",
-                }
-                .into();
-            }
+            (false, Role::Primary) => PeerLive::Primary,
             (false, _) => {
                 p.state = "unknown".into();
                 p.consecutive_misses = 0;
+                PeerLive::None
             }
+        };
+        refresh_peer(&mut st, &self.monitor_status, &self.primary_counters, now);
+    }
+}
+
+/// The peer's live state, from the monitor's probe verdicts or the requests on P: after
+/// every step, and again whenever the status is read (nothing may step for a long while).
+pub(super) fn refresh_peer(
+    st: &mut Status,
+    m: &MonitorStatus,
+    primary: &ResponderCounters,
+    now: u64,
+) {
+    let p = &mut st.peer;
+    match st.peer_live {
+        PeerLive::Monitor => {
+            let misses = m.consecutive.load(Ordering::Relaxed);
+            let last = m.last_in_time_ns.load(Ordering::Relaxed);
+            p.consecutive_misses = misses;
+            p.last_reply_age_ms = (last != 0).then(|| now.saturating_sub(last) / 1_000_000);
+            p.state = if !m.armed.load(Ordering::Relaxed) {
+                "unseen"
+            } else if misses == 0 {
+                "alive"
+            } else {
+                "missing"
+            }
+            .into();
         }
+        PeerLive::Primary => {
+            let last = primary.last_request_ns.load(Ordering::Relaxed);
+            p.consecutive_misses = 0;
+            p.last_reply_age_ms = (last != 0).then(|| now.saturating_sub(last) / 1_000_000);
+            p.state = match p.last_reply_age_ms {
+                Some(age) if age < 1000 => "heard",
+                _ => "unknown",
+            }
+            .into();
+        }
+        PeerLive::None => {}
     }
 }

@@ -91,6 +91,8 @@ pub struct Machine {
     pub(super) maintenance_timed: bool,
     /// In maintenance, `startup_grace` ran out with P unseen (judged when it ends).
     pub(super) grace_held: bool,
+    /// `failover switchover`: P handed to the monitor, the rejoin not settled yet.
+    pub(super) switching: bool,
 }
 
 /// `fence = "lease"`: the revoke of the failed primary's lease.
@@ -141,6 +143,7 @@ impl Machine {
             held: false,
             maintenance_timed: false,
             grace_held: false,
+            switching: false,
         }
     }
 
@@ -230,6 +233,7 @@ impl Machine {
             ));
             self.role = to;
         }
+        self.switchover_settled(to, out);
     }
 
     pub(super) fn backoff(&mut self) -> Duration {
@@ -298,6 +302,7 @@ impl Machine {
             (_, Input::LeaseRevoked { epoch }) => self.lease_revoked(epoch, &mut out),
             (_, Input::Maintenance { on, for_ }) => self.set_maintenance(on, for_, &mut out),
             (_, Input::Due(Timer::MaintenanceOver)) => self.maintenance_over(&mut out),
+            (_, Input::Switchover) => self.switch_over(&mut out),
             (_, Input::NewerMonitor { epoch }) => self.newer_monitor(epoch, &mut out),
             (_, Input::PeerYielded) if self.takes_yield() => {
                 // The peer is joining and holds nothing; its claim of P was never made.

@@ -13,6 +13,7 @@ mod fence;
 mod machine;
 mod maintenance;
 mod revoke;
+mod switchover;
 
 use crate::{detector::LivenessEvent, event::Event};
 
@@ -322,6 +323,10 @@ pub enum Input {
         /// How long it lasts (none: until turned off).
         for_: Option<Duration>,
     },
+    /// `failover switchover`: the primary hands P to the monitor without a fence and becomes
+    /// its monitor (`switchover.rs`). The runtime checks the preconditions first
+    /// (`Machine::may_switch_over`, the monitor alive, its copy fresh, the witness there).
+    Switchover,
     /// `boot.lease`: this primary's lease at `epoch` lapsed, and the witness refuses to renew
     /// it because that epoch was revoked (a monitor decided this host failed, then cancelled
     /// or died). No grant can come back at that epoch: the primary rejoins, to serve again
@@ -460,5 +465,7 @@ pub struct Policy {
 mod maintenance_tests;
 #[cfg(test)]
 mod revoke_tests;
+#[cfg(test)]
+mod switchover_tests;
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ pub(super) const PEER: Answer = Answer {
 };
 
 /// The peer answering at M, as monitor.
-const MON: Answer = Answer { role: 3, ..PEER };
+pub(super) const MON: Answer = Answer { role: 3, ..PEER };
 
 pub(super) fn names(actions: &[Action]) -> Vec<String> {
     actions

@@ -1,7 +1,5 @@
 //! The operator's commands over the control socket, in the running pair: `failover
 //! maintenance`. A watcher samples both hosts' addresses throughout; P is never held twice.
-use std::process::Command;
-
 use failover_harness::pair::{Host, Options, Pair};
 use serde_json::Value;
 
@@ -9,9 +7,12 @@ fn ts(v: &Value) -> u64 {
     v["ts_ns"].as_u64().expect("ts_ns")
 }
 
-/// Runs `failover ARGS --socket <h's control socket>`; returns (exit code, stdout, stderr).
+/// Runs `failover ARGS --socket <h's control socket>` on host `h` (in its network
+/// namespace, as an operator would); returns (exit code, stdout, stderr).
 fn ctl(pair: &Pair, h: Host, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(pair.opts.failover())
+    let out = pair
+        .ns(h)
+        .command(pair.opts.failover())
         .args(args)
         .arg("--socket")
         .arg(pair.config(h).socket)
@@ -137,4 +138,75 @@ fn a_timed_maintenance_ends_by_itself() {
         "{v}"
     );
     assert_eq!(pair.status(monitor)["role"], "monitor");
+}
+
+/// `failover switchover --wait` on the primary: the monitor takes P without a fence, the old
+/// primary becomes its monitor, and the outage is printed. Refusals name their reason.
+#[test]
+fn a_switchover_moves_p_without_a_fence_and_the_old_primary_becomes_monitor() {
+    let mut pair = Pair::new(Options::default());
+    let (primary, monitor) = pair.cold_start();
+    armed(&pair, monitor);
+    // Refused on the monitor, and to a node that is not the peer.
+    let (code, _, err) = ctl(&pair, monitor, &["switchover"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("a switchover starts on the primary"), "{err}");
+    let (code, _, err) = ctl(&pair, primary, &["switchover", "--to", "nobody"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not this pair's peer"), "{err}");
+
+    let mark = pair.mark();
+    let peer = monitor.name();
+    let (code, out, err) = ctl(&pair, primary, &["switchover", "--wait", "--to", peer]);
+    assert_eq!(code, 0, "{out}{err}");
+    eprintln!("TIMES {}", out.trim().replace('\n', " | "));
+    assert!(out.contains("switchover done"), "{out}");
+    assert!(out.contains("outage of P seen from this host"), "{out}");
+    pair.wait_event(primary, mark, "switchover_started", |_| true);
+    pair.wait_event(primary, mark, "switchover_done", |_| true);
+    pair.wait_event(monitor, mark, "peer_left", |_| true);
+    assert_eq!(pair.status(primary)["role"], "monitor");
+    assert_eq!(pair.status(monitor)["role"], "primary");
+    assert!(pair.holds(monitor, &pair.p.clone()));
+    assert!(
+        pair.fence_log(primary).is_empty() && pair.fence_log(monitor).is_empty(),
+        "nobody was fenced"
+    );
+    assert!(!pair.emitted(monitor, mark, "primary_failed", |_| true));
+    // The client is served by the new primary.
+    assert!(pair.client_ping(&pair.p.clone()));
+    // And back: the new primary's monitor is the old primary, heard on P.
+    // (Since `mark`: armed may come before `--wait` returns.)
+    pair.wait_log(primary, mark, "detection armed", |v| {
+        v["message"] == "the primary answers: failure detection armed"
+    });
+    let (code, out, err) = ctl(&pair, monitor, &["switchover", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    eprintln!("TIMES back: {}", out.trim().replace('\n', " | "));
+    assert_eq!(pair.status(primary)["role"], "primary");
+    let (samples, both) = pair.stop_watch();
+    assert!(samples > 0);
+    assert_eq!(
+        both, 0,
+        "P was held by both hosts in {both} of {samples} samples"
+    );
+}
+
+/// A monitor that is not there (its daemon killed) makes the switchover refused: P stays.
+#[test]
+fn a_switchover_without_a_live_monitor_is_refused() {
+    let pair = Pair::new(Options::default());
+    let (primary, monitor) = pair.cold_start();
+    armed(&pair, monitor);
+    pair.kill9(monitor);
+    // The check allows 2 s since the monitor last asked P anything.
+    pair.wait_status(primary, "the monitor unheard for 2 s", |st| {
+        st["peer"]["last_reply_age_ms"].as_u64() > Some(2000)
+    });
+    let (code, out, err) = ctl(&pair, primary, &["switchover"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("was not heard on P"), "{err}");
+    eprintln!("{err}");
+    assert_eq!(pair.status(primary)["role"], "primary");
+    assert!(pair.holds(primary, &pair.p.clone()));
 }

@@ -4,6 +4,7 @@ mod check;
 mod probe;
 mod respond;
 mod status;
+mod switchover;
 mod witness;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
@@ -77,6 +78,16 @@ enum Command {
     /// itself. Refused during a fence or takeover (exit 1). Root only, over the control
     /// socket.
     Maintenance(status::MaintenanceArgs),
+    /// Hand the primary address to the monitor without a fence, and become its monitor.
+    ///
+    /// Run on the primary. It releases P and tells the monitor (`leaving`), which takes P at
+    /// its first missed heartbeat; this host rejoins as the monitor (claim 12). Refused, with
+    /// the reason (exit 1), unless the monitor can take P at once: this host is primary and
+    /// not in maintenance, the monitor was heard on P within 2 s, its copy of the data is
+    /// within sync.max_age (when set), and with boot.lease the witness grants. Events
+    /// switchover_started, then switchover_done (or switchover_failed, when the monitor did
+    /// not take P and this host serves it again). Root only, over the control socket.
+    Switchover(switchover::SwitchoverArgs),
     /// Talk to a BMC over Redfish without a config file: check it, or reset a system by hand.
     ///
     /// The same settings as the [boot] section of the configuration. TLS is verified (against
@@ -153,6 +164,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status(args) => status::run(args).await,
         Command::Maintenance(args) => status::maintenance(args).await,
+        Command::Switchover(args) => switchover::run(args).await,
         Command::Respond(args) => respond::run(args).await,
         Command::Witness(args) => witness::run(args).await,
     }
