@@ -110,6 +110,23 @@ pub(super) async fn read_request(conn: &mut UnixStream) -> Result<Option<Request
 
 /// Sends `req` to the daemon at `path` and returns its reply.
 pub async fn send_request(path: &Path, req: &Request) -> Result<Reply, ControlError> {
+    let mut line = serde_json::to_vec(req).unwrap_or_default();
+    line.push(b'\n');
+    // A request may wait for the daemon's loop (a fence step, a state file's fsync).
+    let answer = exchange(path, &line, Duration::from_secs(10)).await?;
+    serde_json::from_str(answer.trim()).map_err(|e| ControlError::Status {
+        path: path.to_path_buf(),
+        message: format!("not a reply: {e} (is it a daemon's control socket?)"),
+    })
+}
+
+/// One exchange on the control socket at `path`: writes `request` (nothing: the status),
+/// closes this side, reads the answer to its end, all within `deadline`.
+pub(super) async fn exchange(
+    path: &Path,
+    request: &[u8],
+    deadline: Duration,
+) -> Result<String, ControlError> {
     let bad = |message: String| ControlError::Status {
         path: path.to_path_buf(),
         message,
@@ -118,26 +135,19 @@ pub async fn send_request(path: &Path, req: &Request) -> Result<Reply, ControlEr
         let mut c = UnixStream::connect(path)
             .await
             .map_err(|e| bad(format!("connect: {e} (is the daemon running?)")))?;
-        let mut line = serde_json::to_vec(req).map_err(|e| bad(e.to_string()))?;
-        line.push(b'\n');
-        c.write_all(&line)
+        c.write_all(request)
             .await
             .map_err(|e| bad(format!("write: {e}")))?;
         c.shutdown().await.map_err(|e| bad(format!("write: {e}")))?;
         let mut buf = String::new();
         c.read_to_string(&mut buf)
             .await
-            .map_err(|e| bad(format!("read: {e} (is it a daemon's control socket?)")))?;
-        serde_json::from_str(buf.trim()).map_err(|e| {
-            bad(format!(
-                "not a reply: {e} (is it a daemon's control socket?)"
-            ))
-        })
+            .map_err(|e| bad(format!("read: {e}")))?;
+        Ok(buf)
     };
-    // A request may wait for the daemon's loop (a fence step, a state file's fsync).
-    tokio::time::timeout(Duration::from_secs(10), work)
+    tokio::time::timeout(deadline, work)
         .await
-        .map_err(|_| bad("no answer within 10s".into()))?
+        .map_err(|_| bad(format!("no answer within {deadline:?}")))?
 }
 
 #[cfg(test)]

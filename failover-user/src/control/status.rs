@@ -329,25 +329,9 @@ pub async fn query_status(path: &Path) -> Result<Status, ControlError> {
 
 /// Asks the daemon or witness at `path` for its status, as JSON.
 pub async fn query_json(path: &Path) -> Result<serde_json::Value, ControlError> {
-    let bad = |message: String| ControlError::Status {
+    let buf = super::request::exchange(path, b"", Duration::from_secs(5)).await?;
+    serde_json::from_str(buf.trim()).map_err(|e| ControlError::Status {
         path: path.to_path_buf(),
-        message,
-    };
-    let work = async {
-        let mut c = UnixStream::connect(path)
-            .await
-            .map_err(|e| bad(format!("connect: {e} (is the daemon running?)")))?;
-        // No request: the status, at once.
-        c.shutdown()
-            .await
-            .map_err(|e| bad(format!("shutdown: {e}")))?;
-        let mut buf = String::new();
-        c.read_to_string(&mut buf)
-            .await
-            .map_err(|e| bad(format!("read: {e}")))?;
-        serde_json::from_str(buf.trim()).map_err(|e| bad(format!("not a status object: {e}")))
-    };
-    tokio::time::timeout(Duration::from_secs(5), work)
-        .await
-        .map_err(|_| bad("no answer within 5s".into()))?
+        message: format!("not a status object: {e}"),
+    })
 }

@@ -738,6 +738,18 @@ impl Pair {
         self.watcher.as_mut().map_or((0, 0), Watcher::finish)
     }
 
+    /// Stops the split-brain watcher and asserts that it sampled, and never saw P on both
+    /// hosts.
+    pub fn assert_no_split_brain(&mut self) {
+        let (samples, both) = self.stop_watch();
+        eprintln!("watcher: {samples} samples, {both} with P on both hosts");
+        assert!(samples > 0, "the watcher sampled");
+        assert_eq!(
+            both, 0,
+            "P was held by both hosts in {both} of {samples} samples"
+        );
+    }
+
     /// Samples so far in which both hosts held P.
     pub fn both_held_p(&self) -> u64 {
         self.watcher.as_ref().map_or(0, Watcher::both)

@@ -13,16 +13,6 @@ fn ts(v: &serde_json::Value) -> u64 {
     v["ts_ns"].as_u64().expect("ts_ns")
 }
 
-fn assert_no_split_brain(pair: &mut Pair) {
-    let (samples, both) = pair.stop_watch();
-    eprintln!("watcher: {samples} samples, {both} with P on both hosts");
-    assert!(samples > 0, "the watcher sampled");
-    assert_eq!(
-        both, 0,
-        "P was held by both hosts in {both} of {samples} samples"
-    );
-}
-
 fn assert_roles(pair: &Pair, primary: Host, monitor: Host) {
     let (p, m) = (&pair.p, &pair.m);
     assert!(pair.holds(primary, p), "{} holds P", primary.name());
@@ -167,7 +157,7 @@ fn takeover_and_rejoin(family: Family) {
     pair.wait_event(new_primary, mark, "hook_ran", |v| {
         v["detail"].as_str().unwrap_or("").starts_with("on_primary")
     });
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 
     // Clean shutdown releases everything.
     for h in Host::BOTH {
@@ -211,7 +201,7 @@ fn recovery_only_reboots_the_primary_and_it_rejoins_as_primary() {
     pair.wait_event(primary, mark_r, "join_answered", |_| true);
     pair.wait_role(primary, mark_r, "primary");
     assert_roles(&pair, primary, monitor);
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 #[test]
@@ -266,7 +256,7 @@ fn a_failing_fence_never_lets_the_monitor_claim_p() {
     assert!(pair.fence_log(monitor).iter().all(|l| l == "off"));
     let text = serde_json::to_string(&events).unwrap();
     assert!(!text.contains("password"), "no secrets in events");
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 #[test]
@@ -292,7 +282,7 @@ fn kill_9_and_restart_never_makes_a_second_holder() {
     pair.start(primary);
     pair.wait_role(primary, mark_r, "monitor");
     assert_roles(&pair, monitor, primary);
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 #[test]
@@ -437,7 +427,7 @@ fn the_monitor_holds_a_copy_of_the_primarys_data_and_serves_it_after_takeover() 
         std::fs::read_to_string(data(monitor).join("sub/state")).unwrap(),
         "v2"
     );
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 /// The "done when": a PostgreSQL-style tree (owned by a service user, `pg_wal` a
@@ -536,7 +526,7 @@ fn a_postgresql_style_tree_survives_a_takeover_with_owners_and_links_intact() {
         std::fs::read_to_string(link.join("000000010000000000000001")).unwrap(),
         "a wal segment"
     );
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 #[test]
@@ -591,7 +581,7 @@ fn sighup_reloads_safe_changes_and_refuses_the_others() {
     assert!(pair.running(primary));
     assert!(pair.holds(primary, &p));
     assert!(!pair.emitted(monitor, 0, "primary_failed", |_| true));
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 /// A flood to the heartbeat port from a client never reaches the primary's responder queue
@@ -625,7 +615,7 @@ fn a_flood_to_the_heartbeat_port_does_not_starve_heartbeats() {
     );
     assert_eq!(pair.status(monitor)["peer"]["state"], "alive");
     assert_eq!(pair.status(primary)["role"], "primary");
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 /// Heartbeat replies forged from a third namespace, even with the monitor's real token (read
@@ -694,7 +684,7 @@ fn forged_replies_from_a_third_host_are_not_counted() {
     pair.wait_event(monitor, mark, "fence_confirmed", |_| true);
     let _ = forger.wait();
     eprintln!("forged replies rejected by source before the cut: {rejected}");
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 /// The cold-start race the duplicate-address probe cannot settle: both hosts join while they
@@ -742,7 +732,7 @@ fn a_cold_start_with_both_on_m_settles_without_a_fence() {
             "nobody fenced"
         );
     }
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 /// A primary that survived a takeover (a fence that did not remove it) and a monitor that was
@@ -791,5 +781,5 @@ fn a_primary_below_the_monitors_epoch_hands_p_over_without_a_fence() {
         pair.fence_log(monitor),
         pair.fence_log(primary)
     );
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }

@@ -38,12 +38,6 @@ fn with_sync(pair: &Pair, extra: &str) {
     }
 }
 
-fn assert_no_split_brain(pair: &mut Pair) {
-    let (samples, both) = pair.stop_watch();
-    assert!(samples > 0, "the watcher sampled");
-    assert_eq!(both, 0, "P was held by both hosts in {both} samples");
-}
-
 /// Waits for `n` `sync_done` on `h`, one after the other, after `since`.
 fn wait_copies(pair: &Pair, h: Host, since: u64, n: usize) {
     let mut t = since;
@@ -151,7 +145,7 @@ fn slow_loris_clients_on_every_listener_do_not_stop_status_metrics_or_copies() {
     wait_copies(&pair, monitor, ts(&unauth), 2);
     drop(lone);
     assert!(!pair.emitted(monitor, mark, "primary_failed", |_| true));
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 #[test]
@@ -251,7 +245,7 @@ fn at_its_descriptor_limit_the_daemon_backs_off_keeps_answering_heartbeats_and_r
     assert!(pair.metrics(primary).contains("failover_role{node="));
     assert!(!pair.emitted(monitor, mark, "primary_failed", |_| true));
     set_nofile(pid, old_soft);
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }
 
 #[test]
@@ -306,5 +300,5 @@ fn copies_that_stop_completing_raise_sync_stale_once_per_stretch() {
     }
     assert!(!pair.emitted(monitor, 0, "primary_failed", |_| true));
     assert_eq!(pair.status(primary)["role"], "primary");
-    assert_no_split_brain(&mut pair);
+    pair.assert_no_split_brain();
 }

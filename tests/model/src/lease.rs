@@ -336,18 +336,14 @@ pub fn summary(w: &World) -> String {
     s
 }
 
-/// The properties of `fence = "lease"`: those of `fence = "bmc"` (a host serves P only with
-/// a valid lease), the partition between the hosts, and the coverage examples.
+/// The properties of `fence = "lease"` besides the shared ones (there a host serves P only
+/// with a valid lease): the partition between the hosts, and the coverage examples.
 pub fn properties() -> Vec<Property<Protocol>> {
-    let mut p = crate::shared_properties().to_vec();
-    p.extend([
+    vec![
         Property::always(
             "a partition between the hosts stops no primary",
             |_, w: &World| !w.partition_stopped,
         ),
-        Property::sometimes("a fenced takeover", |_, w: &World| {
-            (0..2).any(|h| w.serving(h) && w.hosts[h].m.epoch() >= 2 && !w.hosts[other(h)].power)
-        }),
         Property::sometimes("a lease takeover", |_, w: &World| {
             // P moved under the lease: the new primary serves while the old one is still on,
             // P still on its interface, and its reset has not been confirmed.
@@ -377,11 +373,5 @@ pub fn properties() -> Vec<Property<Protocol>> {
                         && !w.hosts[other(h)].power
                 })
         }),
-        Property::sometimes("the newer data serves first", |_, w: &World| {
-            w.newer.is_some_and(|h| {
-                w.serving(h) && w.hosts[h].m.epoch() == 1 && w.hosts[other(h)].power
-            })
-        }),
-    ]);
-    p
+    ]
 }

@@ -729,46 +729,16 @@ impl Model for Protocol {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
+        let mut p = shared_properties();
         if self.lease {
-            return lease::properties();
+            p.extend(lease::properties());
+        } else {
+            p.push(Property::sometimes(
+                "two servers after a lie",
+                |_, w: &World| w.lied && w.serving(0) && w.serving(1),
+            ));
         }
-        vec![
-            Property::always("one server of P", |_, w: &World| {
-                w.lied || !(w.serving(0) && w.serving(1))
-            }),
-            Property::always("no fence without a failure", |_, w: &World| {
-                !w.fenced_without_decision
-            }),
-            Property::always("the stale primary steps down", |m: &Protocol, w: &World| {
-                if !(w.serving(0) && w.serving(1)) {
-                    return true;
-                }
-                let s = m.settle(w, SETTLE_LIMIT);
-                !(s.serving(0) && s.serving(1))
-            }),
-            Property::sometimes("a fenced takeover", |_, w: &World| {
-                // The monitor took P over from a primary it fenced: the coverage the checks
-                // above mean something for.
-                (0..2)
-                    .any(|h| w.serving(h) && w.hosts[h].m.epoch() >= 2 && !w.hosts[other(h)].power)
-            }),
-            Property::sometimes("two servers after a lie", |_, w: &World| {
-                w.lied && w.serving(0) && w.serving(1)
-            }),
-            Property::sometimes("the newer data serves first", |_, w: &World| {
-                // The host with the newer data (not the preferred one) is the first primary.
-                w.newer.is_some_and(|h| {
-                    w.serving(h) && w.hosts[h].m.epoch() == 1 && w.hosts[other(h)].power
-                })
-            }),
-            Property::always("someone serves P", |m: &Protocol, w: &World| {
-                if !w.hosts[0].power && !w.hosts[1].power {
-                    return true; // nothing can serve until someone powers a host on
-                }
-                let s = m.settle(w, SETTLE_LIMIT);
-                s.serving(0) != s.serving(1)
-            }),
-        ]
+        p
     }
 }
 
@@ -798,9 +768,10 @@ pub const SOMETIMES: [&str; 6] = [
     "the witness-dead fallback",
 ];
 
-/// The properties both modes check (`fence = "lease"` adds its own: `lease::properties`).
-pub(crate) fn shared_properties() -> [Property<Protocol>; 4] {
-    [
+/// The properties both modes check (`fence = "lease"` adds its own: `lease::properties`;
+/// `fence = "bmc"` the lie's coverage).
+pub(crate) fn shared_properties() -> Vec<Property<Protocol>> {
+    vec![
         Property::always("one server of P", |_, w: &World| {
             w.lied || !(w.serving(0) && w.serving(1))
         }),
@@ -820,6 +791,17 @@ pub(crate) fn shared_properties() -> [Property<Protocol>; 4] {
             }
             let s = m.settle(w, SETTLE_LIMIT);
             s.serving(0) != s.serving(1)
+        }),
+        Property::sometimes("a fenced takeover", |_, w: &World| {
+            // The monitor took P over from a primary it fenced: the coverage the checks
+            // above mean something for.
+            (0..2).any(|h| w.serving(h) && w.hosts[h].m.epoch() >= 2 && !w.hosts[other(h)].power)
+        }),
+        Property::sometimes("the newer data serves first", |_, w: &World| {
+            // The host with the newer data (not the preferred one) is the first primary.
+            w.newer.is_some_and(|h| {
+                w.serving(h) && w.hosts[h].m.epoch() == 1 && w.hosts[other(h)].power
+            })
         }),
     ]
 }
