@@ -175,6 +175,9 @@ pub fn revoke(w: &mut World, h: HostId) {
     let o = other(h);
     let epoch = w.hosts[h].m.epoch();
     let x = w.witness;
+    // The other host's epoch was revoked before (when it really was silent): no agreement
+    // now is what stops it.
+    let revoked_before = keeper(w, o).is_some_and(|k| k <= x.revoked);
     // The reason of an agreement: whether the witness granted the asker's epoch.
     let reason = if x.granted >= epoch {
         Reason::None
@@ -207,7 +210,7 @@ pub fn revoke(w: &mut World, h: HostId) {
         Some(Ok(_)) => agreed(revoked),
     };
     if let Revocation::Agreed { .. } = r {
-        if reached_primary(w, o) {
+        if reached_primary(w, o) && !revoked_before {
             w.partition_stopped = true;
         }
         let l = &mut w.hosts[o].lease;
