@@ -89,7 +89,7 @@ pub fn spawn_runner(
 }
 
 async fn run_one(program: &PathBuf, p: &HookPrograms, run: &HookRun) -> Result<(), String> {
-    let child = Command::new(program)
+    let child = crate::sys::scrub_env(&mut Command::new(program))
         .env("ROLE", run.role)
         .env("EPOCH", run.epoch.to_string())
         .env("PEER", &p.peer)

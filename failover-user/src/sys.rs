@@ -35,6 +35,29 @@ pub enum SysError {
     },
 }
 
+/// What a child's environment keeps of the daemon's: the search path, the locale and the
+/// time zone. Nothing else: the daemon's environment may hold its BMC password
+/// (`boot.password_env`) or whatever its service manager set.
+pub const CHILD_ENV_KEPT: [&str; 4] = ["PATH", "LANG", "LC_ALL", "TZ"];
+
+/// `PATH` for children when the daemon has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Starts `c`'s environment from scratch ([`CHILD_ENV_KEPT`]): every child of the daemon
+/// (hooks, the fence command, the snapshot command) gets only that and what its caller adds.
+pub fn scrub_env(c: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    c.env_clear();
+    for k in CHILD_ENV_KEPT {
+        if let Some(v) = std::env::var_os(k) {
+            c.env(k, v);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        c.env("PATH", DEFAULT_PATH);
+    }
+    c
+}
+
 /// Fails unless the effective uid is 0.
 pub fn require_root(what: &str) -> Result<(), SysError> {
     // SAFETY: geteuid has no preconditions.

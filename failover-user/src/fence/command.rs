@@ -92,7 +92,7 @@ impl CommandFence {
     /// Runs the command with `action`; returns its exit code and stdout. Output lines are
     /// logged (stderr at WARN).
     async fn output(&self, action: &'static str) -> Result<(Option<i32>, String), FenceError> {
-        let out = Command::new(&self.command)
+        let out = crate::sys::scrub_env(&mut Command::new(&self.command))
             .arg(action)
             .env("FAILOVER_ACTION", action)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -217,7 +217,7 @@ async fn send_delta(
 }
 
 async fn run_snapshot(cmd: &str, root: &Path, limit: Duration) -> Result<(), SyncError> {
-    let out = tokio::process::Command::new("sh")
+    let out = crate::sys::scrub_env(&mut tokio::process::Command::new("sh"))
         .args(["-c", cmd])
         .current_dir(root)
         .stdin(std::process::Stdio::null())

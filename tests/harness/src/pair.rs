@@ -115,6 +115,8 @@ pub struct Options {
     pub echo: bool,
     /// The `failover` binary; default [`failover_bin`].
     pub failover: Option<PathBuf>,
+    /// More environment for the daemons (a secret that must not reach their children).
+    pub daemon_env: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -129,6 +131,7 @@ impl Default for Options {
             watch: true,
             echo: true,
             failover: None,
+            daemon_env: Vec::new(),
         }
     }
 }
@@ -337,6 +340,7 @@ impl Pair {
         cmd.args(["--log-format", "json", "run", "--config"])
             .arg(self.config_path(h))
             .env("FAILOVER_LOG", "info")
+            .envs(self.opts.daemon_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(self.logs[h.index()].writer());
@@ -455,6 +459,12 @@ impl Pair {
     /// The hook log of `h`.
     pub fn hook_log(&self, h: Host) -> Vec<String> {
         self.lines(&format!("hooks-{}.log", h.name()))
+    }
+
+    /// The environment `h`'s last hook (`"hook"`) or fence command (`"fence"`) ran with,
+    /// one `NAME=value` a line (empty before the first run).
+    pub fn child_env(&self, h: Host, child: &str) -> Vec<String> {
+        self.lines(&format!("{child}-env-{}.txt", h.name()))
     }
 
     fn lines(&self, file: &str) -> Vec<String> {

@@ -2,12 +2,14 @@
 //! logs what it was called with.
 
 /// The test fence: "powers off" the peer namespace (kills every process in it, flushes its
-/// addresses, takes its link down), `OFF_DELAY` seconds after it was asked. Logs every call; reads its settings from
+/// addresses, takes its link down), `OFF_DELAY` seconds after it was asked. Logs every call
+/// (and its environment, to `fence-env-$FAILOVER_NODE.txt`); reads its settings from
 /// `fence-$FAILOVER_NODE.env` beside it.
 pub const FENCE: &str = r#"#!/bin/sh
 # Test fence: "powers off" the peer namespace. Logs every call.
 . "$(dirname "$0")/fence-$FAILOVER_NODE.env"
 echo "$1" >> "$LOG"
+env > "$(dirname "$0")/fence-env-$FAILOVER_NODE.txt"
 case "$1" in
   off)
     [ "$FAIL" = 1 ] && { echo "BMC unreachable (test)" >&2; exit 1; }
@@ -34,10 +36,12 @@ case "$1" in
 esac
 "#;
 
-/// The test hook: appends `HOOK ROLE EPOCH PEER` to `hooks-$FAILOVER_NODE.log`; `on_fault`
-/// exits 3, so a failing hook is seen too.
+/// The test hook: appends `HOOK ROLE EPOCH PEER` to `hooks-$FAILOVER_NODE.log` and writes
+/// its environment to `hook-env-$FAILOVER_NODE.txt`; `on_fault` exits 3, so a failing hook
+/// is seen too.
 pub const HOOK: &str = r#"#!/bin/sh
 echo "$FAILOVER_HOOK $ROLE $EPOCH $PEER" >> "$(dirname "$0")/hooks-$FAILOVER_NODE.log"
+env > "$(dirname "$0")/hook-env-$FAILOVER_NODE.txt"
 echo "hook $FAILOVER_HOOK ran"
 [ "$FAILOVER_HOOK" = on_fault ] && exit 3
 exit 0

@@ -783,3 +783,37 @@ fn a_primary_below_the_monitors_epoch_hands_p_over_without_a_fence() {
     );
     pair.assert_no_split_brain();
 }
+
+/// What the daemon's environment holds (a BMC password through `boot.password_env`, say)
+/// never reaches its hooks or its fence command: their environment is built from scratch.
+#[test]
+fn the_daemons_environment_never_reaches_its_hooks_or_fence_command() {
+    const SECRET: &str = "s3cret-bmc-password-7f1d";
+    let pair = Pair::new(Options {
+        daemon_env: vec![("FAILOVER_TEST_BMC_PASSWORD", SECRET)],
+        ..Options::default()
+    });
+    let (primary, monitor) = pair.cold_start();
+    let mark = pair.mark();
+    pair.port(primary, false);
+    pair.wait_event(monitor, mark, "fence_confirmed", |_| true);
+    pair.wait_event(monitor, mark, "hook_ran", |v| {
+        v["detail"].as_str().unwrap_or("").starts_with("on_primary")
+    });
+    for (h, child) in [(monitor, "hook"), (monitor, "fence"), (primary, "hook")] {
+        let env = pair.child_env(h, child);
+        assert!(!env.is_empty(), "{} ran its {child}", h.name());
+        assert!(
+            env.iter().all(|l| !l.contains(SECRET)),
+            "the secret reached {}'s {child}: {env:?}",
+            h.name()
+        );
+        assert!(env.iter().any(|l| l.starts_with("PATH=")), "{env:?}");
+        let own = if child == "hook" {
+            "FAILOVER_HOOK="
+        } else {
+            "FAILOVER_ACTION="
+        };
+        assert!(env.iter().any(|l| l.starts_with(own)), "{env:?}");
+    }
+}
