@@ -179,8 +179,14 @@ impl Keeper {
                         }
                         suspect[i] = s;
                     }
-                    if m.kind == Kind::Refuse && m.reason == Reason::Revoked && i == WITNESS {
-                        revoked = true;
+                    if i == WITNESS {
+                        // Refused as revoked (or while the other host holds the witness's
+                        // grant) until the witness grants again.
+                        revoked = match m.kind {
+                            Kind::Refuse => revoked || m.reason == Reason::Revoked,
+                            Kind::Grant => false,
+                            _ => revoked,
+                        };
                     }
                     if m.kind != Kind::Grant {
                         continue;

@@ -79,7 +79,17 @@ pub struct Judge {
     since_ns: Option<u64>,
     /// Whether the current primary holds its lease from here.
     pub primary: Primary,
+    /// The host the last grant went to.
+    granted_node: Option<u32>,
+    /// While `Primary::Taking`, the other host is refused until then (CLOCK_MONOTONIC ns).
+    taking_until_ns: u64,
+    /// How long a taker may take to ask for its first lease: its wait, its claim and its
+    /// gate's attach.
+    taking_bar: Duration,
 }
+
+/// Besides two of the longest leases, what a taker's claim and its gate's attach may take.
+const TAKING_SLACK: Duration = Duration::from_secs(1);
 
 impl Judge {
     /// A judge granting at most `max_lease`, refusing revokes while the primary was heard
@@ -94,6 +104,9 @@ impl Judge {
             revokes_refused: 0,
             since_ns: None,
             primary: Primary::Unknown,
+            granted_node: None,
+            taking_until_ns: 0,
+            taking_bar: bound.hold(max_lease) * 2 + TAKING_SLACK,
         }
     }
 
@@ -152,13 +165,29 @@ impl Judge {
         h.epoch = m.epoch;
         h.requests += 1;
         h.rate.sample(now_ns, m.stamp_ns);
-        match self
-            .grantor
-            .request(m.epoch, Duration::from_nanos(m.value_ns), now_ns)
-        {
+        // One holder at a time. After an agreed revoke only the taker is granted, for as
+        // long as it may take to ask (the other host may be a primary at an epoch nobody
+        // saw, promoted just before it froze, and thawed now); and a host is granted only
+        // once every grant to the other host has run out, so the two never hold a grant from
+        // here at once, whatever their epochs.
+        let barred = match self.primary {
+            Primary::Taking(x) => x != m.node && now_ns < self.taking_until_ns,
+            _ => false,
+        };
+        let other_holds = self.granted_node.is_some_and(|n| n != m.node)
+            && self.grantor.outstanding(now_ns) > Duration::ZERO;
+        let other_holder = barred || other_holds;
+        let granted = if other_holder {
+            Err(crate::lease::Refusal::Revoked)
+        } else {
+            self.grantor
+                .request(m.epoch, Duration::from_nanos(m.value_ns), now_ns)
+        };
+        match granted {
             Ok(lease) => {
                 h.grants += 1;
                 self.primary = Primary::Leased;
+                self.granted_node = Some(m.node);
                 Verdict::Reply(m.answer(
                     Kind::Grant,
                     Reason::None,
@@ -237,6 +266,7 @@ impl Judge {
         self.grantor.revoke(upto);
         self.revokes += 1;
         self.primary = Primary::Taking(m.node);
+        self.taking_until_ns = now_ns.saturating_add(self.taking_bar.as_nanos() as u64);
         Verdict::Revoke {
             revoked: self.grantor.revoked(),
             reply: answer(&self.grantor),
@@ -463,5 +493,72 @@ mod tests {
             panic!()
         };
         assert_eq!(reply.reason, Reason::NotGranted);
+    }
+
+    #[test]
+    fn after_an_agreed_takeover_only_the_taker_is_granted_and_an_epoch_has_one_holder() {
+        let mut j = judge();
+        j.on_message(req(1, 1, 1), 0);
+        // Node 1 restarted, was promoted again at epoch 2 (nobody saw it) and froze before
+        // asking; node 2, at epoch 0, has the old lease revoked and takes P at epoch 2 too.
+        assert!(matches!(
+            j.on_message(revoke(2, 0), 31 * MS),
+            Verdict::Revoke { revoked: 1, .. }
+        ));
+        let thawed = Message {
+            token: 77,
+            ..req(1, 2, 1)
+        };
+        let Verdict::Reply(r) = j.on_message(thawed, 40 * MS) else {
+            panic!()
+        };
+        assert_eq!((r.kind, r.reason), (Kind::Refuse, Reason::Revoked));
+        // The taker is granted; the other host stays refused at that epoch.
+        let Verdict::Reply(g) = j.on_message(req(2, 2, 1), 41 * MS) else {
+            panic!()
+        };
+        assert_eq!(g.kind, Kind::Grant);
+        let again = Message {
+            token: 77,
+            ..req(1, 2, 2)
+        };
+        let Verdict::Reply(r) = j.on_message(again, 42 * MS) else {
+            panic!()
+        };
+        assert_eq!((r.kind, r.reason), (Kind::Refuse, Reason::Revoked));
+        // Not at a higher epoch either while node 2's grant runs...
+        let higher = |seq| Message {
+            token: 78,
+            ..req(1, 3, seq)
+        };
+        let Verdict::Reply(r) = j.on_message(higher(1), 43 * MS) else {
+            panic!()
+        };
+        assert_eq!(r.kind, Kind::Refuse);
+        // ... but once it has run out (node 2 stopped asking: it left or failed).
+        let after = 41 * MS + Bound::default().hold(Duration::from_millis(40)).as_nanos() as u64;
+        let Verdict::Reply(g) = j.on_message(higher(2), after + 1) else {
+            panic!()
+        };
+        assert_eq!(g.kind, Kind::Grant);
+    }
+
+    #[test]
+    fn a_taker_that_never_asks_bars_the_other_host_only_for_a_while() {
+        let mut j = judge();
+        j.on_message(req(1, 1, 1), 0);
+        assert!(matches!(
+            j.on_message(revoke(2, 1), 31 * MS),
+            Verdict::Revoke { .. }
+        ));
+        // Node 2 died after the agreement; node 1 fenced it through the BMC and took P.
+        let Verdict::Reply(r) = j.on_message(req(1, 3, 2), 100 * MS) else {
+            panic!()
+        };
+        assert_eq!(r.kind, Kind::Refuse, "barred while node 2 may still ask");
+        let Verdict::Reply(g) = j.on_message(req(1, 3, 3), 4_000 * MS) else {
+            panic!()
+        };
+        assert_eq!(g.kind, Kind::Grant, "then granted");
     }
 }

@@ -63,6 +63,11 @@ pub struct Witness {
     pub granted: u64,
     /// Whether the current primary holds its lease from the witness (`witness::Primary`).
     pub primary: WPrimary,
+    /// The host the last grant went to.
+    pub holder: Option<HostId>,
+    /// After an agreement, the other host is refused (until `BarOver`, a step that only time
+    /// brings: two of the longest leases and a second).
+    pub bar: bool,
 }
 
 /// `failover::witness::Primary`, with hosts for node ids.
@@ -109,10 +114,15 @@ fn witness_hears(w: &World, h: HostId) -> bool {
     w.witness.alive && w.tx[h] && keeper(w, h).is_some()
 }
 
-/// The witness grants `h`'s lease now.
+/// The witness grants `h`'s lease now. One holder at a time (`witness::judge`): after an
+/// agreement only the taker, until the taker asks or the bar is over, and the other host
+/// only once the holder's grants ran out (here: once the holder's lease is no longer valid).
 fn witness_grants(w: &World, h: HostId) -> bool {
+    let x = &w.witness;
+    let barred = x.bar && matches!(x.primary, WPrimary::Taking(t) if t != h);
+    let other_holds = x.holder == Some(other(h)) && w.hosts[other(h)].lease.valid;
     keeper(w, h).is_some_and(|k| {
-        witness_hears(w, h) && w.rx[h] && k > w.witness.revoked && k >= w.witness.granted
+        witness_hears(w, h) && w.rx[h] && k > x.revoked && k >= x.granted && !barred && !other_holds
     })
 }
 
@@ -132,7 +142,7 @@ fn refused_as_revoked(w: &World, h: HostId) -> bool {
         w.hosts[h].m.role() == Role::Primary
             && witness_hears(w, h)
             && w.rx[h]
-            && (k <= w.witness.revoked || k < w.witness.granted)
+            && (k <= w.witness.revoked || k < w.witness.granted || !witness_grants(w, h))
     })
 }
 
@@ -196,6 +206,7 @@ pub fn revoke(w: &mut World, h: HostId) {
     } else {
         w.witness.revoked = x.revoked.max(upto);
         w.witness.primary = WPrimary::Taking(h);
+        w.witness.bar = true;
         Some(Ok(reason))
     };
     let revoked = w.witness.revoked;
@@ -221,6 +232,7 @@ pub fn revoke(w: &mut World, h: HostId) {
 
 /// The lease and witness steps enabled in `w`.
 pub fn progress(w: &World, out: &mut Vec<Step>, with_losses: bool) {
+    witness_time(w, out);
     for h in 0..2 {
         let x = &w.hosts[h];
         if x.daemon == Daemon::Running {
@@ -248,6 +260,13 @@ pub fn progress(w: &World, out: &mut Vec<Step>, with_losses: bool) {
     }
 }
 
+/// The time steps of the witness.
+pub fn witness_time(w: &World, out: &mut Vec<Step>) {
+    if w.witness.alive && w.witness.bar {
+        out.push(Step::BarOver);
+    }
+}
+
 /// The witness's faults and repair.
 pub fn faults(w: &World, out: &mut Vec<Step>) {
     if !w.witness.alive {
@@ -264,6 +283,8 @@ pub fn witness_up(w: &mut World) {
         revoked: w.witness.revoked,
         granted: 0,
         primary: WPrimary::Unknown,
+        holder: None,
+        bar: false,
     };
 }
 
@@ -275,6 +296,7 @@ pub fn apply(w: &mut World, step: &Step, log: &mut Option<&mut Vec<String>>) {
             if witness_grants(w, h) {
                 w.witness.granted = w.witness.granted.max(k);
                 w.witness.primary = WPrimary::Leased;
+                w.witness.holder = Some(h);
             }
             if monitor_grants(w, h) {
                 let o = &mut w.hosts[other(h)];
@@ -301,6 +323,7 @@ pub fn apply(w: &mut World, step: &Step, log: &mut Option<&mut Vec<String>>) {
         }
         Step::VerdictLost(h) => w.hosts[h].verdict = Some(Revocation::Unreachable),
         Step::WitnessDown => w.witness.alive = false,
+        Step::BarOver => w.witness.bar = false,
         Step::WitnessUp => witness_up(w),
         _ => unreachable!("not a lease step: {step:?}"),
     }

@@ -91,6 +91,8 @@ pub enum Step {
     VerdictLost(HostId),
     WitnessDown,
     WitnessUp,
+    /// The witness's bar after an agreement is over (time).
+    BarOver,
 }
 
 impl Step {
@@ -131,6 +133,7 @@ impl Step {
                 | Step::GraceExpired(_)
                 | Step::Lapse(_)
                 | Step::WaitOver(_)
+                | Step::BarOver
         )
     }
 
@@ -582,7 +585,8 @@ impl Protocol {
             | Step::Verdict(_)
             | Step::VerdictLost(_)
             | Step::WitnessDown
-            | Step::WitnessUp => lease::apply(w, step, log),
+            | Step::WitnessUp
+            | Step::BarOver => lease::apply(w, step, log),
         }
     }
 
@@ -623,8 +627,16 @@ impl Protocol {
                     .cloned()
             };
             let o = other(last);
+            // The witness's time (its bar after an agreement) runs as the hosts' does.
+            let witness_time = || {
+                steps
+                    .iter()
+                    .find(|s| s.host().is_none() && s.is_time())
+                    .cloned()
+            };
             let Some(s) = turn(o, false)
                 .or_else(|| turn(last, false))
+                .or_else(witness_time)
                 .or_else(|| turn(o, true))
                 .or_else(|| turn(last, true))
             else {
