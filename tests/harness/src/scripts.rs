@@ -9,7 +9,8 @@ pub const FENCE: &str = r#"#!/bin/sh
 # Test fence: "powers off" the peer namespace. Logs every call.
 . "$(dirname "$0")/fence-$FAILOVER_NODE.env"
 echo "$1" >> "$LOG"
-env > "$(dirname "$0")/fence-env-$FAILOVER_NODE.txt"
+# Renamed into place: a concurrent call (the power-on after the off) never shows it empty.
+f="$(dirname "$0")/fence-env-$FAILOVER_NODE.txt"; env > "$f.$$" && mv "$f.$$" "$f"
 case "$1" in
   off)
     [ "$FAIL" = 1 ] && { echo "BMC unreachable (test)" >&2; exit 1; }
@@ -41,7 +42,7 @@ esac
 /// is seen too.
 pub const HOOK: &str = r#"#!/bin/sh
 echo "$FAILOVER_HOOK $ROLE $EPOCH $PEER" >> "$(dirname "$0")/hooks-$FAILOVER_NODE.log"
-env > "$(dirname "$0")/hook-env-$FAILOVER_NODE.txt"
+f="$(dirname "$0")/hook-env-$FAILOVER_NODE.txt"; env > "$f.$$" && mv "$f.$$" "$f"
 echo "hook $FAILOVER_HOOK ran"
 [ "$FAILOVER_HOOK" = on_fault ] && exit 3
 exit 0
