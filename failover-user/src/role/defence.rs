@@ -254,17 +254,26 @@ impl Machine {
                     self.epoch
                 ),
             ));
-            out.push(Action::Release(Addr::Primary));
-            out.push(Action::SendLeaving(Role::Primary));
+            self.hand_p_over(out);
             out.push(Action::Hook(Hook::OnFault));
-            self.contest = [None, None];
-            self.set_role(Role::Joining, out);
-            // Joining at once could find the monitor still waiting for the first missed
-            // heartbeat, P silent, and claim P again.
-            let d = self.backoff();
-            out.push(Action::Retry(d));
+            self.rejoin_after_handover(out);
         }
         self.observe_epoch(epoch);
+    }
+
+    /// Releases P and tells the monitor (`leaving`): it takes P at its first missed heartbeat.
+    pub(super) fn hand_p_over(&mut self, out: &mut Vec<Action>) {
+        out.push(Action::Release(Addr::Primary));
+        out.push(Action::SendLeaving(Role::Primary));
+    }
+
+    /// After [`Machine::hand_p_over`]: joining, after a backoff. Joining at once could find
+    /// the monitor still waiting for the first missed heartbeat, P silent, and claim P again.
+    pub(super) fn rejoin_after_handover(&mut self, out: &mut Vec<Action>) {
+        self.contest = [None, None];
+        self.set_role(Role::Joining, out);
+        let d = self.backoff();
+        out.push(Action::Retry(d));
     }
 
     /// Gives up everything held and rejoins.

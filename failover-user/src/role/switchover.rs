@@ -7,7 +7,7 @@
 //! again (claim 11): `switchover_failed`.
 use super::{
     machine::{emit, Machine},
-    Action, Addr, Role,
+    Action, Role,
 };
 use crate::event::Event;
 
@@ -40,16 +40,10 @@ impl Machine {
                 self.epoch
             ),
         ));
-        out.push(Action::Release(Addr::Primary));
-        out.push(Action::SendLeaving(Role::Primary));
-        self.contest = [None, None];
+        self.hand_p_over(out);
         self.switching = true;
-        self.set_role(Role::Joining, out);
-        // Joining at once could find the monitor still waiting for the first missed
-        // heartbeat, P silent, and claim P again.
         self.attempt = 0;
-        let d = self.backoff();
-        out.push(Action::Retry(d));
+        self.rejoin_after_handover(out);
     }
 
     /// After the rejoin: done (monitor), or failed (primary again). Called by `set_role`.
