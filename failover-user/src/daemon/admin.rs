@@ -111,8 +111,9 @@ impl Daemon {
                 crate::error_chain(&e)
             )));
         }
+        // Shown before the step, so that the step's `settle_admin` finds nothing to undo.
+        self.show_maintenance(state.maintenance.as_ref());
         self.feed(Input::Maintenance { on, for_ }).await?;
-        self.show_maintenance(&state);
         Ok(Reply::done(match (on, for_) {
             (true, Some(d)) => format!(
                 "maintenance on for {}: no fence, no takeover",
@@ -143,15 +144,23 @@ impl Daemon {
             .until_unix_ms
             .map(|until| Duration::from_millis(until.saturating_sub(unix_ms())));
         if left.is_some_and(|d| d.is_zero()) {
-            let _ = self.admin.store(&AdminState::default());
+            if let Err(e) = self.admin.store(&AdminState::default()) {
+                self.emit(
+                    crate::event::Event::DaemonError,
+                    &format!(
+                        "maintenance over while stopped, but {}",
+                        crate::error_chain(&e)
+                    ),
+                );
+            }
             return Ok(());
         }
+        self.show_maintenance(Some(m));
         self.feed(Input::Maintenance {
             on: true,
             for_: left,
         })
         .await?;
-        self.show_maintenance(&state);
         Ok(())
     }
 
@@ -159,11 +168,9 @@ impl Daemon {
     /// the status.
     pub(super) fn settle_admin(&mut self) {
         let shown = self
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .metrics
             .maintenance
-            .is_some();
+            .load(std::sync::atomic::Ordering::Relaxed);
         if shown && !self.machine.maintenance() {
             if let Err(e) = self.admin.store(&AdminState::default()) {
                 self.emit(
@@ -171,25 +178,21 @@ impl Daemon {
                     &format!("maintenance ended, but {}", crate::error_chain(&e)),
                 );
             }
-            self.show_maintenance(&AdminState::default());
+            self.show_maintenance(None);
         }
     }
 
-    fn show_maintenance(&self, state: &AdminState) {
-        let on = state.maintenance.is_some() && self.machine.maintenance();
+    /// The maintenance in force (`None`: none) in the metric and the status.
+    fn show_maintenance(&self, m: Option<&Maintenance>) {
         self.metrics
             .maintenance
-            .store(on, std::sync::atomic::Ordering::Relaxed);
+            .store(m.is_some(), std::sync::atomic::Ordering::Relaxed);
         self.status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .maintenance = state
-            .maintenance
-            .as_ref()
-            .filter(|_| on)
-            .map(|m| MaintenanceStatus {
-                until_unix_ms: m.until_unix_ms,
-                remaining_ms: None,
-            });
+            .maintenance = m.map(|m| MaintenanceStatus {
+            until_unix_ms: m.until_unix_ms,
+            remaining_ms: None,
+        });
     }
 }
