@@ -64,6 +64,12 @@ fn takeover_and_rejoin(family: Family) {
         "promotion bumped the epoch: {st}"
     );
     let epoch_before = st["epoch"].as_u64().unwrap();
+    // The monitor learns the primary's epoch from its epoch probe (every 20 ms until P first
+    // answers): the takeover's bump is measured from there (a run here once cut the link
+    // before it had).
+    pair.wait_status(monitor, "the primary's epoch", |st| {
+        st["epoch"].as_u64() >= Some(epoch_before)
+    });
 
     // The client reaches P and learns the primary's MAC.
     assert!(pair.client_ping(&p), "client reaches P before the fault");
