@@ -46,6 +46,8 @@ pub enum Event {
     BootResult,
     /// A boot result the machine took note of without acting on it.
     BootDone,
+    /// A fence level failed or ran out of time; the next level is tried.
+    FenceLevelFailed,
     /// The peer's power state Off was confirmed: the fence.
     FenceConfirmed,
     /// The fence was not confirmed.
@@ -139,7 +141,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 59] = [
+    pub const ALL: [Event; 60] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -158,6 +160,7 @@ impl Event {
         Event::BootRequested,
         Event::BootResult,
         Event::BootDone,
+        Event::FenceLevelFailed,
         Event::FenceConfirmed,
         Event::FenceFailed,
         Event::BootFailed,
@@ -221,6 +224,7 @@ impl Event {
             Event::PrimaryFailed => "primary_failed",
             Event::BootRequested => "boot_requested",
             Event::BootResult => "boot_result",
+            Event::FenceLevelFailed => "fence_level_failed",
             Event::BootDone => "boot_done",
             Event::FenceConfirmed => "fence_confirmed",
             Event::FenceFailed => "fence_failed",
@@ -296,6 +300,7 @@ impl Event {
                 | Event::WitnessLost
                 | Event::MaintenanceHeld
                 | Event::SwitchoverFailed
+                | Event::FenceLevelFailed
         )
     }
 }

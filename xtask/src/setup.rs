@@ -26,6 +26,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3-venv",
     "util-linux",
     "openssl",
+    // fence_redfish, driven by `method = "agent"` in the fence-level tests.
+    "fence-agents",
 ];
 
 /// The bpf-linker release aya 0.14 works with.

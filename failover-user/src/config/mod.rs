@@ -2,10 +2,12 @@
 //!
 //! Every section denies unknown fields; durations are human strings ("10ms"); every error names
 //! the field and what is expected. `docs/configuration.md` documents each field.
+mod boot;
 mod preflight;
 mod reload;
 mod sections;
 mod validate;
+mod validate_boot;
 
 use std::{
     net::IpAddr,
@@ -15,6 +17,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use boot::{Boot, BootLevel, BootMethod, FenceMode};
 pub use reload::needs_restart;
 pub use sections::*;
 
@@ -185,7 +188,8 @@ pub struct Config {
     /// (hooks, fence commands) run with normal scheduling. Default 10.
     #[serde(default = "default_rt_priority")]
     pub realtime_priority: u8,
-    /// Fencing and booting.
+    /// Fencing and booting: one device in `[boot]`, or `[[boot.level]]` devices in order.
+    #[serde(deserialize_with = "boot::deserialize_boot")]
     pub boot: Boot,
     /// Role-change hooks.
     #[serde(default)]
@@ -258,9 +262,19 @@ impl Config {
                 *path = dir.join(&*path);
             }
         };
-        fix(&mut self.boot.command);
-        fix(&mut self.boot.password_file);
-        fix(&mut self.boot.ca_file);
+        for level in &mut self.boot.levels {
+            fix(&mut level.command);
+            fix(&mut level.password_file);
+            fix(&mut level.ca_file);
+            // A bare agent name is looked up in the system's directories instead.
+            if level
+                .agent
+                .as_ref()
+                .is_some_and(|a| a.components().count() > 1)
+            {
+                fix(&mut level.agent);
+            }
+        }
         fix(&mut self.witness.lease_key_file);
         fix(&mut self.hooks.on_primary);
         fix(&mut self.hooks.on_monitor);

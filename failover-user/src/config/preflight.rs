@@ -4,9 +4,9 @@
 //! same checks, so an operator sees the same message, naming the field, before starting.
 use std::{os::unix::fs::PermissionsExt as _, path::Path};
 
-use super::{BootMethod, Config, ConfigError};
+use super::{Config, ConfigError};
 use crate::{
-    fence::redfish::{read_ca_file, PasswordSource},
+    fence::{redfish::read_ca_file, PasswordSource},
     sync::Key,
 };
 
@@ -34,11 +34,6 @@ impl Config {
             field: field.to_string(),
             message,
         };
-        if self.boot.method == BootMethod::Command {
-            if let Some(c) = &self.boot.command {
-                executable(c).map_err(|m| bad("boot.command", m))?;
-            }
-        }
         for (field, hook) in [
             ("hooks.on_primary", &self.hooks.on_primary),
             ("hooks.on_monitor", &self.hooks.on_monitor),
@@ -48,16 +43,25 @@ impl Config {
                 executable(h).map_err(|m| bad(field, m))?;
             }
         }
-        if self.boot.method == BootMethod::Redfish {
-            let (field, source) = match (&self.boot.password_file, &self.boot.password_env) {
-                (Some(f), _) => ("boot.password_file", PasswordSource::File(f.clone())),
-                (None, Some(v)) => ("boot.password_env", PasswordSource::Env(v.clone())),
-                // validate() already requires exactly one of them.
-                (None, None) => return Ok(()),
-            };
-            source.load().map_err(|e| bad(field, e.to_string()))?;
-            if let Some(ca) = &self.boot.ca_file {
-                read_ca_file(ca).map_err(|e| bad("boot.ca_file", e.to_string()))?;
+        for (i, level) in self.boot.levels.iter().enumerate() {
+            let prefix = self.boot.field_prefix(i);
+            let bad = |field: &str, m: String| bad(&format!("{prefix}{field}"), m);
+            if let Some(c) = &level.command {
+                executable(c).map_err(|m| bad("command", m))?;
+            }
+            if let Some(a) = &level.agent {
+                let program = crate::fence::agent::locate(a).map_err(|m| bad("agent", m))?;
+                executable(&program).map_err(|m| bad("agent", m))?;
+            }
+            if let Some(source) = PasswordSource::of(level) {
+                let field = match source {
+                    PasswordSource::File(_) => "password_file",
+                    PasswordSource::Env(_) => "password_env",
+                };
+                source.load().map_err(|e| bad(field, e.to_string()))?;
+            }
+            if let Some(ca) = &level.ca_file {
+                read_ca_file(ca).map_err(|e| bad("ca_file", e.to_string()))?;
             }
         }
         if let Some(sy) = &self.sync {

@@ -17,10 +17,10 @@ const NEEDS_RESTART: &[&str] = &[
     "preferred_primary",
     // The fencing posture: switching fencing off or certificate checks off live would skip
     // the warnings a start gives.
-    "boot.method",
+    "boot.level.method",
     "boot.fence",
     "boot.allow_unfenced_takeover",
-    "boot.insecure",
+    "boot.level.insecure",
     // The lease: the gate, its grantors and its key are set up at promotion.
     "boot.lease",
     "witness.lease_peer",
@@ -40,6 +40,12 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
                 flatten(&key, v, out);
             }
         }
+        // Lists of tables (the fence levels) by element, counted from 1: `boot.level[2].url`.
+        Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{}]", i + 1), v, out);
+            }
+        }
         other => out.push((prefix.to_string(), other.clone())),
     }
 }
@@ -54,8 +60,20 @@ fn fields(c: &Config) -> Vec<(String, Value)> {
     out
 }
 
-/// Whether a change of `field` needs a restart.
+/// Whether a change of `field` needs a restart. List indices do not matter:
+/// `boot.level[2].method` is judged as `boot.level.method`.
 pub fn needs_restart(field: &str) -> bool {
+    let mut plain = String::with_capacity(field.len());
+    let mut in_index = false;
+    for c in field.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            c if !in_index => plain.push(c),
+            _ => {}
+        }
+    }
+    let field = plain.as_str();
     NEEDS_RESTART.iter().any(|p| {
         if let Some(section) = p.strip_suffix('.') {
             field == section || field.starts_with(p)
@@ -101,9 +119,10 @@ mod tests {
             "sync.keep_setid",
             "control.socket",
             "takeover",
-            "boot.method",
+            "boot.level[1].method",
+            "boot.level[3].method",
+            "boot.level[1].insecure",
             "boot.allow_unfenced_takeover",
-            "boot.insecure",
             "boot.lease",
             "boot.fence",
             "witness.lease_peer",
@@ -112,8 +131,9 @@ mod tests {
         }
         for f in [
             "hooks.on_primary",
-            "boot.timeout",
-            "boot.url",
+            "boot.level[1].timeout",
+            "boot.level[2].url",
+            "boot.level[2].options.ip",
             "garp.count",
             "witness.addresses",
             "control.metrics",

@@ -85,7 +85,7 @@ fn bad_configs_name_the_field() {
             "boot.command: required",
         ),
         (
-            "method = \"command\"",
+            "method = \"command\"\ncommand = \"/usr/local/sbin/fence-peer\"",
             "method = \"none\"",
             "boot.method: \"none\" takes the primary",
         ),
@@ -118,12 +118,13 @@ fn bad_configs_name_the_field() {
 #[test]
 fn unfenced_takeover_needs_the_explicit_opt_in() {
     let text = GOOD.replacen(
-        "method = \"command\"",
+        "method = \"command\"\ncommand = \"/usr/local/sbin/fence-peer\"",
         "method = \"none\"\nallow_unfenced_takeover = true",
         1,
     );
     let c = parse(&text).expect("opted in");
-    assert_eq!(c.boot.method, BootMethod::None);
+    assert_eq!(c.boot.levels[0].method, BootMethod::None);
+    assert!(c.boot.unfenced());
 }
 
 #[test]
@@ -138,7 +139,7 @@ fn redfish_settings_are_checked_field_by_field() {
     let ok =
         "url = \"https://bmc-b\"\nusername = \"admin\"\npassword_file = \"/etc/failover/bmc.pw\"";
     let c = parse(&redfish(ok)).expect("valid redfish");
-    assert_eq!(c.boot.fence_timeout.0, Duration::from_secs(60));
+    assert_eq!(c.boot.levels[0].fence_timeout.0, Duration::from_secs(60));
     for (extra, want) in [
         ("username = \"admin\"\npassword_env = \"PW\"", "boot.url: required"),
         ("url = \"bmc-b\"\nusername = \"a\"\npassword_env = \"PW\"", "boot.url"),
@@ -165,6 +166,91 @@ fn redfish_settings_are_checked_field_by_field() {
         let err = parse(&redfish(extra)).expect_err(want);
         assert!(err.contains(want), "want {want:?} in {err:?}");
     }
+}
+
+/// GOOD with its one-level `[boot]` replaced by `boot` (the `[boot]` header included).
+fn with_boot(boot: &str) -> String {
+    let at = GOOD.find("[boot]").expect("GOOD has [boot]");
+    format!("{}{boot}", &GOOD[..at])
+}
+
+const TWO_LEVELS: &str = r#"[boot]
+retry = "2s"
+[[boot.level]]
+method = "redfish"
+url = "https://bmc-b"
+username = "admin"
+password_file = "/etc/failover/bmc.pw"
+timeout = "10s"
+[[boot.level]]
+method = "agent"
+agent = "fence_apc_snmp"
+username = "apc"
+password_env = "PDU_PW"
+options = { ip = "10.0.0.250", plug = 4, ssl_insecure = true }
+"#;
+
+#[test]
+fn fence_levels_parse_in_order_with_their_own_settings() {
+    let c = parse(&with_boot(TWO_LEVELS)).expect("two levels");
+    assert!(!c.boot.one_level);
+    assert_eq!(c.boot.retry.0, Duration::from_secs(2));
+    let [redfish, agent] = &c.boot.levels[..] else {
+        panic!("two levels: {:?}", c.boot.levels)
+    };
+    assert_eq!(redfish.method, BootMethod::Redfish);
+    assert_eq!(redfish.timeout.0, Duration::from_secs(10));
+    assert_eq!(agent.method, BootMethod::Agent);
+    assert_eq!(
+        agent.timeout.0,
+        Duration::from_secs(60),
+        "default per level"
+    );
+    assert_eq!(agent.options.len(), 3);
+    // The one-level form is one level, named as before.
+    let one = parse(GOOD).expect("valid");
+    assert!(one.boot.one_level);
+    assert_eq!(one.boot.levels.len(), 1);
+    assert_eq!(one.boot.field_prefix(0), "boot.");
+    assert_eq!(c.boot.field_prefix(1), "boot.level[2].");
+}
+
+#[test]
+fn fence_level_errors_name_the_level_and_field() {
+    let level2 = "method = \"agent\"\nagent = \"fence_apc_snmp\"";
+    for (from, to, want) in [
+        (level2, "method = \"agent\"", "boot.level[2].agent: required"),
+        ("timeout = \"10s\"", "timeout = \"0s\"", "boot.level[1].timeout"),
+        (
+            "plug = 4,",
+            "plug = 4, password = \"x\",",
+            "boot.level[2].options: \"password\" cannot be set here",
+        ),
+        ("plug = 4,", "plug = [4],", "boot.level[2].options: plug: expected a string"),
+        (
+            "plug = 4,",
+            "plug = \"4\\nip=evil\",",
+            "boot.level[2].options: plug: a value must be one line",
+        ),
+        (
+            "agent = \"fence_apc_snmp\"",
+            "agent = \"fence_apc_snmp\"\nurl = \"https://pdu\"",
+            "boot.level[2].url: is not a setting of method = \"agent\"",
+        ),
+        (
+            "method = \"agent\"\nagent = \"fence_apc_snmp\"\nusername = \"apc\"\npassword_env = \"PDU_PW\"\noptions = { ip = \"10.0.0.250\", plug = 4, ssl_insecure = true }",
+            "method = \"none\"",
+            "boot.level[2].method: \"none\" fences nothing",
+        ),
+        ("retry = \"2s\"", "retry = \"2s\"\nurl = \"https://x\"", "`url` set in [boot] beside [[boot.level]]"),
+        ("timeout = \"10s\"", "timeout = \"10s\"\ncolour = 1", "unknown field `colour`"),
+    ] {
+        assert!(TWO_LEVELS.contains(from), "row edits {from:?}");
+        let err = parse(&with_boot(&TWO_LEVELS.replacen(from, to, 1))).expect_err(want);
+        assert!(err.contains(want), "want {want:?} in {err:?}");
+    }
+    let err = parse(&with_boot("[boot]\nretry = \"1s\"\n")).expect_err("no method");
+    assert!(err.contains("boot") && err.contains("method"), "{err}");
 }
 
 #[test]
@@ -312,8 +398,8 @@ fn the_shipped_example_pair_loads_passes_preflight_and_mirrors() {
     // whatever the working directory.
     let shipped = |script: &str| dir.join(script).canonicalize().expect("shipped script");
     for c in [&a, &b] {
-        assert_eq!(c.boot.method, BootMethod::Command);
-        let command = c.boot.command.as_deref().expect("boot.command");
+        assert_eq!(c.boot.levels[0].method, BootMethod::Command);
+        let command = c.boot.levels[0].command.as_deref().expect("boot.command");
         assert!(command.is_absolute(), "{}", command.display());
         assert_eq!(
             command.canonicalize().expect("boot.command exists"),

@@ -1,7 +1,7 @@
 //! Validation: values that parse but make no sense, named by field.
 use std::path::Path;
 
-use super::{BootMethod, Config, ConfigError, DataSync, FenceMode};
+use super::{Config, ConfigError, DataSync, FenceMode};
 
 impl Config {
     pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -96,37 +96,7 @@ impl Config {
         if self.join_timeout.0.is_zero() {
             return bad("join_timeout", "must be greater than zero".into());
         }
-        match self.boot.method {
-            BootMethod::Command if self.boot.command.is_none() => {
-                return bad(
-                    "boot.command",
-                    "required with method = \"command\": the program to call with off/on/reboot/status"
-                        .into(),
-                );
-            }
-            BootMethod::None if !self.boot.allow_unfenced_takeover => {
-                return bad(
-                    "boot.method",
-                    "\"none\" takes the primary address without fencing the old primary, which can \
-                     leave two hosts answering on it; set boot.allow_unfenced_takeover = true to \
-                     accept that risk, or use \"redfish\" or \"command\""
-                        .into(),
-                );
-            }
-            BootMethod::None if !self.takeover => {
-                return bad(
-                    "boot.method",
-                    "\"none\" cannot reboot the primary, which is all that takeover = false does; \
-                     use \"command\" or \"redfish\""
-                        .into(),
-                );
-            }
-            BootMethod::Redfish => self.validate_redfish(path)?,
-            _ => {}
-        }
-        if self.boot.timeout.0.is_zero() {
-            return bad("boot.timeout", "must be greater than zero".into());
-        }
+        self.validate_boot(path)?;
         if self.boot.retry.0.is_zero() || self.boot.retry_max.0 < self.boot.retry.0 {
             return bad(
                 "boot.retry",
@@ -260,9 +230,9 @@ impl Config {
                 Some("needs boot.lease (the lease is what the takeover waits out)")
             } else if !self.takeover {
                 Some("needs takeover = true (recovery only never takes P)")
-            } else if self.boot.method == BootMethod::None {
+            } else if self.boot.unfenced() {
                 Some(
-                    "needs a boot.method (\"redfish\" or \"command\"): the old primary is reset \
+                    "needs a boot.method (\"redfish\", \"agent\" or \"command\"): the old primary is reset \
                      after the takeover, and fenced through it when the witness does not answer",
                 )
             } else {
@@ -336,70 +306,6 @@ impl Config {
                     d.alert_after
                 ),
             );
-        }
-        Ok(())
-    }
-
-    fn validate_redfish(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |field: &str, message: &str| {
-            Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                field: format!("boot.{field}"),
-                message: message.to_string(),
-            })
-        };
-        let b = &self.boot;
-        let Some(url) = &b.url else {
-            return bad(
-                "url",
-                "required with method = \"redfish\": the BMC's base URL, e.g. \"https://bmc-b\"",
-            );
-        };
-        match url::Url::parse(url) {
-            Ok(u) if u.scheme() == "https" => {}
-            Ok(u) if u.scheme() == "http" && b.insecure => {}
-            Ok(u) if u.scheme() == "http" => {
-                return bad("url", "http:// sends the BMC password in clear text; use https://, or set boot.insecure = true to accept that")
-            }
-            Ok(_) => return bad("url", "expected an https:// URL"),
-            Err(e) => return bad("url", &format!("{url:?} is not a URL ({e})")),
-        }
-        if b.username.as_deref().unwrap_or("").is_empty() {
-            return bad("username", "required with method = \"redfish\"");
-        }
-        match (&b.password_file, &b.password_env) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => {
-                return bad(
-                    "password_file",
-                    "set exactly one of boot.password_file and boot.password_env (the password itself never goes into the config)",
-                )
-            }
-        }
-        if b.ca_file.is_some() && b.insecure {
-            return bad(
-                "insecure",
-                "boot.ca_file and boot.insecure = true exclude each other",
-            );
-        }
-        for (field, d) in [
-            ("connect_timeout", b.connect_timeout),
-            ("request_timeout", b.request_timeout),
-            ("fence_timeout", b.fence_timeout),
-            ("power_poll", b.power_poll),
-        ] {
-            if d.0.is_zero() {
-                return bad(field, "must be greater than zero");
-            }
-        }
-        for (field, list) in [
-            ("off_types", &b.off_types),
-            ("on_types", &b.on_types),
-            ("restart_types", &b.restart_types),
-        ] {
-            if list.as_ref().is_some_and(|l| l.is_empty()) {
-                return bad(field, "must list at least one reset type");
-            }
         }
         Ok(())
     }

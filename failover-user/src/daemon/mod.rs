@@ -89,9 +89,9 @@ pub enum DaemonError {
     /// The prober.
     #[error(transparent)]
     Probe(#[from] ProbeError),
-    /// Redfish settings (the password source, the URL).
+    /// The fence levels' settings (a password source, a URL, an agent).
     #[error(transparent)]
-    Redfish(#[from] crate::fence::redfish::RedfishError),
+    Fence(#[from] crate::fence::FenceError),
     /// The sync key, store or listener.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
@@ -571,7 +571,20 @@ impl Daemon {
             let accepted = move || {
                 let _ = accepted_tx.send(Input::BootAccepted);
             };
-            let res = fencer.run(action, &accepted).await;
+            let level_events = events.clone();
+            let failed = move |level: &str, e: &crate::fence::FenceError| {
+                level_events.emit(
+                    Event::FenceLevelFailed,
+                    role,
+                    epoch,
+                    &format!(
+                        "{} {level} failed ({}); trying the next level",
+                        action.name(),
+                        crate::error_chain(e)
+                    ),
+                );
+            };
+            let res = fencer.run(action, &accepted, &failed).await;
             let ms = (monotonic_ns() - at_ns) as f64 / 1e6;
             let result = match &res {
                 Ok(()) => "done".to_string(),

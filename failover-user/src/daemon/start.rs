@@ -29,7 +29,7 @@ use crate::{
 pub(super) fn policy(cfg: &Config) -> Policy {
     Policy {
         takeover: cfg.takeover,
-        no_fence: cfg.boot.method == BootMethod::None,
+        no_fence: cfg.boot.unfenced(),
         lease_fence: cfg.boot.fence == crate::config::FenceMode::Lease,
         allow_unfenced: cfg.boot.allow_unfenced_takeover,
         retry: cfg.boot.retry.0,
@@ -254,11 +254,16 @@ impl Daemon {
                  address without a confirmed fence",
             );
         }
-        if self.cfg.boot.method == BootMethod::Redfish && self.cfg.boot.insecure {
-            self.emit(
-                Event::TlsUnverified,
-                "configured: boot.insecure = true; the BMC's TLS certificate is not verified",
-            );
+        for (i, level) in self.cfg.boot.levels.iter().enumerate() {
+            if level.method == BootMethod::Redfish && level.insecure {
+                self.emit(
+                    Event::TlsUnverified,
+                    &format!(
+                        "configured: {}insecure = true; the BMC's TLS certificate is not verified",
+                        self.cfg.boot.field_prefix(i)
+                    ),
+                );
+            }
         }
     }
 
@@ -266,7 +271,7 @@ impl Daemon {
     fn describe(&self) -> String {
         let c = &self.cfg;
         format!(
-            "interface {} ({}), P {}, M {}, {:?} heartbeat every {:?}, deadline {:?}, {} misses (detection about {:?}), boot {:?}, takeover {}",
+            "interface {} ({}), P {}, M {}, {:?} heartbeat every {:?}, deadline {:?}, {} misses (detection about {:?}), boot {}, takeover {}",
             c.node.interface,
             mac_string(&self.addrs.mac()),
             c.addresses.primary,
@@ -276,7 +281,12 @@ impl Daemon {
             c.heartbeat.timeout.0,
             c.heartbeat.misses,
             c.detection_time(),
-            c.boot.method,
+            c.boot
+                .levels
+                .iter()
+                .map(|l| l.method.name())
+                .collect::<Vec<_>>()
+                .join(" then "),
             c.takeover,
         )
     }

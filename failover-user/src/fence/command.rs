@@ -6,7 +6,7 @@
 //! `COMMAND status` reports the peer off: it prints `off` (or exits 2, fence-agents' "off").
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
-use tokio::process::Command;
+use tokio::{io::AsyncWriteExt as _, process::Command};
 
 use super::{Accepted, FenceError};
 use crate::role::BootAction;
@@ -77,41 +77,79 @@ impl CommandFence {
         Err(FenceError::Failed {
             command: self.command.clone(),
             action,
-            message: format!(
-                "exit status {}{}",
-                code.map_or("none (killed by a signal)".into(), |c| c.to_string()),
-                if out.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!(", output: {}", out.trim())
-                }
-            ),
+            message: exit_message(code, &out),
         })
     }
 
-    /// Runs the command with `action`; returns its exit code and stdout. Output lines are
-    /// logged (stderr at WARN).
     async fn output(&self, action: &'static str) -> Result<(Option<i32>, String), FenceError> {
-        let out = crate::sys::scrub_env(&mut Command::new(&self.command))
-            .arg(action)
-            .env("FAILOVER_ACTION", action)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|source| FenceError::Spawn {
-                command: self.command.clone(),
-                action,
-                source,
-            })?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::info!(target: "failover::boot", action, "{line}");
-        }
-        for line in String::from_utf8_lossy(&out.stderr).lines() {
-            tracing::warn!(target: "failover::boot", action, "{line}");
-        }
-        Ok((out.status.code(), stdout))
+        let mut env: Vec<(&str, &str)> = vec![("FAILOVER_ACTION", action)];
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        run_program(&self.command, &[action], &env, None, action, None).await
     }
+}
+
+/// "exit status N, output: ..." for a failed call.
+pub(super) fn exit_message(code: Option<i32>, out: &str) -> String {
+    format!(
+        "exit status {}{}",
+        code.map_or("none (killed by a signal)".into(), |c| c.to_string()),
+        if out.trim().is_empty() {
+            String::new()
+        } else {
+            format!(", output: {}", out.trim())
+        }
+    )
+}
+
+/// Runs `program` with `args`, a scrubbed environment plus `env`, and `stdin` (or none);
+/// returns its exit code and stdout. Output lines are logged (stderr at WARN), each
+/// occurrence of `redact` replaced by `***`; the returned stdout is redacted too. Killed if
+/// the caller stops waiting.
+pub(super) async fn run_program(
+    program: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<String>,
+    action: &'static str,
+    redact: Option<&str>,
+) -> Result<(Option<i32>, String), FenceError> {
+    let spawn_err = |source| FenceError::Spawn {
+        command: program.to_path_buf(),
+        action,
+        source,
+    };
+    let mut child = crate::sys::scrub_env(&mut Command::new(program))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn_err)?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A program that exits without reading its input is judged by its exit code.
+        let _ = pipe.write_all(text.as_bytes()).await;
+        drop(pipe);
+    }
+    let out = child.wait_with_output().await.map_err(spawn_err)?;
+    let clean = |b: &[u8]| {
+        let s = String::from_utf8_lossy(b).into_owned();
+        match redact.filter(|r| !r.is_empty()) {
+            Some(r) => s.replace(r, "***"),
+            None => s,
+        }
+    };
+    let stdout = clean(&out.stdout);
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        tracing::info!(target: "failover::boot", action, "{line}");
+    }
+    for line in clean(&out.stderr).lines().filter(|l| !l.trim().is_empty()) {
+        tracing::warn!(target: "failover::boot", action, "{line}");
+    }
+    Ok((out.status.code(), stdout))
 }

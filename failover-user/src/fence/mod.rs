@@ -2,21 +2,30 @@
 //! this host takes the primary address, power it back on afterwards, or restart it when the
 //! pair runs without takeover.
 //!
+//! The devices are levels, tried in order (`[[boot.level]]`, or the one level of `[boot]`): a
+//! level that fails or runs out of time falls to the next, and only a confirmed Off from some
+//! level is a fence.
+//!
 //! - [`command`]: an operator program in the fence-agents style (`method = "command"`).
+//! - [`agent`]: a fence-agents program, options on stdin (`method = "agent"`).
 //! - [`redfish`]: the peer's BMC over Redfish (`method = "redfish"`).
 //!
 //! The configuration section keeps its name, `[boot]`: booting the failed server is the step
 //! of the method; fencing is what the `off` half of it achieves.
+pub mod agent;
 pub mod command;
 pub mod redfish;
+mod secret;
 
 use std::{path::PathBuf, time::Duration};
 
+pub use agent::AgentFence;
 pub use command::{CommandFence, Power};
 pub use redfish::RedfishFence;
+pub use secret::{PasswordSource, Secret, SecretError};
 
 use crate::{
-    config::{BootMethod, Config},
+    config::{BootLevel, BootMethod, Config},
     role::BootAction,
 };
 
@@ -59,48 +68,138 @@ pub enum FenceError {
     /// The method has no implementation.
     #[error("boot method {0} is not available")]
     Unavailable(&'static str),
+    /// A level's settings cannot be used (its agent or password is missing).
+    #[error("{0}")]
+    Setup(String),
+    /// Every level failed; the last one's error.
+    #[error("all {count} fence levels failed; the last: {last}")]
+    AllLevels {
+        /// Number of levels.
+        count: usize,
+        /// The last level's error.
+        last: Box<FenceError>,
+    },
     /// The BMC refused, failed or did not confirm.
     #[error(transparent)]
     Redfish(#[from] redfish::RedfishError),
 }
 
-/// How to reach the peer's power control.
+/// One level's device.
 #[derive(Clone, Debug)]
-pub enum Fencer {
+pub enum Device {
     /// An operator command.
     Command(CommandFence),
+    /// A fence-agents program.
+    Agent(AgentFence),
     /// The peer's BMC over Redfish.
     Redfish(Box<RedfishFence>),
     /// No fencing (`method = "none"`, only with the explicit opt-out).
     None,
 }
 
-impl Fencer {
-    /// The fencer the configuration asks for. Loads the Redfish password now, so that a missing
-    /// one stops the daemon at start rather than at the first fence.
-    pub fn from_config(cfg: &Config) -> Result<Fencer, redfish::RedfishError> {
-        Ok(match cfg.boot.method {
-            BootMethod::Command => Fencer::Command(CommandFence {
-                command: cfg.boot.command.clone().unwrap_or_default(),
+impl Device {
+    fn from_config(cfg: &Config, level: &BootLevel) -> Result<Device, FenceError> {
+        Ok(match level.method {
+            BootMethod::Command => Device::Command(CommandFence {
+                command: level.command.clone().unwrap_or_default(),
                 env: vec![
                     ("FAILOVER_PEER".into(), cfg.node.peer_name.clone()),
                     ("FAILOVER_PEER_ADDRESS".into(), cfg.node.peer.to_string()),
                     ("FAILOVER_NODE".into(), cfg.node.name.clone()),
                 ],
-                timeout: cfg.boot.timeout.0,
+                timeout: level.timeout.0,
             }),
-            BootMethod::Redfish => Fencer::Redfish(Box::new(RedfishFence::from_config(&cfg.boot)?)),
-            BootMethod::None => Fencer::None,
+            BootMethod::Agent => Device::Agent(AgentFence::from_config(level)?),
+            BootMethod::Redfish => Device::Redfish(Box::new(RedfishFence::from_config(level)?)),
+            BootMethod::None => Device::None,
         })
     }
 
-    /// Runs `action` on the peer, calling `accepted` once the peer took it; for `Off`,
-    /// returns only once the peer is confirmed off.
-    pub async fn run(&self, action: BootAction, accepted: &Accepted) -> Result<(), FenceError> {
+    async fn run(&self, action: BootAction, accepted: &Accepted) -> Result<(), FenceError> {
         match self {
-            Fencer::None => Err(FenceError::Unavailable("none")),
-            Fencer::Redfish(r) => Ok(r.run(action, accepted).await?),
-            Fencer::Command(c) => c.run(action, accepted).await,
+            Device::None => Err(FenceError::Unavailable("none")),
+            Device::Redfish(r) => Ok(r.run(action, accepted).await?),
+            Device::Command(c) => c.run(action, accepted).await,
+            Device::Agent(a) => a.run(action, accepted).await,
         }
+    }
+}
+
+/// One fence level: a device and its name in messages.
+#[derive(Clone, Debug)]
+pub struct Level {
+    /// "level 1 (redfish)".
+    pub label: String,
+    /// The device.
+    pub device: Device,
+}
+
+/// Called when a level failed and the next one is tried: the failed level's label and error.
+pub type LevelFailed = dyn Fn(&str, &FenceError) + Send + Sync;
+
+/// The peer's power control: the fence levels, in order.
+#[derive(Clone, Debug)]
+pub struct Fencer {
+    levels: Vec<Level>,
+}
+
+impl Fencer {
+    /// The fencer the configuration asks for. Loads the passwords now, so that a missing one
+    /// stops the daemon at start rather than at the first fence; an error names the level.
+    pub fn from_config(cfg: &Config) -> Result<Fencer, FenceError> {
+        let levels = cfg
+            .boot
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(i, level)| {
+                let device = Device::from_config(cfg, level).map_err(|e| {
+                    FenceError::Setup(format!(
+                        "{}: {e}",
+                        cfg.boot.field_prefix(i).trim_end_matches('.')
+                    ))
+                })?;
+                Ok(Level {
+                    label: format!("level {} ({})", i + 1, level.method.name()),
+                    device,
+                })
+            })
+            .collect::<Result<_, FenceError>>()?;
+        Ok(Fencer { levels })
+    }
+
+    /// The levels, in order.
+    pub fn levels(&self) -> &[Level] {
+        &self.levels
+    }
+
+    /// Runs `action` on the peer, level after level until one succeeds, calling `accepted`
+    /// once a level's device took it and `failed` for each level that fails before the last;
+    /// for `Off`, succeeds only once a level confirmed the peer off.
+    pub async fn run(
+        &self,
+        action: BootAction,
+        accepted: &Accepted,
+        failed: &LevelFailed,
+    ) -> Result<(), FenceError> {
+        let mut last = FenceError::Unavailable("none");
+        for (i, level) in self.levels.iter().enumerate() {
+            match level.device.run(action, accepted).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if i + 1 < self.levels.len() {
+                        failed(&level.label, &e);
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(match self.levels.len() {
+            0 | 1 => last,
+            count => FenceError::AllLevels {
+                count,
+                last: Box::new(last),
+            },
+        })
     }
 }

@@ -19,6 +19,8 @@ pub enum Fence {
         /// CA to verify the BMC with; `None`: `insecure = true` (plain HTTP lab BMCs).
         ca_file: Option<PathBuf>,
     },
+    /// `[[boot.level]]` tables, as TOML text, written after the other `[boot]` settings.
+    Levels(String),
 }
 
 /// One host's configuration.
@@ -123,9 +125,13 @@ impl HostConfig {
                     None => w("insecure = true".into()),
                 }
             }
+            Fence::Levels(_) => {}
         }
         let mut rest = String::new();
         let _ = write!(rest, "{}", self.boot);
+        if let Fence::Levels(levels) = &self.fence {
+            rest.push_str(levels);
+        }
         rest.push_str("[hooks]\n");
         rest.push_str(&self.hooks);
         rest.push_str("[control]\n");

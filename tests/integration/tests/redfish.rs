@@ -444,6 +444,85 @@ fn daemon_never_takes_p_when_the_bmc_refuses() {
     assert_eq!(both, 0, "P never on both hosts");
 }
 
+/// Fence levels: the first (Redfish with a wrong password, 401) fails, the second - Debian's
+/// `fence_redfish` from fence-agents through `method = "agent"`, options and password on its
+/// stdin - powers the peer off at sushy and confirms it with `action=status` (exit 2). Only
+/// then is P claimed; the password shows in no event, log line or child command line.
+#[test]
+fn a_failed_first_level_falls_to_fence_redfish_which_confirms_off() {
+    let mut pair = Pair::new(Options::default());
+    pair.sw.ip(["addr", "add", "10.91.0.250/24", "dev", "br0"]);
+    let b = Bmc::sushy(&pair.sw, "10.91.0.250", &[A, B]);
+    let wrong = b.dir.join("wrong");
+    std::fs::write(&wrong, "wrong-password\n").unwrap();
+    let ca = b.certs.as_ref().unwrap().ca.clone();
+    for h in Host::BOTH {
+        let peer = if h.other() == Host::A { &A } else { &B };
+        let levels = format!(
+            "[[boot.level]]\nmethod = \"redfish\"\nurl = {url:?}\nsystem = \"host-{peer_name}\"\n\
+             username = {USER:?}\npassword_file = {wrong:?}\nca_file = {ca:?}\ntimeout = \"10s\"\n\
+             [[boot.level]]\nmethod = \"agent\"\nagent = \"fence_redfish\"\nusername = {USER:?}\n\
+             password_file = {pw:?}\ntimeout = \"60s\"\n\
+             options = {{ ip = \"10.91.0.250\", ipport = 8000, ssl_insecure = true, \
+             systems_uri = \"/redfish/v1/Systems/{uuid}\", power_timeout = 40 }}\n",
+            url = b.url,
+            peer_name = h.other().name(),
+            wrong = wrong.display().to_string(),
+            ca = ca.display().to_string(),
+            pw = b.password_file.display().to_string(),
+            uuid = peer.uuid,
+        );
+        pair.configure(h, |c| {
+            c.fence = Fence::Levels(levels);
+            c.boot = "retry = \"200ms\"\nretry_max = \"1s\"\n".into();
+        });
+    }
+    let (primary, monitor) = pair.cold_start();
+    let (samples, both) = pair.stop_watch();
+    assert!(samples > 0);
+    assert_eq!(both, 0, "no split brain during the cold start");
+
+    let mark = pair.mark();
+    pair.port(primary, false);
+    let level = pair.wait_event(monitor, mark, "fence_level_failed", |_| true);
+    let detail = level["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("level 1 (redfish)") && detail.contains("401"),
+        "{level}"
+    );
+    let fenced = pair.wait_event(monitor, mark, "fence_confirmed", |_| true);
+    let claimed = pair.wait_event(monitor, mark, "address_claimed", |v| {
+        v["detail"].as_str().unwrap_or("").contains("primary")
+    });
+    let off = pair.wait_event(monitor, mark, "boot_result", |v| {
+        v["detail"].as_str().unwrap_or("").starts_with("off ")
+    });
+    eprintln!("level 2 (fence_redfish) fence: {}", off["detail"]);
+    assert!(
+        off["detail"].as_str().unwrap().starts_with("off done"),
+        "{off}"
+    );
+    assert!(level["ts_ns"].as_u64() < fenced["ts_ns"].as_u64());
+    assert!(
+        fenced["ts_ns"].as_u64() < claimed["ts_ns"].as_u64(),
+        "P claimed only after the agent confirmed Off"
+    );
+    assert!(
+        !pair
+            .events(monitor)
+            .iter()
+            .any(|v| v["event"] == "fence_failed" && v["ts_ns"].as_u64() > Some(mark)),
+        "the second level's confirmation is the fence: no fence_failed"
+    );
+    let text = serde_json::to_string(&pair.events(monitor)).unwrap();
+    assert!(!text.contains(SUSHY_PASSWORD), "no password in events");
+    let log = serde_json::to_string(&pair.log_lines(monitor, 0, |_| true)).unwrap();
+    assert!(
+        !log.contains(SUSHY_PASSWORD),
+        "no password in the daemon's log"
+    );
+}
+
 /// Points both daemons' `[boot]` at sushy (system `host-<peer>`), with `password_file` and
 /// `extra` settings.
 fn fence_through(pair: &Pair, b: &Bmc, password_file: &std::path::Path, extra: &str) {

@@ -4,7 +4,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use clap::Subcommand;
 use failover::{
-    fence::redfish::{self, wait_power, Client, Endpoint, PasswordSource, RedfishFence},
+    fence::{
+        redfish::{self, wait_power, Client, Endpoint, RedfishFence},
+        PasswordSource,
+    },
     role::BootAction,
 };
 use serde_json::json;

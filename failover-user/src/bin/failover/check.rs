@@ -22,7 +22,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
     };
     println!(
-        "{}: ok (node {} id {}, P {}, M {}, {:?} heartbeat, detection about {:?}, boot {:?}, takeover {})",
+        "{}: ok (node {} id {}, P {}, M {}, {:?} heartbeat, detection about {:?}, boot {}, takeover {})",
         file.display(),
         cfg.node.name,
         cfg.node.id,
@@ -30,7 +30,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         cfg.addresses.monitor,
         cfg.heartbeat.kind,
         cfg.detection_time(),
-        cfg.boot.method,
+        cfg.boot
+            .levels
+            .iter()
+            .map(|l| l.method.name())
+            .collect::<Vec<_>>()
+            .join(" then "),
         cfg.takeover,
     );
     if cfg.boot.allow_unfenced_takeover {
@@ -47,8 +52,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             cfg.node.interface
         );
     }
-    if cfg.boot.insecure {
-        println!("warning: boot.insecure = true: the BMC's TLS certificate is not verified");
+    for (i, level) in cfg.boot.levels.iter().enumerate() {
+        if level.insecure {
+            println!(
+                "warning: {}insecure = true: the BMC's TLS certificate is not verified",
+                cfg.boot.field_prefix(i)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,6 @@
 //! power-off, confirmed by reading PowerState Off), `on`, and `restart`.
 mod client;
 pub mod parse;
-mod secret;
 mod tls;
 
 use std::{path::PathBuf, time::Duration};
@@ -18,10 +17,9 @@ use reqwest::StatusCode;
 use url::Url;
 
 pub use client::Client;
-pub use secret::{PasswordSource, Secret};
 pub use tls::read_ca_file;
 
-use super::Accepted;
+use super::{Accepted, PasswordSource, Secret};
 use crate::role::BootAction;
 
 /// How to reach and authenticate to a BMC.
@@ -207,16 +205,10 @@ pub struct RedfishFence {
 
 impl RedfishFence {
     /// From the `[boot]` section (loads the password now, so a missing one fails at start).
-    pub fn from_config(b: &crate::config::Boot) -> Result<RedfishFence, RedfishError> {
-        let source = match (&b.password_file, &b.password_env) {
-            (Some(f), _) => PasswordSource::File(f.clone()),
-            (None, Some(v)) => PasswordSource::Env(v.clone()),
-            (None, None) => {
-                return Err(RedfishError::Setup(
-                    "boot.password_file or boot.password_env is required".into(),
-                ))
-            }
-        };
+    pub fn from_config(b: &crate::config::BootLevel) -> Result<RedfishFence, RedfishError> {
+        let source = PasswordSource::of(b).ok_or_else(|| {
+            RedfishError::Setup("password_file or password_env is required".into())
+        })?;
         let url = b.url.as_deref().unwrap_or_default();
         let list = |l: &Option<Vec<String>>, d: &[&str]| {
             l.clone()
@@ -226,10 +218,12 @@ impl RedfishFence {
             endpoint: Endpoint {
                 url: url
                     .parse()
-                    .map_err(|e| RedfishError::Setup(format!("boot.url {url:?}: {e}")))?,
+                    .map_err(|e| RedfishError::Setup(format!("url {url:?}: {e}")))?,
                 system: b.system.clone(),
                 username: b.username.clone().unwrap_or_default(),
-                password: source.load()?,
+                password: source
+                    .load()
+                    .map_err(|e| RedfishError::Setup(e.to_string()))?,
                 ca_file: b.ca_file.clone(),
                 insecure: b.insecure,
                 connect_timeout: b.connect_timeout.0,
