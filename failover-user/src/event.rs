@@ -316,6 +316,7 @@ impl std::fmt::Display for Event {
 pub struct Emitter {
     node: String,
     peer: String,
+    fifo: Option<crate::event_fifo::EventFifo>,
 }
 
 impl Emitter {
@@ -324,6 +325,36 @@ impl Emitter {
         Emitter {
             node: node.to_string(),
             peer: peer.to_string(),
+            fifo: None,
+        }
+    }
+
+    /// Also writes every event as a JSON line into `fifo` (`hooks.event_fifo`).
+    pub fn with_fifo(mut self, fifo: crate::event_fifo::EventFifo) -> Emitter {
+        self.fifo = Some(fifo);
+        self
+    }
+
+    /// The event FIFO, if one is configured.
+    pub fn fifo(&self) -> Option<&crate::event_fifo::EventFifo> {
+        self.fifo.as_ref()
+    }
+
+    fn to_fifo(&self, event: Event, role: &str, epoch: u64, ts_ns: u64, detail: &str) {
+        if let Some(f) = &self.fifo {
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            f.send(crate::event_fifo::line(&crate::event_fifo::EventLine {
+                event: event.name(),
+                ts_ns,
+                unix_ms,
+                node: &self.node,
+                role,
+                epoch,
+                peer: &self.peer,
+                detail,
+            }));
         }
     }
 
@@ -346,6 +377,7 @@ impl Emitter {
             e if e.is_fault() => ev!(warn, "failover::event"),
             _ => ev!(info, "failover::event"),
         }
+        self.to_fifo(event, role, epoch, ts_ns, detail);
     }
 
     /// The `last_reply` event, emitted just before `primary_failed`: `at_ns` is the XDP stamp
@@ -359,6 +391,7 @@ impl Emitter {
         );
         tracing::info!(target: "failover::event", event = name, ts_ns, at_ns,
             node = %self.node, role, epoch, peer = %self.peer, detail = %detail, "{name}: {detail}");
+        self.to_fifo(Event::LastReply, role, epoch, ts_ns, &detail);
     }
 }
 

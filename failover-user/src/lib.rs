@@ -10,6 +10,7 @@ pub mod control;
 pub mod daemon;
 pub mod detector;
 pub mod event;
+pub mod event_fifo;
 pub mod fastpath;
 pub mod fence;
 pub mod gate;

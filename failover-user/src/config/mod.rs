@@ -279,6 +279,8 @@ impl Config {
         fix(&mut self.hooks.on_primary);
         fix(&mut self.hooks.on_monitor);
         fix(&mut self.hooks.on_fault);
+        fix(&mut self.hooks.on_switchover);
+        fix(&mut self.hooks.on_stop);
         if let Some(sy) = self.sync.as_mut() {
             if sy.key_file.is_relative() {
                 sy.key_file = dir.join(&sy.key_file);

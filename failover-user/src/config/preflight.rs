@@ -38,6 +38,8 @@ impl Config {
             ("hooks.on_primary", &self.hooks.on_primary),
             ("hooks.on_monitor", &self.hooks.on_monitor),
             ("hooks.on_fault", &self.hooks.on_fault),
+            ("hooks.on_switchover", &self.hooks.on_switchover),
+            ("hooks.on_stop", &self.hooks.on_stop),
         ] {
             if let Some(h) = hook {
                 executable(h).map_err(|m| bad(field, m))?;

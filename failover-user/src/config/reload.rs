@@ -26,6 +26,8 @@ const NEEDS_RESTART: &[&str] = &[
     "witness.lease_peer",
     "witness.lease_key_file",
     "witness.lease_port",
+    // The event FIFO is opened once, at start.
+    "hooks.event_fifo",
 ];
 
 fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {

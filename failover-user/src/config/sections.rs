@@ -118,8 +118,19 @@ pub struct Hooks {
     pub on_primary: Option<PathBuf>,
     /// Run after this host became monitor (M claimed).
     pub on_monitor: Option<PathBuf>,
-    /// Run on a fault (fence failed, conflict).
+    /// Run on a fault, with `FAILOVER_REASON` (`fence_failed`, `boot_failed`, `isolated`,
+    /// `conflict`, `demoted`, `revoke_refused`, `check_failed`).
     pub on_fault: Option<PathBuf>,
+    /// Run after a planned switchover settled on the host that started it
+    /// (`FAILOVER_REASON` `switchover_done` or `switchover_failed`).
+    pub on_switchover: Option<PathBuf>,
+    /// Run when the daemon stops, after it released its addresses (`FAILOVER_REASON` `stop`);
+    /// the stop waits for it.
+    pub on_stop: Option<PathBuf>,
+    /// A FIFO that gets every event as one JSON line (keepalived's `notify_fifo`); created
+    /// (mode 0600) when missing. Lines that find the FIFO full are dropped and counted, never
+    /// waited for.
+    pub event_fifo: Option<PathBuf>,
     /// Time limit of one hook. Default 30s.
     #[serde(default = "default_hook_timeout")]
     pub timeout: HumanDuration,
@@ -135,6 +146,9 @@ impl Default for Hooks {
             on_primary: None,
             on_monitor: None,
             on_fault: None,
+            on_switchover: None,
+            on_stop: None,
+            event_fifo: None,
             timeout: default_hook_timeout(),
         }
     }

@@ -109,6 +109,8 @@ pub struct Metrics {
     pub probe_rtt_max_ns: AtomicU64,
     /// With `boot.lease`: the primary's lease (its series are written only then).
     pub lease: std::sync::OnceLock<std::sync::Arc<crate::lease::LeaseStatus>>,
+    /// With `hooks.event_fifo`: the FIFO (its dropped lines are a series only then).
+    pub event_fifo: std::sync::OnceLock<crate::event_fifo::EventFifo>,
 }
 
 impl Default for Metrics {
@@ -134,6 +136,7 @@ impl Default for Metrics {
             detection: Histogram::new(DETECTION_BUCKETS_MS.map(|ms| ms * 1_000_000)),
             probe_rtt: Histogram::new(RTT_BUCKETS_US.map(|us| us * 1_000)),
             lease: std::sync::OnceLock::new(),
+            event_fifo: std::sync::OnceLock::new(),
             probe_rtt_max_ns: z(),
         }
     }
@@ -277,6 +280,14 @@ impl Metrics {
                     age,
                 ));
             }
+        }
+        if let Some(f) = self.event_fifo.get() {
+            rows.push((
+                "failover_event_fifo_dropped_total",
+                "Event lines dropped because hooks.event_fifo was full (no reader).",
+                MetricKind::Counter,
+                f.dropped() as f64,
+            ));
         }
         if let Some(lease) = self.lease.get() {
             let v = lease.view(crate::sys::monotonic_ns());

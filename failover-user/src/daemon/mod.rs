@@ -89,6 +89,9 @@ pub enum DaemonError {
     /// The prober.
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    /// `hooks.event_fifo`.
+    #[error(transparent)]
+    EventFifo(#[from] crate::event_fifo::FifoError),
     /// The fence levels' settings (a password source, a URL, an agent).
     #[error(transparent)]
     Fence(#[from] crate::fence::FenceError),
@@ -403,6 +406,7 @@ impl Daemon {
                     hook,
                     role: self.machine.role().name(),
                     epoch: self.machine.epoch(),
+                    done: None,
                 });
             }
             Action::BumpEpoch => {
@@ -627,6 +631,30 @@ impl Daemon {
         Ok(())
     }
 
+    /// Runs `on_stop` after the hooks still queued, and waits for it: at most twice
+    /// `hooks.timeout` in all, so a queue of slow hooks cannot hold the stop for ever.
+    async fn run_on_stop(&mut self) {
+        if self.cfg.hooks.on_stop.is_none() {
+            return;
+        }
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let run = HookRun {
+            hook: Hook::OnStop,
+            role: self.machine.role().name(),
+            epoch: self.machine.epoch(),
+            done: Some(done),
+        };
+        if self.hooks.send(run).is_ok() {
+            let limit = self.cfg.hooks.timeout.0 * 2;
+            if tokio::time::timeout(limit, finished).await.is_err() {
+                self.emit(
+                    Event::HookFailed,
+                    &format!("on_stop: the hooks queued before it did not finish within {limit:?}; stopping without it"),
+                );
+            }
+        }
+    }
+
     /// Clean shutdown: release what is held, stop probing (the control socket goes with the
     /// daemon).
     async fn stop(&mut self) {
@@ -641,6 +669,7 @@ impl Daemon {
         if let Some(t) = self.retiring.take() {
             let _ = t.await;
         }
+        self.run_on_stop().await;
         self.emit(Event::DaemonStopped, "released all floating addresses");
     }
 }

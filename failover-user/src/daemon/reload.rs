@@ -143,6 +143,8 @@ impl HookPrograms {
             on_primary: cfg.hooks.on_primary.clone(),
             on_monitor: cfg.hooks.on_monitor.clone(),
             on_fault: cfg.hooks.on_fault.clone(),
+            on_switchover: cfg.hooks.on_switchover.clone(),
+            on_stop: cfg.hooks.on_stop.clone(),
             timeout: cfg.hooks.timeout.0,
             peer: cfg.node.peer_name.clone(),
             node: cfg.node.name.clone(),

@@ -92,10 +92,16 @@ impl Daemon {
         tx: mpsc::UnboundedSender<Input>,
         reports: mpsc::UnboundedSender<Report>,
     ) -> Result<(Daemon, Option<std::io::Error>), DaemonError> {
-        let events = Emitter::new(&cfg.node.name, &cfg.node.peer_name);
+        let mut events = Emitter::new(&cfg.node.name, &cfg.node.peer_name);
+        if let Some(path) = &cfg.hooks.event_fifo {
+            events = events.with_fifo(crate::event_fifo::EventFifo::open(path)?);
+        }
         let epochs = EpochStore::new(&cfg.paths.state_dir);
         let epoch = epochs.load()?;
         let metrics = Arc::new(Metrics::default());
+        if let Some(f) = events.fifo() {
+            let _ = metrics.event_fifo.set(f.clone());
+        }
         let status: SharedStatus = Arc::new(std::sync::Mutex::new(Status {
             node: cfg.node.name.clone(),
             primary_address: cfg.addresses.primary.addr.to_string(),

@@ -15,6 +15,7 @@
 //! this host keeps it and says so.
 use std::{cmp::Reverse, time::Duration};
 
+use super::Fault;
 use super::{
     machine::{emit, Machine},
     Action, Addr, Answer, Hook, Role, Timer,
@@ -255,7 +256,7 @@ impl Machine {
                 ),
             ));
             self.hand_p_over(out);
-            out.push(Action::Hook(Hook::OnFault));
+            out.push(Action::Hook(Hook::OnFault(Fault::Demoted)));
             self.rejoin_after_handover(out);
         }
         self.observe_epoch(epoch);
@@ -294,7 +295,7 @@ impl Machine {
             }
             Role::Joining | Role::Conflict => {}
         }
-        out.push(Action::Hook(Hook::OnFault));
+        out.push(Action::Hook(Hook::OnFault(Fault::Demoted)));
         self.suspicion = None;
         self.isolated = false;
         self.contest = [None, None];

@@ -1,5 +1,6 @@
 //! The fence: the failure decision, the self-check before it, the boot (fence) itself, its
 //! cancellation, the takeover, and the planned stop of the peer.
+use super::Fault;
 use super::{
     machine::{emit, Machine, Suspicion},
     Action, Addr, BootAction, Hook, Role, SelfCheck, Timer,
@@ -68,7 +69,7 @@ impl Machine {
         ));
         if !self.isolated {
             self.isolated = true;
-            out.push(Action::Hook(Hook::OnFault));
+            out.push(Action::Hook(Hook::OnFault(Fault::Isolated)));
         }
         out.push(Action::Retry(self.policy.recheck));
     }

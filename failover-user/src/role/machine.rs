@@ -13,6 +13,7 @@
 //! The fence rules are in `fence.rs`, the address and epoch rules in `defence.rs`.
 use std::time::Duration;
 
+use super::Fault;
 use super::{
     defence::Contest, Action, Addr, Answer, BootAction, Hook, Input, Notice, Policy, Role, Timer,
 };
@@ -386,7 +387,7 @@ impl Machine {
                         ));
                         if self.role != Role::Conflict {
                             self.set_role(Role::Conflict, &mut out);
-                            out.push(Action::Hook(Hook::OnFault));
+                            out.push(Action::Hook(Hook::OnFault(Fault::Conflict)));
                         }
                         let d = self.backoff();
                         out.push(Action::Retry(d));
@@ -489,13 +490,13 @@ impl Machine {
                 // The attempt is over; if the peer answers again now, the power action did
                 // not take: a recovery may cancel the retry.
                 self.boot_accepted = false;
-                let event = if action == BootAction::Off {
-                    Event::FenceFailed
+                let (event, fault) = if action == BootAction::Off {
+                    (Event::FenceFailed, Fault::FenceFailed)
                 } else {
-                    Event::BootFailed
+                    (Event::BootFailed, Fault::BootFailed)
                 };
                 out.push(emit(event, format!("{} not confirmed", action.name())));
-                out.push(Action::Hook(Hook::OnFault));
+                out.push(Action::Hook(Hook::OnFault(fault)));
                 if std::mem::take(&mut self.answered_in_attempt) {
                     // Found by the model check: P answered while the request was out, and
                     // the request did not take. Retrying would power off a primary that is
@@ -577,7 +578,7 @@ impl Machine {
                     "the primary address answers although its host was fenced or said it left",
                 ));
                 self.set_role(Role::Conflict, &mut out);
-                out.push(Action::Hook(Hook::OnFault));
+                out.push(Action::Hook(Hook::OnFault(Fault::Conflict)));
                 let d = self.backoff();
                 out.push(Action::Retry(d));
             }

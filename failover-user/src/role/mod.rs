@@ -124,8 +124,46 @@ pub enum Hook {
     OnPrimary,
     /// After becoming monitor.
     OnMonitor,
-    /// On a fault.
-    OnFault,
+    /// On a fault, and which (`FAILOVER_REASON`).
+    OnFault(Fault),
+    /// After a planned switchover settled: true when the peer took P (`switchover_done`).
+    OnSwitchover(bool),
+    /// When the daemon stops, after it released its addresses.
+    OnStop,
+}
+
+/// Why `on_fault` runs: its `FAILOVER_REASON`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// A fence (off, confirmed) failed at every level.
+    FenceFailed,
+    /// A reboot or power-on of the peer failed.
+    BootFailed,
+    /// The self-check before a fence failed: this host may be the cut-off one.
+    Isolated,
+    /// Both hosts claim a role, or P answers although its host was fenced.
+    Conflict,
+    /// This host gave up its role (a newer primary, a revoked lease, ...).
+    Demoted,
+    /// The witness refused to revoke the primary's lease: only the hosts' link failed.
+    RevokeRefused,
+    /// A service health check failed.
+    CheckFailed,
+}
+
+impl Fault {
+    /// The `FAILOVER_REASON` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::FenceFailed => "fence_failed",
+            Fault::BootFailed => "boot_failed",
+            Fault::Isolated => "isolated",
+            Fault::Conflict => "conflict",
+            Fault::Demoted => "demoted",
+            Fault::RevokeRefused => "revoke_refused",
+            Fault::CheckFailed => "check_failed",
+        }
+    }
 }
 
 /// What a host says about itself in its messages (join answers, the peer's answers to

@@ -4,6 +4,7 @@
 //! alert if that fails, no longer a blocker). Without an answer from the witness it fences
 //! through the BMC as in `fence = "bmc"`; a refusal (the witness still hears the primary)
 //! fences nothing.
+use super::Fault;
 use super::{
     machine::{emit, Machine, RevokeStage, Suspicion},
     Action, BootAction, Hook, Revocation, Role, Timer,
@@ -50,7 +51,7 @@ impl Machine {
                             heard_ago.as_secs_f64() * 1e3
                         ),
                     ));
-                    out.push(Action::Hook(Hook::OnFault));
+                    out.push(Action::Hook(Hook::OnFault(Fault::RevokeRefused)));
                 }
                 let why = self.revoke_for.take();
                 self.set_role(Role::Monitor, out);
@@ -134,7 +135,7 @@ impl Machine {
                     Event::FenceFailed,
                     "the reset of the old primary failed at off; P is served under the lease, the old primary's kernel keeps it stopped",
                 ));
-                out.push(Action::Hook(Hook::OnFault));
+                out.push(Action::Hook(Hook::OnFault(Fault::FenceFailed)));
             }
             (_, true) => {
                 self.resetting = false;
@@ -149,7 +150,7 @@ impl Machine {
                     Event::BootFailed,
                     "the old primary was not powered on again",
                 ));
-                out.push(Action::Hook(Hook::OnFault));
+                out.push(Action::Hook(Hook::OnFault(Fault::BootFailed)));
             }
         }
     }

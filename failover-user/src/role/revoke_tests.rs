@@ -98,7 +98,7 @@ fn a_failed_reset_is_an_alert_and_p_stays_served() {
     let (m, _, acts) = run(L, &i);
     assert_eq!(m.role(), Role::Primary);
     let n = names(&acts);
-    assert!(n.ends_with(&["fence_failed".into(), "Hook(OnFault)".into()]));
+    assert!(n.ends_with(&["fence_failed".into(), "Hook(OnFault(FenceFailed))".into()]));
     assert!(!n.contains(&"Boot(On)".into()));
 }
 
@@ -111,7 +111,9 @@ fn a_refused_revoke_fences_nothing_and_asks_again_while_p_stays_silent() {
     let n = names(&m.step(refused));
     assert_eq!(m.role(), Role::Monitor);
     assert!(m.grants(), "the primary is served: grants resume");
-    assert!(n.contains(&"revoke_refused".into()) && n.contains(&"Hook(OnFault)".into()));
+    assert!(
+        n.contains(&"revoke_refused".into()) && n.contains(&"Hook(OnFault(RevokeRefused))".into())
+    );
     assert!(n.ends_with(&["Retry(500ms)".into()]));
     assert!(!n
         .iter()

@@ -7,7 +7,7 @@
 //! again (claim 11): `switchover_failed`.
 use super::{
     machine::{emit, Machine},
-    Action, Role,
+    Action, Hook, Role,
 };
 use crate::event::Event;
 
@@ -52,6 +52,7 @@ impl Machine {
             return;
         }
         self.switching = false;
+        out.push(Action::Hook(Hook::OnSwitchover(to == Role::Monitor)));
         out.push(if to == Role::Monitor {
             emit(
                 Event::SwitchoverDone,

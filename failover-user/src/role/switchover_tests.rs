@@ -50,6 +50,7 @@ fn the_primary_hands_p_over_without_a_fence_and_rejoins_as_monitor() {
         ok: true,
     }));
     assert!(n.contains(&"switchover_done".to_string()), "{n:?}");
+    assert!(n.contains(&"Hook(OnSwitchover(true))".to_string()), "{n:?}");
     assert!(!n.iter().any(|a| a.starts_with("Boot")), "no fence: {n:?}");
     assert_eq!(m.role(), Role::Monitor);
     assert!(!m.switching());
@@ -69,6 +70,10 @@ fn a_monitor_that_did_not_take_p_leaves_it_to_this_host_again() {
         ok: true,
     }));
     assert!(n.contains(&"switchover_failed".to_string()), "{n:?}");
+    assert!(
+        n.contains(&"Hook(OnSwitchover(false))".to_string()),
+        "{n:?}"
+    );
     assert_eq!(m.role(), Role::Primary);
 }
 

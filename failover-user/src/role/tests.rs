@@ -153,7 +153,10 @@ fn conflict_when_both_answer_and_no_claim() {
     );
     let n = names(&acts);
     assert!(!n.iter().any(|a| a.starts_with("Claim")), "{n:?}");
-    assert_eq!(n.iter().filter(|a| *a == "Hook(OnFault)").count(), 1);
+    assert_eq!(
+        n.iter().filter(|a| *a == "Hook(OnFault(Conflict))").count(),
+        1
+    );
     assert_eq!(m.epoch(), 0);
     // When it clears, the host joins normally.
     let mut m = m;
@@ -281,7 +284,7 @@ fn bmc_failure_means_no_takeover_and_retries_with_backoff() {
         });
         let n = names(&a);
         assert!(n.contains(&"fence_failed".into()));
-        assert!(n.contains(&"Hook(OnFault)".into()));
+        assert!(n.contains(&"Hook(OnFault(FenceFailed))".into()));
         assert!(!n.contains(&"Claim(Primary)".into()));
         delays.extend(a.iter().filter_map(|x| match x {
             Action::Retry(d) => Some(d.as_secs()),
@@ -657,7 +660,7 @@ fn a_failed_self_check_isolates_and_never_fences() {
         let n = names(&a);
         assert_eq!(
             n,
-            vec!["isolated", "Hook(OnFault)", "Retry(500ms)"],
+            vec!["isolated", "Hook(OnFault(Isolated))", "Retry(500ms)"],
             "{result:?}"
         );
         assert!(m.isolated());
@@ -1035,7 +1038,7 @@ fn a_cold_start_with_both_on_m_settles_with_the_preferred_host_primary() {
             "demoted",
             "StopMonitoring",
             "Release(Monitor)",
-            "Hook(OnFault)",
+            "Hook(OnFault(Demoted))",
             "role_changed",
             "join_probe_sent",
             "SendJoin"
@@ -1101,7 +1104,7 @@ fn a_taken_over_notice_demotes_a_primary_below_it_only() {
         vec![
             "demoted",
             "Release(Primary)",
-            "Hook(OnFault)",
+            "Hook(OnFault(Demoted))",
             "role_changed",
             "join_probe_sent",
             "SendJoin"
@@ -1128,7 +1131,7 @@ fn a_primary_below_the_monitors_heartbeat_epoch_hands_p_over_and_rejoins_later()
             "demoted",
             "Release(Primary)",
             "SendLeaving(Primary)",
-            "Hook(OnFault)",
+            "Hook(OnFault(Demoted))",
             "role_changed",
             "Retry(1s)"
         ]

@@ -76,7 +76,8 @@ impl Host {
         }
     }
 
-    fn index(self) -> usize {
+    /// 0 for a, 1 for b.
+    pub fn index(self) -> usize {
         usize::from(self.octet() - 1)
     }
 }

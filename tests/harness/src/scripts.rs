@@ -37,11 +37,12 @@ case "$1" in
 esac
 "#;
 
-/// The test hook: appends `HOOK ROLE EPOCH PEER` to `hooks-$FAILOVER_NODE.log` and writes
+/// The test hook: appends `HOOK ROLE EPOCH PEER REASON` to `hooks-$FAILOVER_NODE.log` (REASON
+/// is `FAILOVER_REASON`, empty for on_primary and on_monitor) and writes
 /// its environment to `hook-env-$FAILOVER_NODE.txt`; `on_fault` exits 3, so a failing hook
 /// is seen too.
 pub const HOOK: &str = r#"#!/bin/sh
-echo "$FAILOVER_HOOK $ROLE $EPOCH $PEER" >> "$(dirname "$0")/hooks-$FAILOVER_NODE.log"
+echo "$FAILOVER_HOOK $ROLE $EPOCH $PEER ${FAILOVER_REASON:-}" >> "$(dirname "$0")/hooks-$FAILOVER_NODE.log"
 f="$(dirname "$0")/hook-env-$FAILOVER_NODE.txt"; env > "$f.$$" && mv "$f.$$" "$f"
 echo "hook $FAILOVER_HOOK ran"
 [ "$FAILOVER_HOOK" = on_fault ] && exit 3

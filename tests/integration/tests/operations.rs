@@ -1,5 +1,6 @@
-//! The operator's commands over the control socket, in the running pair: `failover
-//! maintenance`. A watcher samples both hosts' addresses throughout; P is never held twice.
+//! The operator's commands over the control socket, in the running pair (`failover
+//! maintenance`, `failover switchover`), and what the daemon tells the operator's programs
+//! (hooks with their reasons, the event FIFO). A watcher samples both hosts' addresses throughout; P is never held twice.
 use failover_harness::pair::{Host, Options, Pair};
 use serde_json::Value;
 
@@ -199,4 +200,128 @@ fn a_switchover_without_a_live_monitor_is_refused() {
     eprintln!("{err}");
     assert_eq!(pair.status(primary)["role"], "primary");
     assert!(pair.holds(primary, &pair.p.clone()));
+}
+
+/// Reads `fifo` (created here; the daemon opens the existing FIFO) line by line in a thread
+/// until its last writer closes it, as a program fed by `hooks.event_fifo` would.
+fn read_fifo(fifo: &std::path::Path) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+    let st = std::process::Command::new("mkfifo")
+        .arg("-m600")
+        .arg(fifo)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfifo");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (fifo, out) = (fifo.to_path_buf(), lines.clone());
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        // Blocks until the daemon opens it.
+        let f = std::fs::File::open(fifo).expect("open the event FIFO");
+        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+            let v: Value = serde_json::from_str(&line).expect("each FIFO line is JSON");
+            out.lock().unwrap().push(v);
+        }
+    });
+    lines
+}
+
+/// Hooks say why: `on_switchover` with the switchover's outcome, `on_fault` with
+/// `FAILOVER_REASON` (here `isolated`: the monitor's own link is cut), `on_stop` before the
+/// daemon stops; and every event reaches `hooks.event_fifo` as a JSON line.
+#[test]
+fn hooks_say_why_and_every_event_reaches_the_event_fifo() {
+    let mut pair = Pair::new(Options::default());
+    let hook = pair.dir.join("hook.sh");
+    let mut fifos = Vec::new();
+    for h in Host::BOTH {
+        let fifo = pair.dir.join(format!("notify-{}.fifo", h.name()));
+        fifos.push(read_fifo(&fifo));
+        pair.configure(h, |c| {
+            c.hooks.push_str(&format!(
+                "on_switchover = {hook:?}\non_stop = {hook:?}\nevent_fifo = {fifo:?}\n"
+            ))
+        });
+    }
+    let (primary, monitor) = pair.cold_start();
+    armed(&pair, monitor);
+
+    // The switchover: on_switchover on the host that handed P over.
+    let mark = pair.mark();
+    let (code, out, err) = ctl(&pair, primary, &["switchover", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    pair.wait_event(primary, mark, "hook_ran", |v| {
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("on_switchover")
+    });
+    let log = pair.hook_log(primary);
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("on_switchover ") && l.ends_with(" switchover_done")),
+        "{log:?}"
+    );
+    let (new_primary, new_monitor) = (monitor, primary);
+
+    // The new monitor's own link goes: isolated, and on_fault says so.
+    pair.wait_log(new_monitor, mark, "detection armed", |v| {
+        v["message"] == "the primary answers: failure detection armed"
+    });
+    let mark = pair.mark();
+    pair.port(new_monitor, false);
+    pair.wait_event(new_monitor, mark, "isolated", |_| true);
+    pair.wait_event(new_monitor, mark, "hook_failed", |v| {
+        v["detail"].as_str().unwrap_or("").starts_with("on_fault")
+    });
+    let log = pair.hook_log(new_monitor);
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("on_fault ") && l.ends_with(" isolated")),
+        "{log:?}"
+    );
+    assert!(
+        pair.child_env(new_monitor, "hook")
+            .contains(&"FAILOVER_REASON=isolated".to_string()),
+        "the reason is in the hook's environment"
+    );
+    pair.port(new_monitor, true);
+    assert!(
+        pair.holds(new_primary, &pair.p.clone()),
+        "nobody was fenced"
+    );
+
+    // A stop runs on_stop, and waits for it.
+    let mark = pair.mark();
+    let st = pair.terminate(new_monitor).expect("running");
+    assert!(st.success(), "{st:?}");
+    let ran = pair.wait_event(new_monitor, mark, "hook_ran", |v| {
+        v["detail"].as_str().unwrap_or("").starts_with("on_stop")
+    });
+    let stopped = pair.wait_event(new_monitor, mark, "daemon_stopped", |_| true);
+    assert!(ts(&ran) < ts(&stopped), "the stop waited for on_stop");
+    let log = pair.hook_log(new_monitor);
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("on_stop ") && l.ends_with(" stop")),
+        "{log:?}"
+    );
+
+    // Its FIFO carried the same events, as JSON lines naming the node. The daemon has
+    // stopped, so the reader has seen everything it wrote.
+    let lines = fifos[new_monitor.index()].lock().unwrap().clone();
+    for name in [
+        "switchover_started",
+        "switchover_done",
+        "isolated",
+        "hook_ran",
+    ] {
+        assert!(
+            lines.iter().any(|v| v["event"] == name),
+            "{name} on the FIFO: {lines:?}"
+        );
+    }
+    assert!(lines
+        .iter()
+        .all(|v| v["node"] == new_monitor.name() && v["ts_ns"].as_u64().is_some()));
+    pair.assert_no_split_brain();
 }
