@@ -87,8 +87,10 @@ pub struct DadSettings {
 pub enum Claim {
     /// The address is ours now.
     Claimed,
-    /// Another host answered for the address (its MAC); nothing was changed.
+    /// Another host answered for an address (its MAC); nothing was changed.
     Conflict {
+        /// The address answered for.
+        addr: IpAddr,
         /// MAC of the other claimant.
         mac: [u8; 6],
     },
@@ -367,18 +369,42 @@ impl AddressHandle {
         Ok(self.find(addr).await?.is_some())
     }
 
-    /// Adds `cidr` after a duplicate-address probe; refuses (and changes nothing) when another
-    /// host answers for it. Already holding it counts as claimed. Does not announce: call
-    /// [`AddressHandle::announce`] next.
-    pub async fn claim(&self, cidr: Cidr, dad: DadSettings) -> Result<Claim, AddressError> {
-        if self.holds(cidr.addr).await? {
-            return Ok(Claim::Claimed);
-        }
-        if dad.probes > 0 {
-            if let Some(mac) = self.probe_conflict(cidr.addr, dad).await? {
-                return Ok(Claim::Conflict { mac });
+    /// Claims `cidrs` as one: probes (RFC 5227 / RFC 4862 DAD) each one not held yet, all at
+    /// once, and adds them only if no other host answers for any of them. An add that fails
+    /// removes what this call added, so the claim is all or nothing.
+    pub async fn claim_all(&self, cidrs: &[Cidr], dad: DadSettings) -> Result<Claim, AddressError> {
+        let mut missing = Vec::new();
+        for c in cidrs {
+            if !self.holds(c.addr).await? {
+                missing.push(*c);
             }
         }
+        if dad.probes > 0 {
+            let probes = missing.iter().map(|c| self.probe_conflict(c.addr, dad));
+            for (c, found) in missing
+                .iter()
+                .zip(futures_util::future::join_all(probes).await)
+            {
+                if let Some(mac) = found? {
+                    return Ok(Claim::Conflict { addr: c.addr, mac });
+                }
+            }
+        }
+        let mut added = Vec::new();
+        for c in &missing {
+            if let Err(e) = self.add(*c).await {
+                for a in added {
+                    let _ = self.release(a).await;
+                }
+                return Err(e);
+            }
+            added.push(c.addr);
+        }
+        Ok(Claim::Claimed)
+    }
+
+    /// Adds `cidr` to the interface (present already is fine).
+    async fn add(&self, cidr: Cidr) -> Result<(), AddressError> {
         let mut req = self
             .handle
             .address()
@@ -391,8 +417,8 @@ impl AddressHandle {
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match req.execute().await {
-            Ok(()) => Ok(Claim::Claimed),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -EEXIST => Ok(Claim::Claimed),
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -EEXIST => Ok(()),
             Err(e) => Err(self.nl_err("add", cidr.addr)(e)),
         }
     }

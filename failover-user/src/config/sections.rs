@@ -28,6 +28,75 @@ pub struct Node {
     pub peer_name: String,
 }
 
+/// The primary addresses: claimed, announced, defended and released together. The first is
+/// the one the monitor probes and the one heartbeats and joins use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Primaries(Vec<Cidr>);
+
+impl Primaries {
+    /// One address, or several, the first probed. None when `all` is empty.
+    pub fn new(all: Vec<Cidr>) -> Option<Primaries> {
+        (!all.is_empty()).then_some(Primaries(all))
+    }
+
+    /// The probed address: P of the protocol.
+    pub fn first(&self) -> Cidr {
+        self.0[0]
+    }
+
+    /// Every primary address, the probed one first.
+    pub fn all(&self) -> &[Cidr] {
+        &self.0
+    }
+
+    /// Whether `addr` is one of them.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.0.iter().any(|c| c.addr == addr)
+    }
+}
+
+impl std::fmt::Display for Primaries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, c) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Primaries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(Cidr),
+            Many(Vec<Cidr>),
+        }
+        let all = match OneOrMany::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected an address with prefix (\"10.0.0.100/24\") or a list of them",
+            )
+        })? {
+            OneOrMany::One(c) => vec![c],
+            OneOrMany::Many(v) => v,
+        };
+        Primaries::new(all)
+            .ok_or_else(|| serde::de::Error::custom("lists no address; give at least one"))
+    }
+}
+
+impl Serialize for Primaries {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0[..] {
+            [one] => one.serialize(s),
+            all => all.serialize(s),
+        }
+    }
+}
+
 fn default_peer_name() -> String {
     "peer".into()
 }
@@ -36,8 +105,9 @@ fn default_peer_name() -> String {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FloatingAddresses {
-    /// The primary (service) address P.
-    pub primary: Cidr,
+    /// The primary (service) address P: one address, or a list that moves as one (the probes
+    /// target the first).
+    pub primary: Primaries,
     /// The monitor address M.
     pub monitor: Cidr,
 }

@@ -168,6 +168,55 @@ fn redfish_settings_are_checked_field_by_field() {
     }
 }
 
+#[test]
+fn several_primary_addresses_move_as_one_and_are_checked() {
+    let list = |v: &str| GOOD.replacen("primary = \"10.0.0.100/24\"", &format!("primary = {v}"), 1);
+    let c = parse(&list("[\"10.0.0.100/24\", \"fd00::100/64\"]")).expect("dual stack");
+    assert_eq!(c.addresses.primary.all().len(), 2);
+    assert_eq!(c.addresses.primary.first().to_string(), "10.0.0.100/24");
+    assert_eq!(
+        c.addresses.primary.to_string(),
+        "10.0.0.100/24, fd00::100/64"
+    );
+    for (v, want) in [
+        ("[]", "addresses.primary: lists no address"),
+        (
+            "[\"10.0.0.100\"]",
+            "addresses.primary: expected an address with prefix",
+        ),
+        (
+            "[\"10.0.0.100/24\", \"10.0.0.100/24\"]",
+            "addresses.primary: 10.0.0.100 is listed twice",
+        ),
+        (
+            "[\"10.0.0.100/24\", \"10.0.0.101/24\"]",
+            "addresses.monitor: 10.0.0.101 is also a primary address",
+        ),
+        (
+            "[\"fd00::100/64\", \"10.0.0.100/24\"]",
+            "addresses.monitor: must be of the same family (IPv4 or IPv6) as the first",
+        ),
+        (
+            "[\"10.0.0.100/24\", \"10.0.0.1/24\"]",
+            "node.address: 10.0.0.1 is a floating address",
+        ),
+    ] {
+        let err = parse(&list(v)).expect_err(want);
+        assert!(err.contains(want), "want {want:?} in {err:?}");
+    }
+    // The lease gate stops one address per family: two of one family would outlive a lapse.
+    let leased = list("[\"10.0.0.100/24\", \"10.0.0.102/24\"]").replacen(
+        "[boot]\n",
+        "[boot]\nlease = \"30ms\"\n",
+        1,
+    );
+    let err = parse(&leased).expect_err("two IPv4 with a lease");
+    assert!(
+        err.contains("addresses.primary: with boot.lease at most one IPv4"),
+        "{err}"
+    );
+}
+
 /// GOOD with its one-level `[boot]` replaced by `boot` (the `[boot]` header included).
 fn with_boot(boot: &str) -> String {
     let at = GOOD.find("[boot]").expect("GOOD has [boot]");

@@ -1,5 +1,5 @@
 //! Validation: values that parse but make no sense, named by field.
-use std::path::Path;
+use std::{net::IpAddr, path::Path};
 
 use super::{Config, ConfigError, DataSync, FenceMode};
 
@@ -24,28 +24,35 @@ impl Config {
                 ),
             );
         }
-        let p = self.addresses.primary;
+        let p = self.addresses.primary.first();
         let m = self.addresses.monitor;
-        if p.addr == m.addr {
+        let primaries = self.addresses.primary.all();
+        for (i, c) in primaries.iter().enumerate() {
+            if primaries[..i].iter().any(|o| o.addr == c.addr) {
+                return bad("addresses.primary", format!("{} is listed twice", c.addr));
+            }
+        }
+        if self.addresses.primary.contains(m.addr) {
             return bad(
                 "addresses.monitor",
-                format!(
-                    "{} is also the primary address; P and M must differ",
-                    m.addr
-                ),
+                format!("{} is also a primary address; P and M must differ", m.addr),
             );
         }
         if p.addr.is_ipv4() != m.addr.is_ipv4() {
             return bad(
                 "addresses.monitor",
-                "must be of the same family (IPv4 or IPv6) as addresses.primary".into(),
+                "must be of the same family (IPv4 or IPv6) as the first addresses.primary (the \
+                 probed one)"
+                    .into(),
             );
         }
+        // A floating address of the pair, P or M.
+        let floating = |a: IpAddr| a == m.addr || self.addresses.primary.contains(a);
         for (field, a) in [
             ("node.address", self.node.address.addr),
             ("node.peer", self.node.peer),
         ] {
-            if a == p.addr || a == m.addr {
+            if floating(a) {
                 return bad(
                     field,
                     format!("{a} is a floating address; a node address must be permanent"),
@@ -160,8 +167,7 @@ impl Config {
                     ),
                 );
             }
-            if *a == p.addr || *a == m.addr || *a == self.node.peer || *a == self.node.address.addr
-            {
+            if floating(*a) || *a == self.node.peer || *a == self.node.address.addr {
                 return bad(
                     "witness.addresses",
                     format!(
@@ -189,6 +195,15 @@ impl Config {
             );
         }
         if let Some(lease) = self.boot.lease {
+            let v4 = primaries.iter().filter(|c| c.addr.is_ipv4()).count();
+            if v4 > 1 || primaries.len() - v4 > 1 {
+                return bad(
+                    "addresses.primary",
+                    "with boot.lease at most one IPv4 and one IPv6 primary address: the lease \
+                     gate stops those two when the lease lapses, and would leave others serving"
+                        .into(),
+                );
+            }
             let l = lease.0;
             if l < std::time::Duration::from_millis(4) || l > std::time::Duration::from_secs(10) {
                 return bad(
@@ -205,8 +220,7 @@ impl Config {
                 );
             };
             let ip = peer.ip();
-            if ip == p.addr || ip == m.addr || ip == self.node.peer || ip == self.node.address.addr
-            {
+            if floating(ip) || ip == self.node.peer || ip == self.node.address.addr {
                 return bad(
                     "witness.lease_peer",
                     format!("{ip} is an address of the pair; the witness is a third host"),

@@ -366,6 +366,11 @@ mod tests {
         m.sync_completed_unix_ms.store(1, Ordering::Relaxed);
         m.sync_last_ns.store(1_500_000_000, Ordering::Relaxed);
         m.lease.set(std::sync::Arc::default()).unwrap();
+        let fifo_dir = std::env::temp_dir().join(format!("fo-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&fifo_dir).unwrap();
+        let fifo = crate::event_fifo::EventFifo::open(&fifo_dir.join("events")).unwrap();
+        m.event_fifo.set(fifo).unwrap();
+        let _ = std::fs::remove_dir_all(&fifo_dir);
         let text = m.render("a");
         let docs = include_str!("../../../docs/operations.md");
         let section = &docs[docs.find("## Metrics").expect("metrics section")..];

@@ -32,6 +32,9 @@ pub struct Status {
     /// The primary address P (whoever holds it).
     #[serde(default)]
     pub primary_address: String,
+    /// Every primary address (with prefix), the probed one first: they move as one.
+    #[serde(default)]
+    pub primary_addresses: Vec<String>,
     /// The peer as this host sees it.
     pub peer: PeerStatus,
     /// Floating addresses this host holds now.

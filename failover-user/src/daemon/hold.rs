@@ -47,10 +47,11 @@ fn which(a: Addr) -> &'static str {
 }
 
 impl Daemon {
-    pub(super) fn cidr(&self, a: Addr) -> Cidr {
+    /// The addresses of `a`: M, or every primary address (the probed one first).
+    pub(super) fn cidrs(&self, a: Addr) -> Vec<Cidr> {
         match a {
-            Addr::Primary => self.cfg.addresses.primary,
-            Addr::Monitor => self.cfg.addresses.monitor,
+            Addr::Primary => self.cfg.addresses.primary.all().to_vec(),
+            Addr::Monitor => vec![self.cfg.addresses.monitor],
         }
     }
 
@@ -58,8 +59,10 @@ impl Daemon {
     /// interface was left by a previous run that did not shut down cleanly: remove it before
     /// joining, so that this host never answers on an address it has not claimed in this run.
     pub(super) async fn clear_leftovers(&mut self) -> Result<(), DaemonError> {
-        for a in [Addr::Primary, Addr::Monitor] {
-            let cidr = self.cidr(a);
+        for (a, cidr) in [Addr::Primary, Addr::Monitor]
+            .into_iter()
+            .flat_map(|a| self.cidrs(a).into_iter().map(move |c| (a, c)))
+        {
             if self.addrs.release(cidr.addr).await? {
                 self.emit(
                     Event::AddressReleased,
@@ -84,15 +87,17 @@ impl Daemon {
         {
             return Input::Claimed { addr: a, ok: false };
         }
-        let cidr = self.cidr(a);
+        let cidrs = self.cidrs(a);
         let dad = DadSettings {
             probes: self.cfg.garp.dad_probes,
             wait: self.cfg.garp.dad_wait.0,
         };
-        let ok = match self.addrs.claim(cidr, dad).await {
+        // All of P's addresses or none: probed together, added only if no other host
+        // answers for any of them.
+        let ok = match self.addrs.claim_all(&cidrs, dad).await {
             Ok(Claim::Claimed) => true,
-            Ok(Claim::Conflict { mac }) => {
-                tracing::warn!(address = %cidr, holder = %mac_string(&mac),
+            Ok(Claim::Conflict { addr, mac }) => {
+                tracing::warn!(address = %addr, holder = %mac_string(&mac),
                     "duplicate-address probe: another host answers for this address");
                 false
             }
@@ -105,7 +110,7 @@ impl Daemon {
             self.held.set(a, true);
             // The first announcement first: the clients' switch-over does not wait for the
             // copy's report (it reads the store's metadata).
-            self.announce(a, cidr.addr).await;
+            self.announce(a).await;
             if a == Addr::Primary && self.machine.role() == Role::TakingOver {
                 self.metrics.failovers.fetch_add(1, Ordering::Relaxed);
                 self.report_served_copy();
@@ -123,14 +128,18 @@ impl Daemon {
     /// claim): what follows a claim (attaching XDP to monitor, persisting the epoch) keeps
     /// this thread busy for tens of milliseconds, and a host that is still probing for the
     /// same address at a cold start must hear the announcement within its probe window.
-    pub(super) async fn announce(&mut self, which: Addr, addr: IpAddr) {
+    pub(super) async fn announce(&mut self, which: Addr) {
         let g = &self.cfg.garp;
         let (count, spacing, every) = (g.count, g.spacing.0, g.refresh.0);
-        let first = if count > 0 {
-            self.addrs.announce(addr, 1, Duration::ZERO).await
-        } else {
-            Ok(())
-        };
+        let all: Vec<IpAddr> = self.cidrs(which).iter().map(|c| c.addr).collect();
+        let mut first = Ok(());
+        if count > 0 {
+            for addr in &all {
+                if let Err(e) = self.addrs.announce(*addr, 1, Duration::ZERO).await {
+                    first = Err(e);
+                }
+            }
+        }
         let addrs = self.addrs.clone();
         let events = self.events.clone();
         let node = self.cfg.node.address.addr;
@@ -155,16 +164,24 @@ impl Daemon {
                 first?;
                 if count > 1 {
                     tokio::time::sleep(spacing).await;
-                    addrs.announce(addr, count - 1, spacing).await?;
+                    let bursts = all.iter().map(|a| addrs.announce(*a, count - 1, spacing));
+                    for r in futures_util::future::join_all(bursts).await {
+                        r?;
+                    }
                 }
                 Ok::<(), crate::address::AddressError>(())
             };
+            let shown = all
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             match rest.await {
                 Ok(()) => events.emit(
                     Event::GarpSent,
                     role,
                     epoch,
-                    &format!("{count} announcements of {addr}, {spacing:?} apart"),
+                    &format!("{count} announcements of {shown}, {spacing:?} apart"),
                 ),
                 Err(e) if gated() => tracing::warn!(error = %crate::error_chain(&e),
                     "announcement of P dropped: the lease has lapsed and the gate stops P"),
@@ -183,12 +200,19 @@ impl Daemon {
                         None => std::future::pending().await,
                     }
                 };
-                let sent = tokio::select! {
-                    _ = check.tick() => addrs.check(addr, node),
-                    _ = refresh_due => addrs.announce(addr, 1, Duration::ZERO).await,
+                let refreshing = tokio::select! {
+                    _ = check.tick() => false,
+                    _ = refresh_due => true,
                 };
-                if let Err(e) = sent {
-                    tracing::warn!("{}", crate::error_chain(&e));
+                for addr in &all {
+                    let sent = if refreshing {
+                        addrs.announce(*addr, 1, Duration::ZERO).await
+                    } else {
+                        addrs.check(*addr, node)
+                    };
+                    if let Err(e) = sent {
+                        tracing::warn!("{}", crate::error_chain(&e));
+                    }
                 }
             }
         });
@@ -196,22 +220,28 @@ impl Daemon {
     }
 
     /// Removes `a` from the interface (absent is fine).
+    /// Removes `a` (each of P's addresses) from the interface (absent is fine). It counts as
+    /// released once every one of them is gone.
     pub(super) async fn release(&mut self, a: Addr) {
-        let cidr = self.cidr(a);
         // The burst, the refresh and the check stop with the address: announcing an address
         // given up would pull its traffic back from the host that holds it now.
         Tasks::replace(&mut self.tasks.announce[a.index()], None);
-        match self.addrs.release(cidr.addr).await {
-            Ok(removed) => {
-                self.held.set(a, false);
-                if removed {
-                    self.emit(
-                        Event::AddressReleased,
-                        &format!("{} address {cidr}", which(a)),
-                    );
+        let mut all_gone = true;
+        for cidr in self.cidrs(a) {
+            match self.addrs.release(cidr.addr).await {
+                Ok(true) => self.emit(
+                    Event::AddressReleased,
+                    &format!("{} address {cidr}", which(a)),
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    all_gone = false;
+                    self.emit(Event::DaemonError, &crate::error_chain(&e));
                 }
             }
-            Err(e) => self.emit(Event::DaemonError, &crate::error_chain(&e)),
+        }
+        if all_gone {
+            self.held.set(a, false);
         }
     }
 }

@@ -435,7 +435,14 @@ impl super::Daemon {
         };
         let lease = self.cfg.boot.lease.map_or(Duration::ZERO, |d| d.0);
         let cfg = crate::gate::gate_for(
-            &[self.cfg.addresses.primary.addr],
+            &self
+                .cfg
+                .addresses
+                .primary
+                .all()
+                .iter()
+                .map(|c| c.addr)
+                .collect::<Vec<_>>(),
             self.cfg.heartbeat.port,
             0,
         );

@@ -232,10 +232,13 @@ pub async fn run(
     }
     tokio::pin!(shutdown);
     let mut carrier = d.addrs.watch_carrier()?;
-    let mut claims = d.addrs.watch_claims(vec![
-        d.cfg.addresses.primary.addr,
-        d.cfg.addresses.monitor.addr,
-    ])?;
+    let mut claims = d.addrs.watch_claims(
+        [Addr::Primary, Addr::Monitor]
+            .into_iter()
+            .flat_map(|a| d.cidrs(a))
+            .map(|c| c.addr)
+            .collect(),
+    )?;
     let result = loop {
         let wake = d.next_wake();
         let step = tokio::select! {
@@ -469,13 +472,14 @@ impl Daemon {
             }
             Action::Defend(a) => {
                 if self.held.addrs().contains(&a) {
-                    let addr = self.cidr(a).addr;
-                    if let Err(e) = self
-                        .addrs
-                        .announce(addr, 1, std::time::Duration::ZERO)
-                        .await
-                    {
-                        self.emit(Event::DaemonError, &crate::error_chain(&e));
+                    for c in self.cidrs(a) {
+                        if let Err(e) = self
+                            .addrs
+                            .announce(c.addr, 1, std::time::Duration::ZERO)
+                            .await
+                        {
+                            self.emit(Event::DaemonError, &crate::error_chain(&e));
+                        }
                     }
                 }
             }
@@ -494,7 +498,7 @@ impl Daemon {
             local: self.cfg.node.address.addr,
             port: self.cfg.heartbeat.port,
             monitor: self.cfg.addresses.monitor.addr,
-            primary: self.cfg.addresses.primary.addr,
+            primary: self.cfg.addresses.primary.first().addr,
             node: self.cfg.node.id,
             data: self
                 .identity

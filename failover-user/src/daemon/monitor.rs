@@ -157,7 +157,7 @@ impl Monitor {
         let source = Some(cfg.node.address.addr);
         let prober = Prober::new(
             &cfg.node.interface,
-            cfg.addresses.primary.addr,
+            cfg.addresses.primary.first().addr,
             signal,
             source,
         )?;
@@ -187,8 +187,8 @@ impl Monitor {
             wire_seq_mask: signal.wire_seq_mask(),
         };
         tracing::info!(xdp_mode = fp.mode().map(|m| m.name()).unwrap_or("none"),
-            address = %cfg.addresses.primary.addr, "monitoring the primary address");
-        let to = SocketAddr::new(cfg.addresses.primary.addr, cfg.heartbeat.port);
+            address = %cfg.addresses.primary.first().addr, "monitoring the primary address");
+        let to = SocketAddr::new(cfg.addresses.primary.first().addr, cfg.heartbeat.port);
         let epoch_probe = match EpochProbe::open(
             &cfg.node.interface,
             cfg.node.address.addr,

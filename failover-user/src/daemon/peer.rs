@@ -39,7 +39,7 @@ impl Daemon {
         }
         let to: IpAddr = match role {
             Role::Primary => self.cfg.addresses.monitor.addr,
-            _ => self.cfg.addresses.primary.addr,
+            _ => self.cfg.addresses.primary.first().addr,
         };
         let to = SocketAddr::new(to, self.cfg.heartbeat.port);
         let msg = notice(Kind::Leaving, role, self.machine.epoch(), self.cfg.node.id);
@@ -129,7 +129,7 @@ impl Daemon {
     pub(super) fn claim_seen(&self, ip: IpAddr, mac: [u8; 6]) -> Option<Input> {
         let addr = [Addr::Primary, Addr::Monitor]
             .into_iter()
-            .find(|a| self.cidr(*a).addr == ip)?;
+            .find(|a| self.cidrs(*a).iter().any(|c| c.addr == ip))?;
         if !self.held.addrs().contains(&addr) {
             return None;
         }

@@ -130,8 +130,7 @@ impl Daemon {
         }
         // Neighbours may have flushed or moved their entries for our addresses meanwhile.
         for a in self.held.addrs() {
-            let addr = self.cidr(a).addr;
-            self.announce(a, addr).await;
+            self.announce(a).await;
         }
     }
 }

@@ -77,7 +77,10 @@ fn bind_responders(
                 });
             }))
     };
-    let on_p = bind(cfg.addresses.primary.addr, &[Kind::Heartbeat, Kind::Join])?;
+    let on_p = bind(
+        cfg.addresses.primary.first().addr,
+        &[Kind::Heartbeat, Kind::Join],
+    )?;
     let counters = on_p.counters.clone();
     let on_m = bind(cfg.addresses.monitor.addr, &[Kind::Join])?;
     let on_node = bind(cfg.node.address.addr, &[Kind::Join])?;
@@ -104,7 +107,14 @@ impl Daemon {
         }
         let status: SharedStatus = Arc::new(std::sync::Mutex::new(Status {
             node: cfg.node.name.clone(),
-            primary_address: cfg.addresses.primary.addr.to_string(),
+            primary_address: cfg.addresses.primary.first().addr.to_string(),
+            primary_addresses: cfg
+                .addresses
+                .primary
+                .all()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             ..Default::default()
         }));
 
@@ -228,7 +238,7 @@ impl Daemon {
             }
         }
         d.warn_about_opt_outs();
-        if d.cfg.addresses.primary.addr.is_ipv4() {
+        if d.cfg.addresses.primary.first().addr.is_ipv4() {
             match crate::sys::arp_announce_from_own_address(&d.cfg.node.interface) {
                 Ok(Some(old)) => tracing::info!(interface = %d.cfg.node.interface, old,
                     "set arp_announce = 2: ARP requests leave from the node address"),

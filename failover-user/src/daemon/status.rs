@@ -44,7 +44,8 @@ impl Daemon {
             .held
             .addrs()
             .into_iter()
-            .map(|a| self.cidr(a).to_string())
+            .flat_map(|a| self.cidrs(a))
+            .map(|c| c.to_string())
             .collect();
         let p = &mut st.peer;
         p.name = self.cfg.node.peer_name.clone();

@@ -42,8 +42,10 @@ pub struct HostConfig {
     pub peer: String,
     /// `node.peer_name`.
     pub peer_name: String,
-    /// `addresses.primary` (CIDR).
+    /// `addresses.primary` (CIDR): the probed one.
     pub primary: String,
+    /// More primary addresses (CIDR) that move with it: `primary` becomes a list.
+    pub primary_extra: Vec<String>,
     /// `addresses.monitor` (CIDR).
     pub monitor: String,
     /// `heartbeat.kind`.
@@ -98,7 +100,15 @@ impl HostConfig {
         w(format!("peer = {:?}", self.peer));
         w(format!("peer_name = {:?}", self.peer_name));
         w("[addresses]".into());
-        w(format!("primary = {:?}", self.primary));
+        if self.primary_extra.is_empty() {
+            w(format!("primary = {:?}", self.primary));
+        } else {
+            let all: Vec<String> = std::iter::once(&self.primary)
+                .chain(&self.primary_extra)
+                .map(|c| format!("{c:?}"))
+                .collect();
+            w(format!("primary = [{}]", all.join(", ")));
+        }
         w(format!("monitor = {:?}", self.monitor));
         w("[heartbeat]".into());
         w(format!("kind = {:?}", self.heartbeat));

@@ -290,6 +290,7 @@ impl Pair {
             peer: opts.addr(peer.octet()),
             peer_name: peer.name().into(),
             primary: opts.cidr(100),
+            primary_extra: Vec::new(),
             monitor: opts.cidr(101),
             heartbeat: opts.heartbeat,
             fence: Fence::Command(dir.join("fence.sh")),

@@ -325,3 +325,53 @@ fn hooks_say_why_and_every_event_reaches_the_event_fifo() {
         .all(|v| v["node"] == new_monitor.name() && v["ts_ns"].as_u64().is_some()));
     pair.assert_no_split_brain();
 }
+
+/// Dual-stack P: an IPv4 and an IPv6 primary address move as one. Both are claimed at the cold
+/// start and answer the client; when the primary fails, the fence takes both away with it and
+/// the new primary claims both, and the client reaches both there.
+#[test]
+fn a_dual_stack_primary_moves_as_one() {
+    let mut pair = Pair::new(Options::default());
+    let p6 = "fd91::100";
+    for h in Host::BOTH {
+        pair.configure(h, |c| c.primary_extra = vec![format!("{p6}/64")]);
+    }
+    pair.client
+        .ip(["addr", "add", "fd91::3/64", "dev", "eth0", "nodad"]);
+    let p4 = pair.p.clone();
+    let (primary, monitor) = pair.cold_start();
+    assert!(pair.holds(primary, &p4) && pair.holds(primary, p6));
+    assert!(!pair.holds(monitor, &p4) && !pair.holds(monitor, p6));
+    let st = pair.status(primary);
+    assert_eq!(
+        st["primary_addresses"],
+        serde_json::json!([format!("{p4}/24"), format!("{p6}/64")]),
+        "{st}"
+    );
+    assert!(pair.client_ping(&p4) && pair.client_ping(p6), "both served");
+
+    let mark = pair.mark();
+    pair.port(primary, false);
+    pair.wait_event(monitor, mark, "fence_confirmed", |_| true);
+    let claimed = pair.wait_event(monitor, mark, "address_claimed", |v| {
+        v["detail"].as_str().unwrap_or("").contains("primary")
+    });
+    eprintln!("claimed: {}", claimed["detail"]);
+    assert!(
+        pair.holds(monitor, &p4) && pair.holds(monitor, p6),
+        "both moved"
+    );
+    assert!(
+        !pair.holds(primary, &p4) && !pair.holds(primary, p6),
+        "the fenced host holds neither"
+    );
+    pair.wait_event(monitor, mark, "garp_sent", |v| {
+        let d = v["detail"].as_str().unwrap_or("");
+        d.contains(&p4) && d.contains(p6)
+    });
+    assert!(
+        pair.client_ping(&p4) && pair.client_ping(p6),
+        "both served again"
+    );
+    pair.assert_no_split_brain();
+}
