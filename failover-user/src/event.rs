@@ -48,6 +48,10 @@ pub enum Event {
     BootDone,
     /// A fence level failed or ran out of time; the next level is tried.
     FenceLevelFailed,
+    /// A service health check failed `fall` runs in a row; what this host does about it.
+    CheckFailed,
+    /// A failed health check passed `rise` runs in a row.
+    CheckOk,
     /// The peer's power state Off was confirmed: the fence.
     FenceConfirmed,
     /// The fence was not confirmed.
@@ -141,7 +145,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 60] = [
+    pub const ALL: [Event; 62] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -161,6 +165,8 @@ impl Event {
         Event::BootResult,
         Event::BootDone,
         Event::FenceLevelFailed,
+        Event::CheckFailed,
+        Event::CheckOk,
         Event::FenceConfirmed,
         Event::FenceFailed,
         Event::BootFailed,
@@ -225,6 +231,8 @@ impl Event {
             Event::BootRequested => "boot_requested",
             Event::BootResult => "boot_result",
             Event::FenceLevelFailed => "fence_level_failed",
+            Event::CheckFailed => "check_failed",
+            Event::CheckOk => "check_ok",
             Event::BootDone => "boot_done",
             Event::FenceConfirmed => "fence_confirmed",
             Event::FenceFailed => "fence_failed",
@@ -301,6 +309,7 @@ impl Event {
                 | Event::MaintenanceHeld
                 | Event::SwitchoverFailed
                 | Event::FenceLevelFailed
+                | Event::CheckFailed
         )
     }
 }

@@ -14,6 +14,7 @@ pub mod event_fifo;
 pub mod fastpath;
 pub mod fence;
 pub mod gate;
+pub mod health;
 pub mod hooks;
 pub mod lease;
 pub mod listen;

@@ -3,6 +3,7 @@
 //! Every section denies unknown fields; durations are human strings ("10ms"); every error names
 //! the field and what is expected. `docs/configuration.md` documents each field.
 mod boot;
+mod check;
 mod preflight;
 mod reload;
 mod sections;
@@ -18,6 +19,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use boot::{Boot, BootLevel, BootMethod, FenceMode};
+pub use check::{Check, CheckOn};
 pub use reload::needs_restart;
 pub use sections::*;
 
@@ -208,6 +210,9 @@ pub struct Config {
     pub paths: Paths,
     /// Data copy from primary to monitor.
     pub sync: Option<DataSync>,
+    /// Service health checks (`[[check]]`), in order.
+    #[serde(default, rename = "check")]
+    pub checks: Vec<Check>,
     /// Log filter (as `--log-level`: "info", "info,failover::event::probe=warn"); when set it
     /// overrides the command line, and a reload (SIGHUP) applies a change at once.
     pub log_level: Option<String>,
@@ -281,6 +286,9 @@ impl Config {
         fix(&mut self.hooks.on_fault);
         fix(&mut self.hooks.on_switchover);
         fix(&mut self.hooks.on_stop);
+        for c in &mut self.checks {
+            fix(&mut c.command);
+        }
         if let Some(sy) = self.sync.as_mut() {
             if sy.key_file.is_relative() {
                 sy.key_file = dir.join(&sy.key_file);

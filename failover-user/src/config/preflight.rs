@@ -45,6 +45,11 @@ impl Config {
                 executable(h).map_err(|m| bad(field, m))?;
             }
         }
+        for (i, c) in self.checks.iter().enumerate() {
+            if let Some(program) = &c.command {
+                executable(program).map_err(|m| bad(&format!("check[{}].command", i + 1), m))?;
+            }
+        }
         for (i, level) in self.boot.levels.iter().enumerate() {
             let prefix = self.boot.field_prefix(i);
             let bad = |field: &str, m: String| bad(&format!("{prefix}{field}"), m);

@@ -28,6 +28,8 @@ const NEEDS_RESTART: &[&str] = &[
     "witness.lease_port",
     // The event FIFO is opened once, at start.
     "hooks.event_fifo",
+    // The health checks' tasks start with the daemon.
+    "check.",
 ];
 
 fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {

@@ -104,6 +104,18 @@ impl Config {
             return bad("join_timeout", "must be greater than zero".into());
         }
         self.validate_boot(path)?;
+        for (i, c) in self.checks.iter().enumerate() {
+            if let Some((field, message)) = c.problem() {
+                return bad(&format!("check[{}].{field}", i + 1), message);
+            }
+            let label = c.label();
+            if self.checks[..i].iter().any(|o| o.label() == label) {
+                return bad(
+                    &format!("check[{}].name", i + 1),
+                    format!("{label:?} is the name of an earlier check; names must differ"),
+                );
+            }
+        }
         if self.boot.retry.0.is_zero() || self.boot.retry_max.0 < self.boot.retry.0 {
             return bad(
                 "boot.retry",

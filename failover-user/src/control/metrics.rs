@@ -109,6 +109,8 @@ pub struct Metrics {
     pub probe_rtt_max_ns: AtomicU64,
     /// With `boot.lease`: the primary's lease (its series are written only then).
     pub lease: std::sync::OnceLock<std::sync::Arc<crate::lease::LeaseStatus>>,
+    /// The health checks: name, passing, failed runs (series per check, `check` label).
+    checks: std::sync::Mutex<Vec<(String, bool, u64)>>,
     /// With `hooks.event_fifo`: the FIFO (its dropped lines are a series only then).
     pub event_fifo: std::sync::OnceLock<crate::event_fifo::EventFifo>,
 }
@@ -137,6 +139,7 @@ impl Default for Metrics {
             probe_rtt: Histogram::new(RTT_BUCKETS_US.map(|us| us * 1_000)),
             lease: std::sync::OnceLock::new(),
             event_fifo: std::sync::OnceLock::new(),
+            checks: std::sync::Mutex::new(Vec::new()),
             probe_rtt_max_ns: z(),
         }
     }
@@ -175,6 +178,11 @@ impl Metrics {
     pub fn observe_rtt(&self, ns: u64) {
         self.probe_rtt.observe(ns);
         self.probe_rtt_max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// The health checks' state (name, passing, failed runs), for their series.
+    pub fn set_checks(&self, checks: Vec<(String, bool, u64)>) {
+        *self.checks.lock().unwrap_or_else(|p| p.into_inner()) = checks;
     }
 
     /// The Prometheus text exposition (format 0.0.4). Every series carries the `node` label;
@@ -326,6 +334,36 @@ impl Metrics {
             "# HELP failover_probe_rtt_max_seconds The longest probe round trip seen.\n# TYPE failover_probe_rtt_max_seconds gauge\nfailover_probe_rtt_max_seconds{{{l}}} {}",
             g(&self.probe_rtt_max_ns) as f64 / 1e9
         );
+        let checks = self
+            .checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !checks.is_empty() {
+            let _ = writeln!(
+                s,
+                "# HELP failover_check_up 1 while the health check passes (after fall/rise).\n# TYPE failover_check_up gauge"
+            );
+            for (name, ok, _) in &checks {
+                let _ = writeln!(
+                    s,
+                    "failover_check_up{{{l},check=\"{}\"}} {}",
+                    label_value(name),
+                    u8::from(*ok)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "# HELP failover_check_failures_total Failed runs of the health check.\n# TYPE failover_check_failures_total counter"
+            );
+            for (name, _, failures) in &checks {
+                let _ = writeln!(
+                    s,
+                    "failover_check_failures_total{{{l},check=\"{}\"}} {failures}",
+                    label_value(name)
+                );
+            }
+        }
         self.detection.render(
             &mut s,
             "failover_detection_seconds",
@@ -370,6 +408,7 @@ mod tests {
         std::fs::create_dir_all(&fifo_dir).unwrap();
         let fifo = crate::event_fifo::EventFifo::open(&fifo_dir.join("events")).unwrap();
         m.event_fifo.set(fifo).unwrap();
+        m.set_checks(vec![("db \"main\"".into(), false, 3)]);
         let _ = std::fs::remove_dir_all(&fifo_dir);
         let text = m.render("a");
         let docs = include_str!("../../../docs/operations.md");

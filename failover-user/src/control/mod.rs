@@ -13,7 +13,7 @@ pub use endpoint::{
 pub use metrics::{Metrics, DETECTION_BUCKETS_MS};
 pub use request::{send_request, Command, Reply, Request};
 pub use status::{
-    bind_control, query_json, query_status, serve_control, serve_json, BootStatus,
+    bind_control, query_json, query_status, serve_control, serve_json, BootStatus, CheckStatus,
     MaintenanceStatus, PeerLive, PeerStatus, Refresh, SharedStatus, Status, SyncStatus,
     COMMAND_DEADLINE, CONTROL_CONNECTIONS, CONTROL_DEADLINE,
 };

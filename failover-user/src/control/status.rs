@@ -51,6 +51,9 @@ pub struct Status {
     /// `failover maintenance on`: while it lasts (none: not in maintenance).
     #[serde(default)]
     pub maintenance: Option<MaintenanceStatus>,
+    /// The service health checks (`[[check]]`), in configuration order.
+    #[serde(default)]
+    pub checks: Vec<CheckStatus>,
     /// Where the peer's state comes from between two steps of the daemon's loop: refreshed
     /// from live counters when the status is read.
     #[serde(skip)]
@@ -337,4 +340,23 @@ pub async fn query_json(path: &Path) -> Result<serde_json::Value, ControlError> 
         path: path.to_path_buf(),
         message: format!("not a status object: {e}"),
     })
+}
+
+/// One service health check in the status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckStatus {
+    /// Its name (`name`, or the target).
+    pub name: String,
+    /// Where it counts: `both`, `primary` or `monitor`.
+    pub on: String,
+    /// Whether it counted in this host's role at its last run.
+    pub counts: bool,
+    /// Whether it passes (after `fall` / `rise`).
+    pub ok: bool,
+    /// Runs so far.
+    pub runs: u64,
+    /// Failed runs so far.
+    pub failures: u64,
+    /// The last run's failure, if it failed.
+    pub last_error: Option<String>,
 }

@@ -39,7 +39,7 @@ impl Daemon {
         )))
     }
 
-    fn switchover_refusal(&self, to: Option<&str>) -> Result<(), String> {
+    pub(super) fn switchover_refusal(&self, to: Option<&str>) -> Result<(), String> {
         use std::sync::atomic::Ordering;
         self.machine.may_switch_over()?;
         let peer = &self.cfg.node.peer_name;

@@ -21,6 +21,7 @@
 mod admin;
 mod copy;
 mod guard;
+mod health;
 mod heartbeat;
 mod hold;
 mod lease;
@@ -89,6 +90,9 @@ pub enum DaemonError {
     /// The prober.
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    /// The health checks could not start.
+    #[error("{0}")]
+    Health(String),
     /// `hooks.event_fifo`.
     #[error(transparent)]
     EventFifo(#[from] crate::event_fifo::FifoError),
@@ -191,6 +195,8 @@ pub struct Daemon {
     lease: Option<lease::LeaseSetup>,
     /// The operator's settings (`state_dir/admin.json`).
     admin: crate::state::AdminStore,
+    /// The service health checks (`[[check]]`).
+    checks: health::Checks,
 }
 
 /// Runs the daemon until `shutdown` resolves (then releases what it holds and returns).
@@ -335,6 +341,7 @@ impl Daemon {
                 let r = self.request(req).await?;
                 let _ = reply.send(r);
             }
+            Report::Check { index, result } => self.check_result(index, result).await?,
             Report::Failed(why) => return Err(DaemonError::Heartbeat(why)),
         }
         Ok(())

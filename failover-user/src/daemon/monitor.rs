@@ -84,6 +84,13 @@ pub(super) enum Report {
         /// The monitor's epoch.
         epoch: u64,
     },
+    /// One run of a service health check (`[[check]]`, by its index) finished.
+    Check {
+        /// Index in the configuration.
+        index: usize,
+        /// Passed, or what went wrong.
+        result: Result<(), String>,
+    },
     /// Reading the fast path failed: the daemon cannot judge probes any more.
     Failed(String),
 }

@@ -182,10 +182,13 @@ impl Daemon {
                 identity: identity.clone(),
                 status: monitor_status.clone(),
             },
-            reports,
+            reports.clone(),
             cfg.realtime_priority,
         )
         .map_err(|e| DaemonError::Heartbeat(format!("cannot start: {e}")))?;
+        // The checks report through the channel the heartbeat thread reports through; their
+        // tasks run on this runtime, never on the heartbeat thread.
+        let checks = super::health::Checks::start(&cfg, &reports)?;
         let hooks = hooks::spawn_runner(
             HookPrograms::from_config(&cfg),
             events.clone(),
@@ -228,6 +231,7 @@ impl Daemon {
             _socket_file: socket_file,
             copier,
             admin: crate::state::AdminStore::new(&cfg.paths.state_dir),
+            checks,
             cfg,
         };
         if let Some(level) = &d.cfg.log_level {

@@ -10,7 +10,7 @@ use crate::event::Event;
 impl Machine {
     /// P looks failed: before any fence, check that this host is not the cut-off one.
     pub(super) fn suspect(&mut self, why: Suspicion, out: &mut Vec<Action>) {
-        if self.maintenance {
+        if self.disarmed() {
             // startup_grace runs out once: judged again when the maintenance ends.
             self.grace_held |= why == Suspicion::Grace;
             self.hold(why.why(), out);
@@ -186,7 +186,7 @@ impl Machine {
     /// (the claim's duplicate-address probe proves P silent first).
     pub(super) fn peer_leaving(&mut self, role: u8, epoch: u64, out: &mut Vec<Action>) {
         self.observe_epoch(epoch);
-        if self.maintenance && role == Role::Primary.code() && self.role == Role::Monitor {
+        if self.disarmed() && role == Role::Primary.code() && self.role == Role::Monitor {
             self.hold(
                 format!("the primary (epoch {epoch}) is stopping and released P"),
                 out,

@@ -94,6 +94,9 @@ pub struct Machine {
     pub(super) grace_held: bool,
     /// `failover switchover`: P handed to the monitor, the rejoin not settled yet.
     pub(super) switching: bool,
+    /// A service health check (`[[check]]`) fails here: as a monitor, this host cannot serve,
+    /// so it fences nobody and takes nothing over (`health.rs`).
+    pub(super) unhealthy: bool,
 }
 
 /// `fence = "lease"`: the revoke of the failed primary's lease.
@@ -143,6 +146,7 @@ impl Machine {
             maintenance: false,
             held: false,
             maintenance_timed: false,
+            unhealthy: false,
             grace_held: false,
             switching: false,
         }
@@ -302,6 +306,7 @@ impl Machine {
             (_, Input::TakenOver { epoch }) => self.taken_over(epoch, &mut out),
             (_, Input::LeaseRevoked { epoch }) => self.lease_revoked(epoch, &mut out),
             (_, Input::Maintenance { on, for_ }) => self.set_maintenance(on, for_, &mut out),
+            (_, Input::Health { ok }) => self.set_health(ok, &mut out),
             (_, Input::Due(Timer::MaintenanceOver)) => self.maintenance_over(&mut out),
             (_, Input::Switchover) => self.switch_over(&mut out),
             (_, Input::NewerMonitor { epoch }) => self.newer_monitor(epoch, &mut out),

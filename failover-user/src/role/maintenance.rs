@@ -65,7 +65,7 @@ impl Machine {
             Event::MaintenanceOff,
             "failure detection armed again: a fence needs a new full window of misses",
         ));
-        if self.role == Role::Monitor {
+        if self.role == Role::Monitor && !self.unhealthy {
             // Misses counted during maintenance decide nothing.
             out.push(Action::Rejudge);
             // A primary never seen: startup_grace ran out meanwhile, and does not again.
@@ -82,13 +82,26 @@ impl Machine {
         }
     }
 
-    /// In maintenance, `why` would have started a fence or a takeover: reported once.
+    /// In maintenance or with a failing health check, `why` would have started a fence or a
+    /// takeover: reported once (`maintenance_held`, or `takeover_refused` for the check).
     pub(super) fn hold(&mut self, why: String, out: &mut Vec<Action>) {
         if !std::mem::replace(&mut self.held, true) {
-            out.push(emit(
-                Event::MaintenanceHeld,
-                format!("{why}: in maintenance, not fencing or taking over"),
-            ));
+            out.push(if self.maintenance {
+                emit(
+                    Event::MaintenanceHeld,
+                    format!("{why}: in maintenance, not fencing or taking over"),
+                )
+            } else {
+                emit(
+                    Event::TakeoverRefused,
+                    format!("{why}: a service health check fails on this host, so it cannot serve P: not fencing or taking over"),
+                )
+            });
         }
+    }
+
+    /// Whether failures are judged now: not in maintenance, nor while a health check fails.
+    pub(super) fn disarmed(&self) -> bool {
+        self.maintenance || self.unhealthy
     }
 }

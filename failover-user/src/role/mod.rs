@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod defence;
 mod fence;
+mod health;
 mod machine;
 mod maintenance;
 mod revoke;
@@ -351,6 +352,12 @@ pub enum Input {
     PeerYielded,
     /// The witness's answer to `Action::Revoke`.
     Revoked(Revocation),
+    /// The service health checks that matter to a monitor (`[[check]]`): all passing (`ok`),
+    /// or one failed. While one fails, a monitor fences nobody and takes nothing over.
+    Health {
+        /// All passing.
+        ok: bool,
+    },
     /// `failover maintenance on|off` (`for_`: ends by itself after that long). In
     /// maintenance a monitor judges nothing: no failure decision, no fence, no takeover
     /// (a `leaving` primary included); probes, metrics and copies go on. The runtime accepts
@@ -499,6 +506,8 @@ pub struct Policy {
     pub handover_window: Duration,
 }
 
+#[cfg(test)]
+mod health_tests;
 #[cfg(test)]
 mod maintenance_tests;
 #[cfg(test)]

@@ -375,3 +375,100 @@ fn a_dual_stack_primary_moves_as_one() {
     );
     pair.assert_no_split_brain();
 }
+
+/// Writes `check-<host>.sh` beside the configurations: it fails while `fail-<host>` exists
+/// there. Returns its path.
+fn check_script(pair: &Pair, h: Host) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = pair.dir.join(format!("check-{}.sh", h.name()));
+    let flag = pair.dir.join(format!("fail-{}", h.name()));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nif [ -e {flag:?} ]; then echo \"service down (test)\"; exit 1; fi\nexit 0\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A failing health check on the primary hands P to the monitor as a switchover (no fence),
+/// and on_fault says `check_failed`. The old primary, now monitor with the check still
+/// failing, refuses to take P when the new primary dies; once the check passes again it fences
+/// and takes over as usual.
+#[test]
+fn a_failing_check_hands_p_over_and_a_failing_monitor_refuses_takeovers() {
+    let mut pair = Pair::new(Options::default());
+    for h in Host::BOTH {
+        let script = check_script(&pair, h);
+        pair.configure(h, |c| {
+            c.extra.push_str(&format!(
+                "[[check]]\nname = \"service\"\ncommand = {script:?}\ninterval = \"100ms\"\n\
+                 timeout = \"100ms\"\nfall = 2\nrise = 1\n"
+            ))
+        });
+    }
+    let (primary, monitor) = pair.cold_start();
+    armed(&pair, monitor);
+    let st = pair.status(primary);
+    assert_eq!(st["checks"][0]["name"], "service", "{st}");
+    assert_eq!(st["checks"][0]["ok"], true, "{st}");
+
+    let mark = pair.mark();
+    std::fs::write(pair.dir.join(format!("fail-{}", primary.name())), "").unwrap();
+    let failed = pair.wait_event(primary, mark, "check_failed", |_| true);
+    let detail = failed["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("service down (test)") && detail.contains("handing P to the monitor"),
+        "{failed}"
+    );
+    pair.wait_event(primary, mark, "switchover_done", |_| true);
+    assert_eq!(pair.status(monitor)["role"], "primary");
+    assert!(pair.holds(monitor, &pair.p.clone()));
+    assert!(
+        pair.fence_log(primary).is_empty() && pair.fence_log(monitor).is_empty(),
+        "nobody was fenced"
+    );
+    assert!(pair
+        .child_env(primary, "hook")
+        .contains(&"FAILOVER_REASON=check_failed".to_string()));
+    let gauge = pair
+        .metrics(primary)
+        .lines()
+        .find(|l| l.starts_with("failover_check_up{"))
+        .map(str::to_string);
+    assert!(
+        gauge
+            .as_deref()
+            .is_some_and(|g| g.contains("check=\"service\"") && g.ends_with(" 0")),
+        "{gauge:?}"
+    );
+
+    // The new primary dies while the old one's check still fails: no fence, no takeover.
+    let (new_primary, new_monitor) = (monitor, primary);
+    pair.wait_log(new_monitor, mark, "detection armed", |v| {
+        v["message"] == "the primary answers: failure detection armed"
+    });
+    let mark = pair.mark();
+    pair.kill9(new_primary);
+    let refused = pair.wait_event(new_monitor, mark, "takeover_refused", |_| true);
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("health check fails"),
+        "{refused}"
+    );
+    assert!(!pair.emitted(new_monitor, mark, "primary_failed", |_| true));
+    assert!(pair.fence_log(new_monitor).is_empty(), "not fenced");
+
+    // The check passes again: the dead primary is judged afresh, fenced and taken over.
+    std::fs::remove_file(pair.dir.join(format!("fail-{}", new_monitor.name()))).unwrap();
+    pair.wait_event(new_monitor, mark, "check_ok", |_| true);
+    pair.wait_event(new_monitor, mark, "fence_confirmed", |_| true);
+    pair.wait_event(new_monitor, mark, "address_claimed", |v| {
+        v["detail"].as_str().unwrap_or("").contains("primary")
+    });
+    pair.assert_no_split_brain();
+}

@@ -167,5 +167,21 @@ fn print(st: &control::Status) {
             None => println!("maintenance: on until turned off: no fence, no takeover"),
         }
     }
+    for c in &st.checks {
+        let state = match (c.counts, c.ok) {
+            (false, _) => format!("not judged as {} (counts on {})", st.role, c.on),
+            (true, true) => "passes".to_string(),
+            (true, false) => "FAILED".to_string(),
+        };
+        println!(
+            "check:     {}: {state}; {} runs, {} failed{}",
+            c.name,
+            c.runs,
+            c.failures,
+            c.last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!("; last: {e}"))
+        );
+    }
     println!("uptime:    {} s", st.uptime_s);
 }
