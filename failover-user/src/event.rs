@@ -48,6 +48,10 @@ pub enum Event {
     BootDone,
     /// A fence level failed or ran out of time; the next level is tried.
     FenceLevelFailed,
+    /// `failover standby on`: this host holds nothing and judges nobody.
+    StandbyOn,
+    /// `failover standby off`: it joins again.
+    StandbyOff,
     /// A service health check failed `fall` runs in a row; what this host does about it.
     CheckFailed,
     /// A failed health check passed `rise` runs in a row.
@@ -145,7 +149,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, in the order of the docs' table.
-    pub const ALL: [Event; 62] = [
+    pub const ALL: [Event; 64] = [
         Event::DaemonStarted,
         Event::DaemonStopped,
         Event::DaemonError,
@@ -167,6 +171,8 @@ impl Event {
         Event::FenceLevelFailed,
         Event::CheckFailed,
         Event::CheckOk,
+        Event::StandbyOn,
+        Event::StandbyOff,
         Event::FenceConfirmed,
         Event::FenceFailed,
         Event::BootFailed,
@@ -233,6 +239,8 @@ impl Event {
             Event::FenceLevelFailed => "fence_level_failed",
             Event::CheckFailed => "check_failed",
             Event::CheckOk => "check_ok",
+            Event::StandbyOn => "standby_on",
+            Event::StandbyOff => "standby_off",
             Event::BootDone => "boot_done",
             Event::FenceConfirmed => "fence_confirmed",
             Event::FenceFailed => "fence_failed",

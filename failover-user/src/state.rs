@@ -113,6 +113,9 @@ pub struct AdminState {
     /// `failover maintenance on`: set while it lasts.
     #[serde(default)]
     pub maintenance: Option<Maintenance>,
+    /// `failover standby on`: set until turned off.
+    #[serde(default)]
+    pub standby: bool,
 }
 
 /// A maintenance period.
@@ -200,6 +203,7 @@ mod tests {
             maintenance: Some(Maintenance {
                 until_unix_ms: Some(42),
             }),
+            standby: true,
         };
         s.store(&st).expect("store");
         assert_eq!(s.load().expect("load"), st);

@@ -234,7 +234,7 @@ impl Metrics {
             ),
             (
                 "failover_role",
-                "Role code: 1 joining, 2 primary, 3 monitor, 4 booting, 5 taking_over, 6 conflict.",
+                "Role code: 1 joining, 2 primary, 3 monitor, 4 booting, 5 taking_over, 6 conflict, 7 standby.",
                 MetricKind::Gauge,
                 g(&self.role) as f64,
             ),

@@ -32,6 +32,11 @@ pub enum Request {
         #[serde(default)]
         for_ms: Option<u64>,
     },
+    /// Standby on or off.
+    Standby {
+        /// On or off.
+        on: bool,
+    },
     /// The primary hands P to the monitor (`to`: the peer's name, checked) and becomes its
     /// monitor.
     Switchover {

@@ -1,5 +1,6 @@
 //! The operator's requests over the control socket (`control::request`), on the daemon's
-//! loop: `failover maintenance on|off [--for D]`. Each is persisted in
+//! loop: `failover maintenance on|off [--for D]`, `failover standby on|off`, `failover
+//! switchover`. Each is persisted in
 //! `state_dir/admin.json` before it takes effect, so that it survives a restart.
 use std::time::Duration;
 
@@ -22,6 +23,66 @@ impl Daemon {
             Request::Status => Ok(Reply::done("status: ask without a request")),
             Request::Maintenance { on, for_ms } => self.maintenance(on, for_ms).await,
             Request::Switchover { to } => self.switchover(to).await,
+            Request::Standby { on } => self.standby(on).await,
+        }
+    }
+
+    /// `failover standby on|off`, persisted before it takes effect. A primary goes into
+    /// standby only when its monitor can take P (the switchover's conditions).
+    async fn standby(&mut self, on: bool) -> Result<Reply, DaemonError> {
+        if on == self.machine.standby() {
+            return Ok(Reply::done(if on {
+                "already in standby"
+            } else {
+                "not in standby"
+            }));
+        }
+        if on {
+            if let Err(why) = self.machine.may_enter_standby() {
+                return Ok(Reply::refused(why));
+            }
+            if self.machine.role() == crate::role::Role::Primary {
+                if let Err(why) = self.switchover_refusal(None) {
+                    return Ok(Reply::refused(format!(
+                        "this host is primary and would hand P to its monitor, but {why}"
+                    )));
+                }
+            }
+        }
+        let mut state = self.admin_state();
+        state.standby = on;
+        if let Err(e) = self.admin.store(&state) {
+            return Ok(Reply::refused(format!(
+                "not changed: the state file could not be written: {}",
+                crate::error_chain(&e)
+            )));
+        }
+        let was = self.machine.role();
+        self.feed(Input::Standby { on }).await?;
+        Ok(Reply::done(if on {
+            format!(
+                "standby on (was {}): holding nothing, fencing nobody; the peer serves alone",
+                was.name()
+            )
+        } else {
+            "standby off: joining the pair again".into()
+        }))
+    }
+
+    /// The operator's settings as they stand now (what the state file should say).
+    fn admin_state(&self) -> AdminState {
+        let maintenance = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .maintenance
+            .as_ref()
+            .map(|m| Maintenance {
+                until_unix_ms: m.until_unix_ms,
+            });
+        AdminState {
+            maintenance,
+            standby: self.machine.standby(),
         }
     }
 
@@ -104,6 +165,7 @@ impl Daemon {
             maintenance: on.then(|| Maintenance {
                 until_unix_ms: for_ms.map(|ms| unix_ms().saturating_add(ms)),
             }),
+            ..self.admin_state()
         };
         if let Err(e) = self.admin.store(&state) {
             return Ok(Reply::refused(format!(
@@ -124,7 +186,8 @@ impl Daemon {
         }))
     }
 
-    /// At start: the maintenance a previous run left on, unless its `--for` ran out meanwhile.
+    /// At start: the standby and the maintenance a previous run left on (a maintenance
+    /// unless its `--for` ran out meanwhile).
     pub(super) async fn resume_admin(&mut self) -> Result<(), DaemonError> {
         let state = match self.admin.load() {
             Ok(s) => s,
@@ -132,11 +195,17 @@ impl Daemon {
                 // Not fatal: the daemon runs as if nothing was set, and says so.
                 self.emit(
                     crate::event::Event::DaemonError,
-                    &format!("{}: maintenance not resumed", crate::error_chain(&e)),
+                    &format!(
+                        "{}: standby and maintenance not resumed",
+                        crate::error_chain(&e)
+                    ),
                 );
                 return Ok(());
             }
         };
+        if state.standby {
+            self.feed(Input::Standby { on: true }).await?;
+        }
         let Some(m) = &state.maintenance else {
             return Ok(());
         };
@@ -144,7 +213,11 @@ impl Daemon {
             .until_unix_ms
             .map(|until| Duration::from_millis(until.saturating_sub(unix_ms())));
         if left.is_some_and(|d| d.is_zero()) {
-            if let Err(e) = self.admin.store(&AdminState::default()) {
+            let rest = AdminState {
+                maintenance: None,
+                standby: state.standby,
+            };
+            if let Err(e) = self.admin.store(&rest) {
                 self.emit(
                     crate::event::Event::DaemonError,
                     &format!(
@@ -172,7 +245,11 @@ impl Daemon {
             .maintenance
             .load(std::sync::atomic::Ordering::Relaxed);
         if shown && !self.machine.maintenance() {
-            if let Err(e) = self.admin.store(&AdminState::default()) {
+            let rest = AdminState {
+                maintenance: None,
+                standby: self.machine.standby(),
+            };
+            if let Err(e) = self.admin.store(&rest) {
                 self.emit(
                     crate::event::Event::DaemonError,
                     &format!("maintenance ended, but {}", crate::error_chain(&e)),

@@ -506,6 +506,7 @@ impl Daemon {
             port: self.cfg.heartbeat.port,
             monitor: self.cfg.addresses.monitor.addr,
             primary: self.cfg.addresses.primary.first().addr,
+            peer: self.cfg.node.peer,
             node: self.cfg.node.id,
             data: self
                 .identity
@@ -515,8 +516,12 @@ impl Daemon {
         };
         let tx = self.tx.clone();
         let t = tokio::spawn(async move {
-            let (monitor, primary) = job.run().await;
-            let _ = tx.send(Input::JoinDone { monitor, primary });
+            let a = job.run().await;
+            let _ = tx.send(Input::JoinDone {
+                monitor: a.monitor,
+                primary: a.primary,
+                peer: a.peer,
+            });
         });
         Tasks::replace(&mut self.tasks.join, Some(t));
     }
@@ -582,7 +587,16 @@ impl Daemon {
         let events = self.events.clone();
         let (role, epoch) = (self.machine.role().name(), self.machine.epoch());
         let accepted_tx = self.tx.clone();
+        let ask = (action != BootAction::On).then(|| self.standby_question());
         let t = tokio::spawn(async move {
+            // A peer in standby is never powered off or reset: asked right before the power
+            // action (a notice of its standby may have been lost).
+            if let Some(ask) = ask {
+                if let Some(epoch) = ask.await {
+                    let _ = tx.send(Input::PeerInStandby { epoch });
+                    return;
+                }
+            }
             let accepted = move || {
                 let _ = accepted_tx.send(Input::BootAccepted);
             };

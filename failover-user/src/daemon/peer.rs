@@ -18,10 +18,25 @@ use crate::{
 
 /// How long the peer has to answer `AskPeer`: a few round trips on one segment.
 const ASK_WINDOW: Duration = Duration::from_millis(50);
+
+/// How long a power action waits for the peer to say whether it is in standby: on one
+/// segment an answer takes well under a millisecond, and a peer that does not answer (dead,
+/// frozen, cut off) costs a fence this much.
+const STANDBY_ASK_WINDOW: Duration = Duration::from_millis(20);
 /// The `taken over` notice is repeated over the announcement burst's span: an old primary that
 /// misses the first (a one-way fault clearing) still hears one of the later ones.
 const TAKEN_OVER_TIMES: u32 = 10;
 const TAKEN_OVER_SPACING: Duration = Duration::from_millis(20);
+
+/// Before a question to the peer's node address: a neighbour entry left unresolved (by joins
+/// asked while the two could not reach each other) would hold the question back until the
+/// kernel's next solicitation (a second by default), longer than the question waits; deleted,
+/// the question asks for the peer's MAC at once.
+async fn forget_unresolved(addrs: &crate::address::AddressHandle) {
+    if let Err(e) = addrs.flush_unresolved_neighbours().await {
+        tracing::debug!(error = %crate::error_chain(&e), "neighbour flush before asking the peer");
+    }
+}
 
 impl Daemon {
     fn peer_node(&self) -> SocketAddr {
@@ -29,7 +44,8 @@ impl Daemon {
     }
 
     /// Tells the peer this host is stopping: a primary (which has released P) tells the
-    /// monitor at M, a monitor tells the primary at P.
+    /// monitor at M, a monitor tells the primary at P; a host going into standby tells the
+    /// peer at its node address, whatever the peer is.
     pub(super) async fn send_leaving(&self, role: Role) {
         if self.held.addrs().contains(&Addr::Primary) {
             // The release failed: a monitor told to take P would find it still answering.
@@ -39,6 +55,7 @@ impl Daemon {
         }
         let to: IpAddr = match role {
             Role::Primary => self.cfg.addresses.monitor.addr,
+            Role::Standby => self.cfg.node.peer,
             _ => self.cfg.addresses.primary.first().addr,
         };
         let to = SocketAddr::new(to, self.cfg.heartbeat.port);
@@ -54,6 +71,30 @@ impl Daemon {
         .await
         {
             tracing::warn!(%to, error = %e, "could not tell the peer this host is stopping");
+        }
+    }
+
+    /// The question a power action asks first: is the peer in standby, holding nothing? Its
+    /// epoch if so. The peer's node address is asked for [`STANDBY_ASK_WINDOW`] (resent five
+    /// times); no answer counts as no.
+    pub(super) fn standby_question(&self) -> impl std::future::Future<Output = Option<u64>> {
+        let (interface, local, to) = (
+            self.cfg.node.interface.clone(),
+            self.cfg.node.address.addr,
+            self.peer_node(),
+        );
+        let me = (
+            self.cfg.node.id,
+            self.identity
+                .data
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let addrs = self.addrs.clone();
+        async move {
+            forget_unresolved(&addrs).await;
+            let a = ask_peer(&interface, local, to, me, STANDBY_ASK_WINDOW).await?;
+            (a.role == Role::Standby.code() && !a.holds(Addr::Primary) && !a.holds(Addr::Monitor))
+                .then_some(a.epoch)
         }
     }
 
@@ -116,7 +157,9 @@ impl Daemon {
             (self.cfg.node.id, self.identity.data.load(Ordering::Relaxed)),
         );
         let tx = self.tx.clone();
+        let addrs = self.addrs.clone();
         tokio::spawn(async move {
+            forget_unresolved(&addrs).await;
             let input = match ask_peer(&interface, local, to, me, ASK_WINDOW).await {
                 Some(a) => Input::PeerSeen(a),
                 None => Input::PeerSilent,

@@ -293,7 +293,7 @@ impl Machine {
                 out.push(Action::Release(Addr::Primary));
                 out.push(Action::Release(Addr::Monitor));
             }
-            Role::Joining | Role::Conflict => {}
+            Role::Joining | Role::Conflict | Role::Standby => {}
         }
         out.push(Action::Hook(Hook::OnFault(Fault::Demoted)));
         self.suspicion = None;

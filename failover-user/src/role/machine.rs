@@ -282,6 +282,12 @@ impl Machine {
             other => other,
         };
         match (self.role, input) {
+            (_, Input::Standby { on }) => self.set_standby(on, &mut out),
+            (Role::Standby, other)
+                if !matches!(other, Input::Maintenance { .. } | Input::Health { .. }) =>
+            {
+                self.in_standby(other)
+            }
             (_, Input::Shutdown) => match self.role {
                 Role::Primary => {
                     out.push(Action::Release(Addr::Primary));
@@ -297,8 +303,12 @@ impl Machine {
                     out.push(Action::Release(Addr::Primary));
                     out.push(Action::Release(Addr::Monitor));
                 }
-                Role::Joining | Role::Conflict => {}
+                Role::Joining | Role::Conflict | Role::Standby => {}
             },
+            (_, Input::PeerLeaving { role, epoch }) if role == Role::Standby.code() => {
+                self.peer_in_standby(epoch, &mut out)
+            }
+            (_, Input::PeerInStandby { epoch }) => self.peer_in_standby(epoch, &mut out),
             (_, Input::PeerLeaving { role, epoch }) => self.peer_leaving(role, epoch, &mut out),
             (_, Input::Contested { addr, lower_mac }) => self.contested(addr, lower_mac, &mut out),
             (_, Input::PeerSeen(p)) => self.peer_seen(p, &mut out),
@@ -327,11 +337,37 @@ impl Machine {
             (Role::Joining, Input::Start) | (Role::Joining | Role::Conflict, Input::RetryDue) => {
                 self.join(&mut out)
             }
-            (Role::Joining | Role::Conflict, Input::JoinDone { monitor, primary }) => {
-                for a in [monitor, primary].iter().flatten() {
+            (
+                Role::Joining | Role::Conflict,
+                Input::JoinDone {
+                    monitor,
+                    primary,
+                    peer,
+                },
+            ) => {
+                for a in [monitor, primary, peer].iter().flatten() {
                     self.observe_epoch(a.epoch);
                 }
+                let standby = peer.filter(|p| {
+                    p.role == Role::Standby.code()
+                        && !p.holds(Addr::Primary)
+                        && !p.holds(Addr::Monitor)
+                });
                 match (monitor, primary) {
+                    (None, None) if standby.is_some() => {
+                        // The peer is in standby: it holds nothing and fences nobody, and
+                        // nobody serves P. Serve it alone (the claim's duplicate-address probe
+                        // proves P silent first).
+                        let node = standby.map_or(0, |p| p.node);
+                        out.push(emit(
+                            Event::JoinAnswered,
+                            format!(
+                                "the peer (node {node}) is in standby; M and P silent: serving P alone"
+                            ),
+                        ));
+                        self.set_role(Role::Joining, &mut out);
+                        out.push(Action::Claim(Addr::Primary));
+                    }
                     (Some(m), None) if m.role != Role::Monitor.code() => {
                         // M is held by a host that is fencing or taking over (perhaps this
                         // one's old self): claiming P now could race its takeover. Wait.

@@ -86,6 +86,7 @@ fn a_primary_never_seen_is_judged_when_the_maintenance_ends() {
             JoinDone {
                 monitor: None,
                 primary: None,
+                peer: None,
             },
             Claimed {
                 addr: Addr::Monitor,

@@ -14,6 +14,7 @@ mod health;
 mod machine;
 mod maintenance;
 mod revoke;
+mod standby;
 mod switchover;
 
 use crate::{detector::LivenessEvent, event::Event};
@@ -35,6 +36,9 @@ pub enum Role {
     TakingOver,
     /// Someone else answers on both P and M; holds nothing.
     Conflict,
+    /// `failover standby on`: holds nothing, monitors and fences nobody, and tells a joining
+    /// peer so (it then serves alone).
+    Standby,
 }
 
 impl Role {
@@ -47,6 +51,7 @@ impl Role {
             Role::Booting => "booting",
             Role::TakingOver => "taking_over",
             Role::Conflict => "conflict",
+            Role::Standby => "standby",
         }
     }
 
@@ -59,6 +64,7 @@ impl Role {
             Role::Booting,
             Role::TakingOver,
             Role::Conflict,
+            Role::Standby,
         ]
         .into_iter()
         .find(|r| r.code() == code)
@@ -73,6 +79,7 @@ impl Role {
             Role::Booting => 4,
             Role::TakingOver => 5,
             Role::Conflict => 6,
+            Role::Standby => 7,
         }
     }
 }
@@ -287,6 +294,9 @@ pub enum Input {
         monitor: Option<Answer>,
         /// Answer from P, if any.
         primary: Option<Answer>,
+        /// Answer from the peer's node address, asked in the same period: a peer in standby
+        /// holds neither address and says so here.
+        peer: Option<Answer>,
     },
     /// The liveness tracker's conclusion about P.
     Liveness(LivenessEvent),
@@ -352,6 +362,18 @@ pub enum Input {
     PeerYielded,
     /// The witness's answer to `Action::Revoke`.
     Revoked(Revocation),
+    /// The peer is in standby and holds nothing: its notice (a `leaving` with the standby
+    /// role), or its answer to the question the runtime asks right before a power action.
+    PeerInStandby {
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// `failover standby on|off`. The runtime accepts `on` only outside a fence
+    /// (`Machine::may_enter_standby`), and on a primary only when the monitor can take P.
+    Standby {
+        /// On or off.
+        on: bool,
+    },
     /// The service health checks that matter to a monitor (`[[check]]`): all passing (`ok`),
     /// or one failed. While one fails, a monitor fences nobody and takes nothing over.
     Health {
@@ -512,6 +534,8 @@ mod health_tests;
 mod maintenance_tests;
 #[cfg(test)]
 mod revoke_tests;
+#[cfg(test)]
+mod standby_tests;
 #[cfg(test)]
 mod switchover_tests;
 #[cfg(test)]

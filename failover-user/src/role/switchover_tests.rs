@@ -11,6 +11,7 @@ fn primary() -> Machine {
             JoinDone {
                 monitor: Some(MON),
                 primary: None,
+                peer: None,
             },
             Claimed {
                 addr: Addr::Primary,
@@ -44,6 +45,7 @@ fn the_primary_hands_p_over_without_a_fence_and_rejoins_as_monitor() {
     m.step(JoinDone {
         monitor: None,
         primary: Some(Answer { epoch: 2, ..PEER }),
+        peer: None,
     });
     let n = names(&m.step(Claimed {
         addr: Addr::Monitor,
@@ -64,6 +66,7 @@ fn a_monitor_that_did_not_take_p_leaves_it_to_this_host_again() {
     m.step(JoinDone {
         monitor: Some(MON),
         primary: None,
+        peer: None,
     });
     let n = names(&m.step(Claimed {
         addr: Addr::Primary,

@@ -57,6 +57,7 @@ pub(super) fn monitor_armed() -> Vec<Input> {
         JoinDone {
             monitor: None,
             primary: Some(PEER),
+            peer: None,
         },
         Claimed {
             addr: Addr::Monitor,
@@ -84,6 +85,7 @@ fn claim_11_monitor_answers_so_become_primary() {
             JoinDone {
                 monitor: Some(MON),
                 primary: None,
+                peer: None,
             },
             Claimed {
                 addr: Addr::Primary,
@@ -119,6 +121,7 @@ fn claim_12_silence_so_become_monitor() {
                 JoinDone {
                     monitor: None,
                     primary,
+                    peer: None,
                 },
                 Claimed {
                     addr: Addr::Monitor,
@@ -140,6 +143,7 @@ fn conflict_when_both_answer_and_no_claim() {
     let both = JoinDone {
         monitor: Some(MON),
         primary: Some(PEER),
+        peer: None,
     };
     let (m, roles, acts) = run(S, &[Start, both, RetryDue, both]);
     assert_eq!(
@@ -163,6 +167,7 @@ fn conflict_when_both_answer_and_no_claim() {
     let a = names(&m.step(JoinDone {
         monitor: None,
         primary: Some(PEER),
+        peer: None,
     }));
     assert!(a.contains(&"Claim(Monitor)".into()), "{a:?}");
 }
@@ -176,6 +181,7 @@ fn cold_start_loser_rejoins_and_becomes_primary() {
             JoinDone {
                 monitor: None,
                 primary: None,
+                peer: None,
             },
             // The other host won the duplicate-address race for M.
             Claimed {
@@ -186,6 +192,7 @@ fn cold_start_loser_rejoins_and_becomes_primary() {
             JoinDone {
                 monitor: Some(MON),
                 primary: None,
+                peer: None,
             },
             Claimed {
                 addr: Addr::Primary,
@@ -387,6 +394,7 @@ fn shutdown_releases_what_is_held() {
             JoinDone {
                 monitor: Some(MON),
                 primary: None,
+                peer: None,
             },
             Claimed {
                 addr: Addr::Primary,
@@ -411,18 +419,22 @@ fn random_inputs_never_claim_p_unsafely() {
         JoinDone {
             monitor: None,
             primary: None,
+            peer: None,
         },
         JoinDone {
             monitor: None,
             primary: Some(PEER),
+            peer: None,
         },
         JoinDone {
             monitor: Some(MON),
             primary: None,
+            peer: None,
         },
         JoinDone {
             monitor: Some(MON),
             primary: Some(PEER),
+            peer: None,
         },
         Liveness(LivenessEvent::Armed),
         Liveness(LivenessEvent::Missed { consecutive: 1 }),
@@ -546,7 +558,8 @@ fn random_inputs_never_claim_p_unsafely() {
                     i,
                     JoinDone {
                         monitor: Some(_),
-                        primary: None
+                        primary: None,
+                        peer: None
                     }
                 );
                 if acts.contains(&Action::Claim(Addr::Primary)) {
@@ -588,6 +601,7 @@ fn promotion_goes_above_every_epoch_seen() {
             JoinDone {
                 monitor: Some(seen),
                 primary: None,
+                peer: None,
             },
             Claimed {
                 addr: Addr::Primary,
@@ -628,6 +642,7 @@ fn only_the_preferred_primarys_first_join_listens_longer() {
         let both = JoinDone {
             monitor: Some(MON),
             primary: Some(PEER),
+            peer: None,
         };
         let mut doubled = Vec::new();
         for input in [Start, both, RetryDue] {
@@ -845,6 +860,7 @@ fn a_primary_hears_its_monitor_leave() {
             JoinDone {
                 monitor: Some(MON),
                 primary: None,
+                peer: None,
             },
             Claimed {
                 addr: Addr::Primary,
@@ -947,6 +963,7 @@ fn a_finished_fence_leaves_nothing_behind() {
     m.step(JoinDone {
         monitor: None,
         primary: Some(PEER),
+        peer: None,
     });
     m.step(Claimed {
         addr: Addr::Monitor,
@@ -976,6 +993,7 @@ fn settled(policy: Policy, primary: bool) -> Machine {
     m.step(JoinDone {
         monitor,
         primary: None,
+        peer: None,
     });
     m.step(Claimed {
         addr: claim,
@@ -1161,6 +1179,7 @@ fn a_joining_host_leaves_p_to_a_monitor_with_newer_data() {
     let n = names(&m.step(JoinDone {
         monitor: Some(newer),
         primary: None,
+        peer: None,
     }));
     assert_eq!(n, vec!["SendYield", "join_answered", "Retry(1s)"]);
     m.step(RetryDue);
@@ -1168,6 +1187,7 @@ fn a_joining_host_leaves_p_to_a_monitor_with_newer_data() {
     let n = names(&m.step(JoinDone {
         monitor: Some(MON),
         primary: None,
+        peer: None,
     }));
     assert!(!n.contains(&"Claim(Primary)".to_string()), "{n:?}");
     assert_eq!(m.role(), Role::Joining);
@@ -1176,6 +1196,7 @@ fn a_joining_host_leaves_p_to_a_monitor_with_newer_data() {
     m.step(JoinDone {
         monitor: None,
         primary: Some(PEER),
+        peer: None,
     });
     m.step(Claimed {
         addr: Addr::Monitor,
@@ -1191,6 +1212,7 @@ fn a_joining_host_leaves_p_to_a_monitor_with_newer_data() {
             ..MON
         }),
         primary: None,
+        peer: None,
     }));
     assert!(n.contains(&"Claim(Primary)".to_string()), "{n:?}");
 
@@ -1265,6 +1287,7 @@ fn a_join_claims_p_only_from_a_monitor_that_is_not_fencing() {
                         ..MON
                     }),
                     primary: None,
+                    peer: None,
                 },
             ],
         );
@@ -1320,6 +1343,7 @@ fn a_failed_attempt_during_which_p_answered_is_not_retried() {
             JoinDone {
                 monitor: None,
                 primary: None,
+                peer: None,
             },
             Claimed {
                 addr: Addr::Monitor,

@@ -121,6 +121,9 @@ pub struct JoinJob {
     pub monitor: IpAddr,
     /// P.
     pub primary: IpAddr,
+    /// The peer's node address: asked in the same period, so that a peer in standby (which
+    /// holds neither M nor P) is heard.
+    pub peer: IpAddr,
     /// This node's id (answers from it are ignored).
     pub node: u32,
     /// This host's data mark (0 without `[sync]`).
@@ -130,10 +133,11 @@ pub struct JoinJob {
 }
 
 impl JoinJob {
-    /// Returns who answered at M and at P. A socket error counts as silence: the next step,
-    /// claiming M, probes for duplicates before taking anything.
-    pub async fn run(self) -> (Option<Answer>, Option<Answer>) {
-        let targets = [self.monitor, self.primary];
+    /// Returns who answered at M, at P and at the peer's node address. A socket error counts
+    /// as silence: the next step, claiming M, probes for duplicates before taking anything.
+    /// Asking the peer costs no time: the period lasts its window whenever M or P is silent.
+    pub async fn run(self) -> JoinAnswers {
+        let targets = [self.monitor, self.primary, self.peer];
         match ask(
             &self.interface,
             self.local,
@@ -144,15 +148,30 @@ impl JoinJob {
         )
         .await
         {
-            Ok(a) => (a[0], a[1]),
+            Ok(a) => JoinAnswers {
+                monitor: a[0],
+                primary: a[1],
+                peer: a[2],
+            },
             Err(e) => {
                 tracing::warn!(interface = %self.interface, error = %e,
                     "join probe could not be sent; treating as silence");
                 tokio::time::sleep(self.window).await;
-                (None, None)
+                JoinAnswers::default()
             }
         }
     }
+}
+
+/// Who answered one join period.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct JoinAnswers {
+    /// At M.
+    pub monitor: Option<Answer>,
+    /// At P.
+    pub primary: Option<Answer>,
+    /// At the peer's node address.
+    pub peer: Option<Answer>,
 }
 
 /// Asks the peer at its node address what it is and holds (before deciding an address

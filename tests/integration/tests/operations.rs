@@ -472,3 +472,62 @@ fn a_failing_check_hands_p_over_and_a_failing_monitor_refuses_takeovers() {
     });
     pair.assert_no_split_brain();
 }
+
+/// Standby: the primary hands P to its monitor and then holds nothing and judges nobody. The
+/// peer serves alone, also across its own restart (its join hears "standby" from this host
+/// and claims P without a monitor to fence anyone), and never fences the standby host. The
+/// standby survives the standby host's restart; off, it joins as the monitor.
+#[test]
+fn standby_holds_nothing_the_peer_serves_alone_and_off_rejoins_as_monitor() {
+    let mut pair = Pair::new(Options::default());
+    let (primary, monitor) = pair.cold_start();
+    armed(&pair, monitor);
+    let (p, m) = (pair.p.clone(), pair.m.clone());
+
+    let mark = pair.mark();
+    let (code, out, err) = ctl(&pair, primary, &["standby", "on"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("standby on (was primary)"), "{out}");
+    pair.wait_event(primary, mark, "standby_on", |_| true);
+    pair.wait_role(monitor, mark, "primary");
+    assert_eq!(pair.status(primary)["role"], "standby");
+    assert!(!pair.holds(primary, &p) && !pair.holds(primary, &m));
+    assert!(pair.holds(monitor, &p));
+    let (code, out, _) = ctl(&pair, primary, &["standby", "on"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("already in standby"), "{out}");
+
+    // The serving host restarts: its join hears the standby host and it serves P alone.
+    let serving = monitor;
+    assert!(pair.terminate(serving).expect("running").success());
+    let mark = pair.mark();
+    pair.start(serving);
+    let joined = pair.wait_event(serving, mark, "join_answered", |_| true);
+    assert!(
+        joined["detail"].as_str().unwrap_or("").contains("standby"),
+        "{joined}"
+    );
+    pair.wait_role(serving, mark, "primary");
+    assert!(pair.holds(serving, &p) && !pair.holds(serving, &m));
+
+    // The standby host restarts: still in standby.
+    let standby = primary;
+    assert!(pair.terminate(standby).expect("running").success());
+    let mark = pair.mark();
+    pair.start(standby);
+    pair.wait_event(standby, mark, "standby_on", |_| true);
+    assert_eq!(pair.status(standby)["role"], "standby");
+
+    // Off: it joins, hears P answer and M silent, and becomes the monitor.
+    let mark = pair.mark();
+    let (code, out, err) = ctl(&pair, standby, &["standby", "off"]);
+    assert_eq!(code, 0, "{out}{err}");
+    pair.wait_event(standby, mark, "standby_off", |_| true);
+    pair.wait_role(standby, mark, "monitor");
+    assert!(pair.holds(standby, &m) && pair.holds(serving, &p));
+    assert!(
+        pair.fence_log(standby).is_empty() && pair.fence_log(serving).is_empty(),
+        "nobody was fenced"
+    );
+    pair.assert_no_split_brain();
+}

@@ -11,14 +11,19 @@
 //! - `the stale primary steps down`: once a BMC lied and two hosts serve P, healing the
 //!   network ends it (with one host serving);
 //! - `someone serves P`: from every state, once the network heals, BMCs work and stopped
-//!   daemons are started again, exactly one host ends up serving P.
+//!   daemons are started again, exactly one host ends up serving P (unless the only host
+//!   with power is in standby);
+//! - `a reachable host in standby is never fenced`: no power action leaves for a host in
+//!   standby that the fencing host can reach (the runtime asks it right before).
 //!
 //! Timing is abstracted into four assumptions: a datagram is delivered or lost before its
 //! sender's daemon restarts (unless the receiver is frozen); the failure detector reports a miss or a
 //! failure only while the peer's heartbeats really go unanswered; `startup_grace` (30 s) runs
-//! out only while the peer's daemon is down, frozen or unreachable (it is long against joining
-//! and settling a contest); and a join period (hundreds of ms) outlasts the peer's handover
-//! window after a `leaving` (a probe deadline and two intervals).
+//! out only while the peer's daemon is down, frozen, unreachable or in standby (it is long
+//! against joining and settling a contest); a join period (hundreds of ms) outlasts the peer's handover
+//! window after a `leaving` (a probe deadline and two intervals); and around the operator's
+//! `standby on` and `off`, datagrams in flight between the hosts are delivered or lost before
+//! the `off`.
 pub mod lease;
 pub mod run;
 pub mod world;
@@ -76,6 +81,11 @@ pub enum Step {
     BmcDown(HostId),
     BmcUp(HostId),
     BmcLies(HostId),
+    /// The operator's `failover standby on|off` on `h` (on uses the budget).
+    Standby {
+        h: HostId,
+        on: bool,
+    },
     // `fence = "lease"` (lease.rs).
     /// A grantor renews `h`'s lease.
     Renew(HostId),
@@ -150,6 +160,7 @@ impl Step {
                 | Step::BmcDown(_)
                 | Step::BmcLies(_)
                 | Step::WitnessDown
+                | Step::Standby { on: true, .. }
         )
     }
 }
@@ -178,6 +189,7 @@ impl Protocol {
             dups_left: 1,
             lied: false,
             fenced_without_decision: false,
+            fenced_standby: false,
             newer: self.newer,
             lease_mode: self.lease,
             witness: lease::Witness {
@@ -281,11 +293,14 @@ impl Protocol {
                 out.push(Step::RetryDue(h));
             }
             // startup_grace (30 s) is long against joining and settling a contest: it runs
-            // out only while the peer's daemon is down or frozen, or cannot be reached.
+            // out only while the peer's daemon is down or frozen, or cannot be reached, or
+            // stays in standby (the operator's, for as long as it lasts).
+            let peer_standby = w.hosts[o].m.role() == failover::role::Role::Standby
+                && w.hosts[o].daemon == Daemon::Running;
             if host.grace
                 && !host.det_armed
                 && !w.heartbeats_answered(o, h)
-                && (!w.answers(o, h) || !w.round_trip(h, o))
+                && (!w.answers(o, h) || !w.round_trip(h, o) || peer_standby)
             {
                 out.push(Step::GraceExpired(h));
             }
@@ -354,8 +369,24 @@ impl Protocol {
             if w.bmc[h] == Bmc::Down {
                 out.push(Step::BmcUp(h));
             }
+            if host.standby && host.daemon == Daemon::Running {
+                out.push(Step::Standby { h, on: false });
+            }
             if w.faults_left == 0 {
                 continue;
+            }
+            // What the runtime accepts: not during a fence or takeover, on a primary only when
+            // its monitor could take P (here: the peer runs as monitor); one host at a time
+            // (the operator's choice to hold both out leaves nobody to serve).
+            let o = &w.hosts[other(h)];
+            if host.daemon == Daemon::Running
+                && !host.standby
+                && !o.standby
+                && host.m.may_enter_standby().is_ok()
+                && (host.m.role() != failover::role::Role::Primary
+                    || (o.daemon == Daemon::Running && o.m.role() == failover::role::Role::Monitor))
+            {
+                out.push(Step::Standby { h, on: true });
             }
             if host.power {
                 out.push(Step::PowerLoss(h));
@@ -432,7 +463,19 @@ impl Protocol {
                 let reach = w.answers(o, h);
                 let monitor = (reach && w.hosts[o].has_m && !lose_m).then(|| w.answer(o, h));
                 let primary = (reach && w.hosts[o].has_p && !lose_p).then(|| w.answer(o, h));
-                feed(w, h, Input::JoinDone { monitor, primary }, log);
+                // The peer's node address is asked in the same period (it matters for a peer
+                // in standby, which the model does not put a host in).
+                let peer = reach.then(|| w.answer(o, h));
+                feed(
+                    w,
+                    h,
+                    Input::JoinDone {
+                        monitor,
+                        primary,
+                        peer,
+                    },
+                    log,
+                );
             }
             Step::AskDone { h, lost } => {
                 let o = other(h);
@@ -511,6 +554,21 @@ impl Protocol {
                 );
             }
             Step::BootAccepted(h) => {
+                // Right before the power action the runtime asks the peer whether it is in
+                // standby (resent within 20 ms: answered whenever the two reach each other).
+                let o = other(h);
+                let peer = &w.hosts[o];
+                let standby = peer.daemon == Daemon::Running
+                    && peer.m.role() == failover::role::Role::Standby;
+                if standby && w.answers(o, h) && !peer.has_p && !peer.has_m {
+                    let epoch = peer.m.epoch();
+                    w.hosts[h].boot = None;
+                    feed(w, h, Input::PeerInStandby { epoch }, log);
+                    return;
+                }
+                if standby && w.answers(o, h) {
+                    w.fenced_standby = true;
+                }
                 w.hosts[h].accepted = true;
                 feed(w, h, Input::BootAccepted, log);
             }
@@ -578,6 +636,20 @@ impl Protocol {
             Step::BmcDown(h) => w.bmc[h] = Bmc::Down,
             Step::BmcUp(h) => w.bmc[h] = Bmc::Ok,
             Step::BmcLies(h) => w.bmc[h] = Bmc::Lies,
+            Step::Standby { h, on } => {
+                if !on {
+                    // Timing (an operator's command, against datagrams): what was in flight
+                    // to this host was delivered (and ignored in standby) or lost before it
+                    // leaves standby, and so were its notices (`leaving` as primary, monitor or
+                    // standby), as datagrams before a restart.
+                    w.hosts[h].inbox.clear();
+                    w.hosts[other(h)]
+                        .inbox
+                        .retain(|m| !matches!(m, Msg::Leaving { .. }));
+                }
+                w.hosts[h].standby = on;
+                feed(w, h, Input::Standby { on }, log);
+            }
             Step::Renew(_)
             | Step::Lapse(_)
             | Step::WaitOver(_)
@@ -771,8 +843,9 @@ pub struct Outcome {
 }
 
 /// The properties that only need an example (coverage), not a proof (both modes').
-pub const SOMETIMES: [&str; 6] = [
+pub const SOMETIMES: [&str; 7] = [
     "a fenced takeover",
+    "the peer of a host in standby serves alone",
     "two servers after a lie",
     "the newer data serves first",
     "a lease takeover",
@@ -801,9 +874,27 @@ pub(crate) fn shared_properties() -> Vec<Property<Protocol>> {
             if !w.hosts[0].power && !w.hosts[1].power {
                 return true; // nothing can serve until someone powers a host on
             }
+            if (0..2).any(|h| w.hosts[h].standby && !w.hosts[other(h)].power) {
+                // The only host with power is held out by the operator.
+                return true;
+            }
             let s = m.settle(w, SETTLE_LIMIT);
             s.serving(0) != s.serving(1)
         }),
+        Property::always(
+            "a running host in standby is never fenced",
+            |_, w: &World| !w.fenced_standby,
+        ),
+        Property::sometimes(
+            "the peer of a host in standby serves alone",
+            |_, w: &World| {
+                (0..2).any(|h| {
+                    w.hosts[h].m.role() == failover::role::Role::Standby
+                        && w.hosts[h].daemon == Daemon::Running
+                        && w.serving(other(h))
+                })
+            },
+        ),
         Property::sometimes("a fenced takeover", |_, w: &World| {
             // The monitor took P over from a primary it fenced: the coverage the checks
             // above mean something for.

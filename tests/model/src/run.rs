@@ -206,8 +206,13 @@ pub fn start_daemon(w: &mut World, h: HostId, log: &mut Option<&mut Vec<String>>
     if w.hosts[o].daemon == Daemon::Running {
         w.hosts[o].inbox.clear();
     }
-    let persisted = w.hosts[h].persisted;
+    let (persisted, standby) = (w.hosts[h].persisted, w.hosts[h].standby);
     w.hosts[h] = fresh_host(h, persisted, w.lease_mode);
+    w.hosts[h].standby = standby;
+    // The runtime resumes a standby from its state file before the first join.
+    if standby {
+        feed(w, h, Input::Standby { on: true }, log);
+    }
     feed(w, h, Input::Start, log);
 }
 
@@ -236,6 +241,7 @@ pub fn fresh_host(h: HostId, persisted: u64, lease: bool) -> crate::world::Host 
         det_failed: false,
         decided: false,
         inbox: Vec::new(),
+        standby: false,
         lease: Lease::default(),
         own_granted: 0,
         verdict: None,

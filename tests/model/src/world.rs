@@ -94,6 +94,8 @@ pub struct Host {
     pub decided: bool,
     /// Messages in flight to this host (a multiset: any may be delivered first).
     pub inbox: Vec<Msg>,
+    /// `failover standby on` in the state file: a restarted daemon resumes it.
+    pub standby: bool,
     /// `fence = "lease"`: the lease of P on this host (the kernel gate and the keeper).
     pub lease: Lease,
     /// `fence = "lease"`: the highest epoch this daemon's grantor granted (0: none).
@@ -145,6 +147,8 @@ pub struct World {
     pub lied: bool,
     /// Violations, recorded when they happen (checked by the properties).
     pub fenced_without_decision: bool,
+    /// A fence or reboot was asked for while the peer's daemon ran in standby.
+    pub fenced_standby: bool,
     /// The host whose data is newer (join answers say so), if either.
     pub newer: Option<HostId>,
     /// `fence = "lease"` (both hosts; the lease and the witness below are used only then).

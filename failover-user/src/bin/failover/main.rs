@@ -78,6 +78,17 @@ enum Command {
     /// itself. Refused during a fence or takeover (exit 1). Root only, over the control
     /// socket.
     Maintenance(status::MaintenanceArgs),
+    /// Put this host in standby (it holds nothing and judges nobody), or take it out.
+    ///
+    /// Pacemaker's node standby. A primary hands P to its monitor first, as `failover
+    /// switchover` does, and is refused on the same grounds (the monitor must be able to take
+    /// P); a monitor gives up M and stops probing. In standby the host fences nobody, takes
+    /// nothing over, and tells a joining peer it is in standby, so the peer serves P alone
+    /// and never fences it. `off` joins the pair again (as monitor, when the peer serves P).
+    /// Kept in state_dir/admin.json across restarts. Events standby_on and standby_off; the
+    /// role shows as `standby`. Refused during a fence or takeover (exit 1). Root only, over
+    /// the control socket.
+    Standby(status::StandbyArgs),
     /// Hand the primary address to the monitor without a fence, and become its monitor.
     ///
     /// Run on the primary. It releases P and tells the monitor (`leaving`), which takes P at
@@ -164,6 +175,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status(args) => status::run(args).await,
         Command::Maintenance(args) => status::maintenance(args).await,
+        Command::Standby(args) => status::standby(args).await,
         Command::Switchover(args) => switchover::run(args).await,
         Command::Respond(args) => respond::run(args).await,
         Command::Witness(args) => witness::run(args).await,

@@ -64,7 +64,31 @@ pub async fn maintenance(args: MaintenanceArgs) -> anyhow::Result<ExitCode> {
         on,
         for_ms: args.for_.map(|d| d.as_millis() as u64),
     };
-    let reply = control::send_request(&socket, &req).await?;
+    answer(control::send_request(&socket, &req).await?)
+}
+
+/// Arguments of `failover standby`.
+#[derive(clap::Args, Debug)]
+pub struct StandbyArgs {
+    /// `on`: hold nothing and judge nobody (a primary hands P to its monitor first). `off`:
+    /// join the pair again.
+    #[arg(value_parser = ["on", "off"])]
+    state: String,
+    #[command(flatten)]
+    socket: SocketArgs,
+}
+
+/// `failover standby on|off`: asks the daemon; exit 1 when it refused.
+pub async fn standby(args: StandbyArgs) -> anyhow::Result<ExitCode> {
+    let socket = args.socket.path()?;
+    let req = control::Request::Standby {
+        on: args.state == "on",
+    };
+    answer(control::send_request(&socket, &req).await?)
+}
+
+/// Prints a request's reply: exit 0 when done, 1 when refused.
+fn answer(reply: control::Reply) -> anyhow::Result<ExitCode> {
     if reply.ok {
         println!("{}", reply.detail);
         Ok(ExitCode::SUCCESS)
