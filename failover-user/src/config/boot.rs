@@ -155,6 +155,15 @@ impl Boot {
         self.levels.iter().all(|l| l.method == BootMethod::None)
     }
 
+    /// The methods of the levels in order, for messages: `redfish then agent`.
+    pub fn describe(&self) -> String {
+        self.levels
+            .iter()
+            .map(|l| l.method.name())
+            .collect::<Vec<_>>()
+            .join(" then ")
+    }
+
     /// Whether some level uses `method`.
     pub fn uses(&self, method: BootMethod) -> bool {
         self.levels.iter().any(|l| l.method == method)

@@ -109,20 +109,8 @@ impl Config {
                             .into(),
                     );
                 }
-                BootMethod::Redfish => {
-                    validate_redfish(level).map_err(|(f, m)| ConfigError::Invalid {
-                        path: path.to_path_buf(),
-                        field: format!("{prefix}{f}"),
-                        message: m,
-                    })?
-                }
-                BootMethod::Agent => {
-                    validate_agent(level).map_err(|(f, m)| ConfigError::Invalid {
-                        path: path.to_path_buf(),
-                        field: format!("{prefix}{f}"),
-                        message: m,
-                    })?
-                }
+                BootMethod::Redfish => validate_redfish(level).or_else(|(f, m)| bad(f, m))?,
+                BootMethod::Agent => validate_agent(level).or_else(|(f, m)| bad(f, m))?,
                 _ => {}
             }
             if let Some(f) = set_fields(level)

@@ -301,12 +301,7 @@ impl Daemon {
             c.heartbeat.timeout.0,
             c.heartbeat.misses,
             c.detection_time(),
-            c.boot
-                .levels
-                .iter()
-                .map(|l| l.method.name())
-                .collect::<Vec<_>>()
-                .join(" then "),
+            c.boot.describe(),
             c.takeover,
         )
     }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::{
-    command::{run_program, Power},
+    command::{act_and_confirm, run_program, Power},
     Accepted, FenceError, PasswordSource, Secret,
 };
 use crate::{config::BootLevel, role::BootAction};
@@ -63,9 +63,6 @@ pub struct AgentFence {
     pub timeout: Duration,
 }
 
-/// Pause between two `status` calls while an `off` is confirmed.
-const STATUS_POLL: Duration = Duration::from_millis(50);
-
 impl AgentFence {
     /// The agent of `level`; reads the password now, so that a missing one stops the daemon at
     /// start rather than at the first fence.
@@ -95,25 +92,15 @@ impl AgentFence {
 
     /// Runs `action` on the peer; for `Off`, returns only once `status` confirms it off.
     pub async fn run(&self, action: BootAction, accepted: &Accepted) -> Result<(), FenceError> {
-        let work = async {
-            accepted();
+        let act = async {
             let (code, out) = self.call(action.name()).await?;
-            if code != Some(0) {
-                return Err(self.failed(action.name(), code, &out));
+            if code == Some(0) {
+                Ok(())
+            } else {
+                Err(self.failed(action.name(), code, &out))
             }
-            if action == BootAction::Off {
-                while self.status().await? != Power::Off {
-                    tokio::time::sleep(STATUS_POLL).await;
-                }
-            }
-            Ok(())
         };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| FenceError::Timeout {
-                action: action.name(),
-                timeout: self.timeout,
-            })?
+        act_and_confirm(action, self.timeout, accepted, act, || self.status()).await
     }
 
     /// Asks whether the peer is off: exit 2 is off, anything else is not (yet) off.

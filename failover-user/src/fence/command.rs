@@ -37,25 +37,14 @@ const STATUS_POLL: Duration = Duration::from_millis(50);
 impl CommandFence {
     /// Runs `action` on the peer; for `Off`, returns only once `status` confirms the peer off.
     pub async fn run(&self, action: BootAction, accepted: &Accepted) -> Result<(), FenceError> {
-        let work = async {
-            // Accepted as the program starts: from then on it may be powering the peer off,
-            // and killing it would not undo that.
-            accepted();
-            self.command(action.name()).await?;
-            if action == BootAction::Off {
-                // The fence is the confirmation, not the off request.
-                while self.status().await? != Power::Off {
-                    tokio::time::sleep(STATUS_POLL).await;
-                }
-            }
-            Ok(())
-        };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| FenceError::Timeout {
-                action: action.name(),
-                timeout: self.timeout,
-            })?
+        act_and_confirm(
+            action,
+            self.timeout,
+            accepted,
+            self.command(action.name()),
+            || self.status(),
+        )
+        .await
     }
 
     /// Asks whether the peer is off.
@@ -86,6 +75,39 @@ impl CommandFence {
         env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         run_program(&self.command, &[action], &env, None, action, None).await
     }
+}
+
+/// What a program fence does with `action` within `timeout`: `accepted` as the program
+/// starts (from then on it may be powering the peer off, and killing it would not undo
+/// that), then `act`; for `Off`, `status` until it confirms the peer off (the fence is the
+/// confirmation, not the off request). The program is killed when the time runs out.
+pub(super) async fn act_and_confirm<S, F>(
+    action: BootAction,
+    timeout: Duration,
+    accepted: &Accepted,
+    act: impl std::future::Future<Output = Result<(), FenceError>>,
+    status: S,
+) -> Result<(), FenceError>
+where
+    S: Fn() -> F,
+    F: std::future::Future<Output = Result<Power, FenceError>>,
+{
+    let work = async {
+        accepted();
+        act.await?;
+        if action == BootAction::Off {
+            while status().await? != Power::Off {
+                tokio::time::sleep(STATUS_POLL).await;
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| FenceError::Timeout {
+            action: action.name(),
+            timeout,
+        })?
 }
 
 /// "exit status N, output: ..." for a failed call.

@@ -18,6 +18,11 @@ impl Machine {
     /// Whether maintenance may start now: not while a fence or takeover is under way (its
     /// power action or claim cannot be called back half-way), so the operator is told to wait.
     pub fn may_enter_maintenance(&self) -> Result<(), String> {
+        self.no_fence_under_way()
+    }
+
+    /// Refused (with the reason an operator is shown) while this host fences or takes over.
+    pub(super) fn no_fence_under_way(&self) -> Result<(), String> {
         match self.role {
             Role::Booting | Role::TakingOver => Err(format!(
                 "this host is {} the peer: a fence or takeover is under way; try again once it is over",

@@ -15,13 +15,7 @@ impl Machine {
     /// Whether standby may start now: not while a fence or takeover is under way (its power
     /// action or claim cannot be called back half-way).
     pub fn may_enter_standby(&self) -> Result<(), String> {
-        match self.role {
-            Role::Booting | Role::TakingOver => Err(format!(
-                "this host is {} the peer: a fence or takeover is under way; try again once it is over",
-                self.role.name()
-            )),
-            _ => Ok(()),
-        }
+        self.no_fence_under_way()
     }
 
     /// Whether this host is in standby.

@@ -1,31 +1,11 @@
 //! Table tests of `failover standby` (`standby.rs`) and of a joining host whose peer is in
 //! standby.
-use super::tests::{failed, monitor_armed, names, run, MON, PEER, S};
+use super::tests::{failed, monitor_armed, names, primary, run, MON, PEER, S};
 use super::*;
 use Input::*;
 
 const ON: Input = Standby { on: true };
 const OFF: Input = Standby { on: false };
-
-fn primary() -> Machine {
-    let (m, _, _) = run(
-        S,
-        &[
-            Start,
-            JoinDone {
-                monitor: Some(MON),
-                primary: None,
-                peer: None,
-            },
-            Claimed {
-                addr: Addr::Primary,
-                ok: true,
-            },
-        ],
-    );
-    assert_eq!(m.role(), Role::Primary);
-    m
-}
 
 #[test]
 fn a_primary_in_standby_hands_p_over_and_then_judges_nothing() {

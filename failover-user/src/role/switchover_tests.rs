@@ -1,27 +1,7 @@
 //! Table tests of `failover switchover` (`switchover.rs`).
-use super::tests::{names, run, MON, PEER, S};
+use super::tests::{names, primary, run, MON, PEER, S};
 use super::*;
 use Input::*;
-
-fn primary() -> Machine {
-    let (m, _, _) = run(
-        S,
-        &[
-            Start,
-            JoinDone {
-                monitor: Some(MON),
-                primary: None,
-                peer: None,
-            },
-            Claimed {
-                addr: Addr::Primary,
-                ok: true,
-            },
-        ],
-    );
-    assert_eq!(m.role(), Role::Primary);
-    m
-}
 
 #[test]
 fn the_primary_hands_p_over_without_a_fence_and_rejoins_as_monitor() {

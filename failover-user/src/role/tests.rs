@@ -51,6 +51,27 @@ pub(super) fn run(policy: Policy, inputs: &[Input]) -> (Machine, Vec<Role>, Vec<
     (m, roles, all)
 }
 
+/// A machine that joined as primary (the monitor answered at M, P silent).
+pub(super) fn primary() -> Machine {
+    let (m, _, _) = run(
+        S,
+        &[
+            Start,
+            JoinDone {
+                monitor: Some(MON),
+                primary: None,
+                peer: None,
+            },
+            Claimed {
+                addr: Addr::Primary,
+                ok: true,
+            },
+        ],
+    );
+    assert_eq!(m.role(), Role::Primary);
+    m
+}
+
 pub(super) fn monitor_armed() -> Vec<Input> {
     vec![
         Start,

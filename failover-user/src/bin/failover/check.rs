@@ -30,12 +30,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         cfg.addresses.monitor,
         cfg.heartbeat.kind,
         cfg.detection_time(),
-        cfg.boot
-            .levels
-            .iter()
-            .map(|l| l.method.name())
-            .collect::<Vec<_>>()
-            .join(" then "),
+        cfg.boot.describe(),
         cfg.takeover,
     );
     if cfg.boot.allow_unfenced_takeover {
