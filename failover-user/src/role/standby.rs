@@ -13,9 +13,17 @@ use crate::event::Event;
 
 impl Machine {
     /// Whether standby may start now: not while a fence or takeover is under way (its power
-    /// action or claim cannot be called back half-way).
+    /// action or claim cannot be called back half-way), nor while this primary resets the
+    /// old one after a lease takeover (that host may be the monitor taking P from here).
     pub fn may_enter_standby(&self) -> Result<(), String> {
-        self.no_fence_under_way()
+        self.no_fence_under_way()?;
+        if self.resetting {
+            return Err(
+                "this host is resetting the old primary (off, then on) after taking P under the lease; try again once it is over"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Whether this host is in standby.
