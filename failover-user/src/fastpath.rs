@@ -171,7 +171,7 @@ impl FastPathBuilder {
 
     /// Loads, pins, configures and (with an interface) attaches the program.
     pub fn build(self) -> Result<FastPath, FastPathError> {
-        sys::require_root("loading the XDP fast path")?;
+        sys::require_caps("loading the XDP fast path", sys::CAPS_XDP)?;
         let if_index = match &self.interface {
             Some(name) => Some(sys::if_index(name)?),
             None => None,

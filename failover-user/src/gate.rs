@@ -166,7 +166,7 @@ where
 /// Loads the gate's programs (verified) and pins its map under `dir`, replacing a gate left
 /// there; nothing is attached yet and the gate is off.
 pub fn prepare(dir: &Path) -> Result<Prepared, GateError> {
-    sys::require_root("loading the lease gate")?;
+    sys::require_caps("loading the lease gate", sys::CAPS_XDP)?;
     sys::raise_memlock();
     remove(dir)?;
     sys::ensure_bpffs_dir(dir)?;

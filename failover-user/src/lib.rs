@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod lease;
 pub mod listen;
 pub mod logging;
+pub mod notify;
 pub mod role;
 pub mod signal;
 pub mod state;

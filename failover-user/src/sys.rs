@@ -12,11 +12,13 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Errors from the system setup steps.
 #[derive(Debug, thiserror::Error)]
 pub enum SysError {
-    /// The process lacks root.
-    #[error("{what} needs root (running as uid {uid}); run it with sudo or as root")]
-    NotRoot {
-        /// What needed it.
+    /// The process lacks capabilities.
+    #[error("{what} needs {missing} (running as uid {uid}); run it as root, or grant them (packaging/failover.service does)")]
+    MissingCaps {
+        /// What needed them.
         what: String,
+        /// The missing ones, each with why it is needed.
+        missing: String,
         /// Effective uid.
         uid: u32,
     },
@@ -58,17 +60,93 @@ pub fn scrub_env(c: &mut tokio::process::Command) -> &mut tokio::process::Comman
     c
 }
 
-/// Fails unless the effective uid is 0.
-pub fn require_root(what: &str) -> Result<(), SysError> {
+/// A Linux capability, with what it is needed for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Cap {
+    /// Its number (`capability.h`).
+    pub bit: u32,
+    /// Its name.
+    pub name: &'static str,
+    /// What the daemon does with it.
+    pub why: &'static str,
+}
+
+/// Addresses, routes and neighbours over netlink; attaching XDP; `arp_announce`.
+pub const CAP_NET_ADMIN: Cap = Cap {
+    bit: 12,
+    name: "CAP_NET_ADMIN",
+    why: "adding and removing P and M, attaching XDP",
+};
+/// AF_PACKET sockets (ARP and NDP frames) and raw ICMP.
+pub const CAP_NET_RAW: Cap = Cap {
+    bit: 13,
+    name: "CAP_NET_RAW",
+    why: "ARP / NDP frames and ICMP probes",
+};
+/// Loading BPF programs and maps.
+pub const CAP_BPF: Cap = Cap {
+    bit: 39,
+    name: "CAP_BPF",
+    why: "loading the XDP programs and their maps",
+};
+/// What the verifier allows privileged BPF programs only.
+pub const CAP_PERFMON: Cap = Cap {
+    bit: 38,
+    name: "CAP_PERFMON",
+    why: "the verifier's checks for privileged programs",
+};
+/// Before CAP_BPF and CAP_PERFMON (kernel 5.8) it covered both; it also mounts a bpffs.
+const CAP_SYS_ADMIN: Cap = Cap {
+    bit: 21,
+    name: "CAP_SYS_ADMIN",
+    why: "",
+};
+
+/// What the XDP fast path and the lease gate need.
+pub const CAPS_XDP: &[Cap] = &[CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON];
+/// What `failover run` needs.
+pub const CAPS_DAEMON: &[Cap] = &[CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON];
+
+/// The effective capability set (`CapEff` of /proc/self/status); none when unreadable.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The capabilities of `caps` missing from `effective` (CAP_SYS_ADMIN stands in for CAP_BPF
+/// and CAP_PERFMON, as before kernel 5.8).
+fn missing_caps(effective: u64, caps: &[Cap]) -> Vec<Cap> {
+    let has = |c: &Cap| effective & (1u64 << c.bit) != 0;
+    caps.iter()
+        .filter(|c| !has(c) && !((**c == CAP_BPF || **c == CAP_PERFMON) && has(&CAP_SYS_ADMIN)))
+        .copied()
+        .collect()
+}
+
+/// Fails unless the process holds `caps` (root holds them all, unless a bounding set took
+/// them away). The error names each missing one and what it is for.
+pub fn require_caps(what: &str, caps: &[Cap]) -> Result<(), SysError> {
+    let missing = missing_caps(effective_caps(), caps);
+    if missing.is_empty() {
+        return Ok(());
+    }
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    if uid != 0 {
-        return Err(SysError::NotRoot {
-            what: what.to_string(),
-            uid,
-        });
-    }
-    Ok(())
+    Err(SysError::MissingCaps {
+        what: what.to_string(),
+        missing: missing
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.why))
+            .collect::<Vec<_>>()
+            .join(", "),
+        uid,
+    })
 }
 
 /// Raises RLIMIT_MEMLOCK to infinity; kernels before 5.11 charge BPF maps to it.
@@ -197,4 +275,22 @@ pub fn arp_announce_from_own_address(interface: &str) -> Result<Option<u8>, io::
     }
     std::fs::write(&path, "2")?;
     Ok(Some(old))
+}
+
+#[cfg(test)]
+mod caps_tests {
+    use super::*;
+
+    #[test]
+    fn missing_capabilities_are_named_and_sys_admin_stands_in_for_bpf() {
+        let all = (1u64 << 12) | (1 << 13) | (1 << 38) | (1 << 39);
+        assert!(missing_caps(all, CAPS_DAEMON).is_empty());
+        assert_eq!(
+            missing_caps(1 << 12, CAPS_DAEMON),
+            vec![CAP_NET_RAW, CAP_BPF, CAP_PERFMON]
+        );
+        let old_kernel = (1u64 << 12) | (1 << 13) | (1 << 21);
+        assert!(missing_caps(old_kernel, CAPS_DAEMON).is_empty());
+        assert_eq!(missing_caps(0, &[CAP_NET_ADMIN]), vec![CAP_NET_ADMIN]);
+    }
 }

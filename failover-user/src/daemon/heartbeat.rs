@@ -63,6 +63,7 @@ impl HeartbeatThread {
         cx: TickContext,
         reports: mpsc::UnboundedSender<Report>,
         realtime_priority: u8,
+        watchdog: Option<crate::notify::Watchdog>,
     ) -> std::io::Result<(HeartbeatThread, Option<std::io::Error>)> {
         let (commands, rx) = mpsc::unbounded_channel();
         let (started, on_start) = std::sync::mpsc::channel();
@@ -81,7 +82,7 @@ impl HeartbeatThread {
                         return;
                     }
                 };
-                runtime.block_on(run(responders, cx, rx, reports));
+                runtime.block_on(run(responders, cx, rx, reports, watchdog));
             })?;
         let rt_error = on_start.recv().ok().flatten();
         Ok((
@@ -116,12 +117,14 @@ pub(super) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// The thread's loop: serve the responders, tick the monitor, obey commands.
+/// The thread's loop: serve the responders, tick the monitor, obey commands, and ping
+/// systemd's watchdog (from this loop itself: a stalled loop stops the pings).
 async fn run(
     responders: Vec<Responder>,
     cx: TickContext,
     mut commands: mpsc::UnboundedReceiver<Command>,
     reports: mpsc::UnboundedSender<Report>,
+    mut watchdog: Option<crate::notify::Watchdog>,
 ) {
     for r in responders {
         tokio::spawn(async move {
@@ -136,8 +139,14 @@ async fn run(
     let mut out = Vec::new();
     loop {
         let wake = monitor.as_ref().map(|m| m.next_tick);
+        let ping = watchdog.as_ref().map(crate::notify::Watchdog::due);
         tokio::select! {
             biased;
+            _ = sleep_until_opt(ping) => {
+                if let Some(w) = watchdog.as_mut() {
+                    w.ping();
+                }
+            }
             c = commands.recv() => match c {
                 Some(Command::Monitor(m)) => {
                     cx.status.active.store(true, std::sync::atomic::Ordering::Relaxed);

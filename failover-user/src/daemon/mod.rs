@@ -197,6 +197,8 @@ pub struct Daemon {
     admin: crate::state::AdminStore,
     /// The service health checks (`[[check]]`).
     checks: health::Checks,
+    /// systemd's notifications (`Type=notify`).
+    notifier: crate::notify::Notifier,
 }
 
 /// Runs the daemon until `shutdown` resolves (then releases what it holds and returns).
@@ -204,7 +206,7 @@ pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    sys::require_root("failover run")?;
+    sys::require_caps("failover run", sys::CAPS_DAEMON)?;
     // The same checks as `check-config`, before anything is touched.
     cfg.preflight()?;
     sys::raise_memlock();
@@ -683,6 +685,7 @@ impl Daemon {
     /// Clean shutdown: release what is held, stop probing (the control socket goes with the
     /// daemon).
     async fn stop(&mut self) {
+        self.notifier.stopping();
         let _ = self.feed(Input::Shutdown).await;
         // Belt and braces: whatever the role, nothing stays on the interface.
         for a in self.held.addrs() {

@@ -18,6 +18,12 @@ impl Daemon {
     /// refused with `config_reload_refused` naming it, and nothing changes. Everything that
     /// can fail is tried before anything is applied.
     pub(super) async fn reload(&mut self) {
+        self.notifier.reloading();
+        self.reload_config().await;
+        self.notifier.reloaded();
+    }
+
+    async fn reload_config(&mut self) {
         let file = self.cfg.file.clone();
         let new = match Config::load(&file).and_then(|c| c.preflight().map(|()| c)) {
             Ok(c) => c,

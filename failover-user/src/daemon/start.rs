@@ -184,6 +184,7 @@ impl Daemon {
             },
             reports.clone(),
             cfg.realtime_priority,
+            crate::notify::Watchdog::from_env(),
         )
         .map_err(|e| DaemonError::Heartbeat(format!("cannot start: {e}")))?;
         // The checks report through the channel the heartbeat thread reports through; their
@@ -232,6 +233,7 @@ impl Daemon {
             copier,
             admin: crate::state::AdminStore::new(&cfg.paths.state_dir),
             checks,
+            notifier: crate::notify::Notifier::from_env(),
             cfg,
         };
         if let Some(level) = &d.cfg.log_level {

@@ -384,7 +384,7 @@ pub async fn run(
     mut each: impl FnMut(&Probe, &Outcome),
 ) -> Result<ProbeReport, ProbeError> {
     let deadlines = opts.validate()?;
-    sys::require_root("failover probe").map_err(FastPathError::from)?;
+    sys::require_caps("failover probe", sys::CAPS_DAEMON).map_err(FastPathError::from)?;
     let mut prober = Prober::new(&opts.interface, opts.target, opts.signal, None)?;
     let b = FastPath::builder(&opts.interface)
         .pin_dir(opts.pin_dir.clone())

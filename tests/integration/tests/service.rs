@@ -1,0 +1,169 @@
+//! The daemon as a systemd service: the notify protocol (`Type=notify`), spoken to a small
+//! listener that stands in for systemd, and the shipped unit.
+use std::{
+    os::unix::net::UnixDatagram,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use failover_harness::{
+    pair::{Options, Pair},
+    require_root, TempDir,
+};
+
+/// How long any one notification may take to arrive (a hang guard, not a timing assertion).
+const GUARD: Duration = Duration::from_secs(60);
+
+/// Receives notifications (one datagram each: `KEY=value` lines) until `pred` holds for one;
+/// returns it. Everything received on the way is kept in `seen`.
+fn wait_for(
+    rx: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    if let Some(m) = seen.iter().find(|m| pred(m)) {
+        return m.clone();
+    }
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {what} within {GUARD:?}; got {seen:?}"));
+        seen.push(m.clone());
+        if pred(&m) {
+            return m;
+        }
+    }
+}
+
+/// Both daemons run with `NOTIFY_SOCKET` (and a 200 ms `WATCHDOG_USEC`) pointing at a
+/// datagram socket of the test: READY with the settled role in STATUS, STATUS on a role change,
+/// WATCHDOG pings, RELOADING then READY around SIGHUP, STOPPING at SIGTERM.
+#[test]
+fn the_daemon_speaks_the_notify_protocol_to_its_service_manager() {
+    require_root("service");
+    let dir = TempDir::new("fo-notify-");
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.recv(&mut buf) {
+            if tx
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let socket: &'static str = Box::leak(path.display().to_string().into_boxed_str());
+    let mut pair = Pair::new(Options {
+        daemon_env: vec![("NOTIFY_SOCKET", socket), ("WATCHDOG_USEC", "200000")],
+        ..Options::default()
+    });
+    let mut seen = Vec::new();
+    let (primary, monitor) = pair.cold_start();
+    let ready = wait_for(&rx, &mut seen, "READY=1", |m| {
+        m.lines().any(|l| l == "READY=1")
+    });
+    assert!(
+        ready.lines().any(|l| l.starts_with("STATUS=")),
+        "READY comes with the settled role: {ready:?}"
+    );
+    wait_for(&rx, &mut seen, "the primary's STATUS", |m| {
+        m.lines()
+            .any(|l| l.starts_with("STATUS=primary, epoch 1, peer "))
+    });
+    wait_for(&rx, &mut seen, "the monitor's STATUS", |m| {
+        m.lines().any(|l| l.starts_with("STATUS=monitor, epoch"))
+    });
+    // Pings from the heartbeat thread, every half of WATCHDOG_USEC.
+    for _ in 0..3 {
+        seen.clear();
+        wait_for(&rx, &mut seen, "WATCHDOG=1", |m| m == "WATCHDOG=1\n");
+    }
+    // SIGHUP: RELOADING (with MONOTONIC_USEC), then READY again.
+    seen.clear();
+    pair.signal(monitor, libc::SIGHUP);
+    let reloading = wait_for(&rx, &mut seen, "RELOADING=1", |m| {
+        m.lines().any(|l| l == "RELOADING=1")
+    });
+    assert!(
+        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    let at = seen.len();
+    wait_for(&rx, &mut seen, "READY=1 after the reload", |m| {
+        m.lines().any(|l| l == "READY=1")
+    });
+    assert!(seen.len() > at, "READY after RELOADING");
+    // SIGTERM: STOPPING.
+    seen.clear();
+    for h in [monitor, primary] {
+        assert!(pair.terminate(h).expect("running").success());
+    }
+    wait_for(&rx, &mut seen, "STOPPING=1", |m| {
+        m.lines().any(|l| l == "STOPPING=1")
+    });
+}
+
+/// The shipped unit passes `systemd-analyze verify` (its binary pointed at the build), and
+/// grants what `failover run` checks for.
+#[test]
+fn the_shipped_unit_verifies_clean() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/failover.service"),
+    )
+    .expect("packaging/failover.service");
+    let bin = failover_harness::failover_bin();
+    let dir = TempDir::new("fo-unit-");
+    let path = dir.join("failover.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/sbin/failover", &bin.display().to_string()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (package systemd)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+    let bounding = unit
+        .lines()
+        .find(|l| l.starts_with("CapabilityBoundingSet="))
+        .expect("a capability bounding set");
+    for cap in [
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_BPF",
+        "CAP_PERFMON",
+        "CAP_SYS_NICE",
+    ] {
+        assert!(bounding.contains(cap), "{cap} in {bounding}");
+    }
+}
+
+/// Without the capabilities (as `nobody`), `failover run` on a valid configuration stops at
+/// once and names each missing one with what it is for, before it touches anything.
+#[test]
+fn run_without_capabilities_names_the_missing_ones() {
+    require_root("service");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(failover_harness::failover_bin())
+        .args(["run", "--config"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/host-a.toml"))
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for cap in ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF", "CAP_PERFMON"] {
+        assert!(err.contains(cap), "{cap} named: {err}");
+    }
+    assert!(err.contains("uid 65534"), "{err}");
+}
