@@ -60,7 +60,7 @@ fn the_daemon_speaks_the_notify_protocol_to_its_service_manager() {
         }
     });
     let socket: &'static str = Box::leak(path.display().to_string().into_boxed_str());
-    let mut pair = Pair::new(Options {
+    let pair = Pair::new(Options {
         daemon_env: vec![("NOTIFY_SOCKET", socket), ("WATCHDOG_USEC", "200000")],
         ..Options::default()
     });
