@@ -167,3 +167,47 @@ fn run_without_capabilities_names_the_missing_ones() {
     }
     assert!(err.contains("uid 65534"), "{err}");
 }
+
+/// `failover status --watch` redraws the human status in place (ANSI clear, then every
+/// subject aligned), again and again until it is stopped.
+#[test]
+fn status_watch_redraws_in_place() {
+    use std::io::Read as _;
+    let pair = Pair::new(Options::default());
+    let (primary, _) = pair.cold_start();
+    let mut child = pair
+        .ns(primary)
+        .command(pair.opts.failover())
+        .args(["status", "--watch", "--interval", "100ms", "--socket"])
+        .arg(pair.config(primary).socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("failover status --watch");
+    let mut out = child.stdout.take().expect("piped");
+    // Hang guard: a --watch that stops drawing without ending is killed, and the read below
+    // then sees the end.
+    let (done, guard) = mpsc::channel::<()>();
+    let pid = child.id() as i32;
+    std::thread::spawn(move || {
+        if guard.recv_timeout(GUARD).is_err() {
+            // SAFETY: kill(2) on the child this test started and has not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    // Three redraws: read until the screen was cleared three times.
+    while text.matches("\x1b[H\x1b[2J").count() < 3 {
+        let n = out.read(&mut buf).expect("read");
+        assert!(n > 0, "--watch ended by itself: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let _ = done.send(());
+    let _ = child.kill();
+    let _ = child.wait();
+    let last = text.rsplit("\x1b[H\x1b[2J").next().unwrap_or("");
+    for label in ["node:", "role:", "P:", "holds:", "peer:", "last boot:"] {
+        assert!(last.contains(label), "{label} in {last}");
+    }
+    assert!(last.contains("primary, epoch 1"), "{last}");
+}

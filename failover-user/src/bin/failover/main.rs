@@ -5,6 +5,7 @@ mod probe;
 mod respond;
 mod status;
 mod switchover;
+mod view;
 mod witness;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};

@@ -11,6 +11,13 @@ pub struct StatusArgs {
     /// Print the status as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Redraw it in place every second (or every --interval) until interrupted, as
+    /// `crm_mon` does; a daemon that does not answer is shown as such and asked again.
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+    /// With --watch: the time between two redraws ("500ms", "2s"; at least 100ms).
+    #[arg(long, requires = "watch", value_parser = crate::parse_duration)]
+    interval: Option<std::time::Duration>,
 }
 
 /// Where the daemon's control socket is: `--socket`, or the one `--config` names.
@@ -98,39 +105,70 @@ fn answer(reply: control::Reply) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Queries the daemon and prints its status.
+/// Queries the daemon and prints its status (again and again with --watch).
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let socket = args.socket.path()?;
+    if args.watch {
+        let every = crate::view::watch_interval(args.interval);
+        loop {
+            let text = match control::query_json(&socket).await {
+                Ok(v) => describe(&socket, v)?,
+                Err(e) => format!("{}: {}\n", socket.display(), failover::error_chain(&e)),
+            };
+            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            print!(
+                "{}{now}  (every {every:?}; Ctrl-C ends)\n\n{text}",
+                crate::view::CLEAR
+            );
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = crate::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+            }
+        }
+    }
     let v = control::query_json(&socket).await?;
     if args.json {
         println!("{}", serde_json::to_string(&v)?);
-    } else if v["role"] == "witness" {
-        print_witness(&v);
     } else {
-        print(
-            &serde_json::from_value(v)
-                .map_err(|e| anyhow::anyhow!("{}: not a daemon's status: {e}", socket.display()))?,
-        );
+        print!("{}", describe(&socket, v)?);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_witness(v: &serde_json::Value) {
-    println!(
+/// The human form of a daemon's or a witness's status.
+fn describe(socket: &std::path::Path, v: serde_json::Value) -> anyhow::Result<String> {
+    if v["role"] == "witness" {
+        return Ok(witness_text(&v));
+    }
+    let st = serde_json::from_value(v)
+        .map_err(|e| anyhow::anyhow!("{}: not a daemon's status: {e}", socket.display()))?;
+    Ok(crate::view::render(&st))
+}
+
+fn witness_text(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "role:      witness on {}",
         v["listen"].as_str().unwrap_or("?")
     );
-    println!(
+    let _ = writeln!(
+        out,
         "epochs:    granted {}, revoked up to {}",
         v["granted_epoch"], v["revoked_epoch"]
     );
-    println!("grant:     may run {} ms more", v["outstanding_ms"]);
-    println!(
+    let _ = writeln!(out, "grant:     may run {} ms more", v["outstanding_ms"]);
+    let _ = writeln!(
+        out,
         "revokes:   {} agreed, {} refused; {} datagrams dropped",
         v["revokes"], v["revokes_refused"], v["dropped"]
     );
     for h in v["hosts"].as_array().into_iter().flatten() {
-        println!(
+        let _ = writeln!(
+        out,
             "node {}:    epoch {}, last request {} ms ago, {} requests, {} grants, {} refusals, clock {} ppm",
             h["node"],
             h["epoch"],
@@ -141,71 +179,6 @@ fn print_witness(v: &serde_json::Value) {
             h["clock_rate_ppm"]
         );
     }
-    println!("uptime:    {} s", v["uptime_s"]);
-}
-
-fn print(st: &control::Status) {
-    println!("node:      {}", st.node);
-    println!("role:      {}", st.role);
-    println!("epoch:     {}", st.epoch);
-    let p = &st.peer;
-    let age = p
-        .last_reply_age_ms
-        .map_or("never".to_string(), |a| format!("{a} ms ago"));
-    println!(
-        "peer:      {} ({}): {}, last reply {age}, {} consecutive misses",
-        p.name, p.address, p.state, p.consecutive_misses
-    );
-    println!(
-        "holds:     {}",
-        if st.addresses_held.is_empty() {
-            "nothing".to_string()
-        } else {
-            st.addresses_held.join(", ")
-        }
-    );
-    match &st.last_boot {
-        Some(b) => println!("last boot: {} {} ({} ms ago)", b.action, b.result, b.age_ms),
-        None => println!("last boot: none"),
-    }
-    if let Some(l) = &st.lease {
-        let age = |a: Option<f64>| a.map_or("never".to_string(), |a| format!("{a:.0} ms ago"));
-        if l.active {
-            println!(
-                "lease:     {:.1} ms left, {} lapses; last grant: witness {}, monitor {}",
-                l.remaining_ms,
-                l.lapses,
-                age(l.witness_grant_age_ms),
-                age(l.monitor_grant_age_ms)
-            );
-        } else {
-            println!("lease:     none held (not primary); {} lapses", l.lapses);
-        }
-    }
-    if let Some(m) = &st.maintenance {
-        match m.remaining_ms {
-            Some(ms) => println!(
-                "maintenance: on, {} left: no fence, no takeover",
-                humantime::format_duration(std::time::Duration::from_secs(ms.div_ceil(1000)))
-            ),
-            None => println!("maintenance: on until turned off: no fence, no takeover"),
-        }
-    }
-    for c in &st.checks {
-        let state = match (c.counts, c.ok) {
-            (false, _) => format!("not judged as {} (counts on {})", st.role, c.on),
-            (true, true) => "passes".to_string(),
-            (true, false) => "FAILED".to_string(),
-        };
-        println!(
-            "check:     {}: {state}; {} runs, {} failed{}",
-            c.name,
-            c.runs,
-            c.failures,
-            c.last_error
-                .as_deref()
-                .map_or(String::new(), |e| format!("; last: {e}"))
-        );
-    }
-    println!("uptime:    {} s", st.uptime_s);
+    let _ = writeln!(out, "uptime:    {} s", v["uptime_s"]);
+    out
 }
