@@ -16,6 +16,7 @@ pub mod fence;
 pub mod gate;
 pub mod health;
 pub mod hooks;
+pub mod journal;
 pub mod lease;
 pub mod listen;
 pub mod logging;

@@ -34,18 +34,39 @@ pub fn set_level(level: Option<&str>) -> Result<(), String> {
 /// Output format of the log stream.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// Human-readable lines; the journal's native protocol instead when stderr is the
+    /// journal (`JOURNAL_STREAM`).
     Text,
     /// One JSON object per line.
     Json,
+    /// The journal's native protocol (`crate::journal`), fields as journal fields.
+    Journal,
 }
 
 /// Installs the global subscriber (with its `tracing-log` feature, `try_init` also installs the
 /// `LogTracer` that bridges `log` records in). `level` is a tracing filter ("info",
 /// "failover=debug"). Keep the returned guard until exit: dropping it flushes the last lines.
-pub fn init(level: &str, format: LogFormat) -> Result<WorkerGuard, String> {
+pub fn init(level: &str, format: LogFormat) -> Result<Option<WorkerGuard>, String> {
     let filter = EnvFilter::try_new(level).map_err(|e| format!("--log-level {level:?}: {e}"))?;
     let _ = INITIAL.set(level.to_string());
+    if format == LogFormat::Journal
+        || (format == LogFormat::Text && crate::journal::stderr_is_journal())
+    {
+        use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
+        let journal =
+            crate::journal::JournalLayer::connect(std::path::Path::new(crate::journal::SOCKET))
+                .map_err(|e| format!("the journal ({}): {e}", crate::journal::SOCKET))?;
+        let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+        let _ = SET_FILTER.set(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journal)
+            .try_init()
+            .map_err(|e| format!("logging: {e}"))?;
+        return Ok(None);
+    }
     use std::io::IsTerminal as _;
     let ansi = std::io::stderr().is_terminal();
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
@@ -65,9 +86,9 @@ pub fn init(level: &str, format: LogFormat) -> Result<WorkerGuard, String> {
         }};
     }
     let r = match format {
-        LogFormat::Text => install!(b),
         LogFormat::Json => install!(b.json().flatten_event(true)),
+        LogFormat::Text | LogFormat::Journal => install!(b),
     };
     r.map_err(|e| format!("logging: {e}"))?;
-    Ok(guard)
+    Ok(Some(guard))
 }
