@@ -36,6 +36,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The Redfish peer of the tests: sushy-tools from PyPI, pinned.
 const SUSHY_VERSION: &str = "2.2.0";
 
+/// The Prometheus project's Python client, pinned: its OpenMetrics parser checks the daemon's
+/// metrics in the tests (promtool would mean Debian's whole prometheus package).
+const PROMETHEUS_CLIENT_VERSION: &str = "0.23.1";
+
 /// The interpreter the venv is built from: Debian's, not a pyenv shim, because each emulator
 /// start pays the interpreter's start-up.
 const PYTHON: &str = "/usr/bin/python3";
@@ -200,7 +204,8 @@ fn sushy_venv() -> PathBuf {
     crate::root().join("target").join("sushy-venv")
 }
 
-/// Creates the venv with sushy-tools and bcrypt unless they are there; returns whether it did.
+/// Creates the venv with sushy-tools, bcrypt and prometheus-client unless they are there;
+/// returns whether it did.
 fn sushy(runner: &Runner) -> Result<bool> {
     let venv = sushy_venv();
     if sushy_present(&venv) {
@@ -218,7 +223,8 @@ fn sushy(runner: &Runner) -> Result<bool> {
     install
         .args(["install", "--quiet"])
         .arg(format!("sushy-tools=={SUSHY_VERSION}"))
-        .arg("bcrypt");
+        .arg("bcrypt")
+        .arg(format!("prometheus-client=={PROMETHEUS_CLIENT_VERSION}"));
     runner
         .step(&format!("setup: sushy-tools {SUSHY_VERSION}"))
         .hint("venv in target/sushy-venv, about 30 s")
@@ -226,7 +232,8 @@ fn sushy(runner: &Runner) -> Result<bool> {
     Ok(true)
 }
 
-/// Whether `venv` has sushy-emulator at [`SUSHY_VERSION`] and bcrypt. Asks the venv's python
+/// Whether `venv` has sushy-emulator at [`SUSHY_VERSION`], bcrypt and prometheus-client at
+/// [`PROMETHEUS_CLIENT_VERSION`]. Asks the venv's python
 /// directly: `pip show` takes ten times as long.
 fn sushy_present(venv: &Path) -> bool {
     if !venv.join("bin").join("sushy-emulator").exists() {
@@ -235,11 +242,13 @@ fn sushy_present(venv: &Path) -> bool {
     Command::new(venv.join("bin").join("python"))
         .args([
             "-c",
-            "import bcrypt, importlib.metadata as m; print(m.version('sushy-tools'))",
+            "import bcrypt, importlib.metadata as m; print(m.version('sushy-tools'), m.version('prometheus-client'))",
         ])
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == SUSHY_VERSION
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).trim()
+                    == format!("{SUSHY_VERSION} {PROMETHEUS_CLIENT_VERSION}")
         })
 }

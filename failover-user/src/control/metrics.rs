@@ -1,9 +1,6 @@
 //! The Prometheus text endpoint: counters, gauges and histograms (detection time, probe round
 //! trips).
-use std::{
-    fmt::Write as _,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Upper bounds (ms) of the detection-time histogram buckets.
 pub const DETECTION_BUCKETS_MS: [u64; 10] = [5, 10, 20, 30, 50, 100, 250, 500, 1000, 5000];
@@ -44,24 +41,20 @@ impl<const N: usize> Histogram<N> {
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
-    /// The `_bucket`, `_sum` and `_count` lines of `name`, in seconds.
-    fn render(&self, s: &mut String, name: &str, help: &str, labels: &str) {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, le) in self.buckets.iter().zip(self.bounds_ns) {
-            let _ = writeln!(
-                s,
-                "{name}_bucket{{{labels},le=\"{}\"}} {}",
-                le as f64 / 1e9,
-                b.load(Ordering::Relaxed)
-            );
+    /// What a scrape shows of it, in seconds.
+    fn snapshot(&self, name: &'static str, help: &'static str) -> super::encode::Hist {
+        super::encode::Hist {
+            name,
+            help,
+            sum: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            count: self.count.load(Ordering::Relaxed),
+            cumulative: self
+                .buckets
+                .iter()
+                .zip(self.bounds_ns)
+                .map(|(b, le)| (le as f64 / 1e9, b.load(Ordering::Relaxed)))
+                .collect(),
         }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(s, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            s,
-            "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {count}",
-            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
-        );
     }
 }
 
@@ -146,26 +139,10 @@ impl Default for Metrics {
 }
 
 /// A Prometheus metric type.
-#[derive(Copy, Clone)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum MetricKind {
     Counter,
     Gauge,
-}
-
-impl MetricKind {
-    fn name(self) -> &'static str {
-        match self {
-            MetricKind::Counter => "counter",
-            MetricKind::Gauge => "gauge",
-        }
-    }
-}
-
-/// Escapes a label value as the text format requires (backslash, quote, newline).
-fn label_value(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -320,63 +297,43 @@ impl Metrics {
                 ),
             ]);
         }
-        let l = format!("node=\"{}\"", label_value(node));
-        let mut s = String::new();
-        for (name, help, kind, v) in rows {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} {}\n{name}{{{l}}} {v}",
-                kind.name()
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP failover_probe_rtt_max_seconds The longest probe round trip seen.\n# TYPE failover_probe_rtt_max_seconds gauge\nfailover_probe_rtt_max_seconds{{{l}}} {}",
-            g(&self.probe_rtt_max_ns) as f64 / 1e9
-        );
+        let mut series: Vec<super::encode::Series> = rows
+            .into_iter()
+            .map(|(name, help, kind, value)| super::encode::Series {
+                name: name.strip_suffix("_total").unwrap_or(name),
+                help,
+                counter: kind == MetricKind::Counter,
+                value,
+            })
+            .collect();
+        series.push(super::encode::Series {
+            name: "failover_probe_rtt_max_seconds",
+            help: "The longest probe round trip seen.",
+            counter: false,
+            value: g(&self.probe_rtt_max_ns) as f64 / 1e9,
+        });
         let checks = self
             .checks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if !checks.is_empty() {
-            let _ = writeln!(
-                s,
-                "# HELP failover_check_up 1 while the health check passes (after fall/rise).\n# TYPE failover_check_up gauge"
-            );
-            for (name, ok, _) in &checks {
-                let _ = writeln!(
-                    s,
-                    "failover_check_up{{{l},check=\"{}\"}} {}",
-                    label_value(name),
-                    u8::from(*ok)
-                );
-            }
-            let _ = writeln!(
-                s,
-                "# HELP failover_check_failures_total Failed runs of the health check.\n# TYPE failover_check_failures_total counter"
-            );
-            for (name, _, failures) in &checks {
-                let _ = writeln!(
-                    s,
-                    "failover_check_failures_total{{{l},check=\"{}\"}} {failures}",
-                    label_value(name)
-                );
-            }
-        }
-        self.detection.render(
-            &mut s,
-            "failover_detection_seconds",
-            "Time from the last in-time reply to the failure decision.",
-            &l,
-        );
-        self.probe_rtt.render(
-            &mut s,
-            "failover_probe_rtt_seconds",
-            "Round trips of answered probes, from the XDP arrival stamps.",
-            &l,
-        );
-        s
+        super::encode::text(
+            node,
+            super::encode::Snapshot {
+                series,
+                histograms: vec![
+                    self.detection.snapshot(
+                        "failover_detection_seconds",
+                        "Time from the last in-time reply to the failure decision.",
+                    ),
+                    self.probe_rtt.snapshot(
+                        "failover_probe_rtt_seconds",
+                        "Round trips of answered probes, from the XDP arrival stamps.",
+                    ),
+                ],
+                checks,
+            },
+        )
     }
 }
 
@@ -421,15 +378,27 @@ mod tests {
         names.dedup();
         assert!(names.len() >= 15, "found the list in the docs: {names:?}");
         for name in names {
+            // OpenMetrics: a counter's family is named without `_total`, its sample with it.
+            let family = name.strip_suffix("_total").unwrap_or(name);
             assert!(
-                text.contains(&format!("# TYPE {name} ")),
+                text.contains(&format!("# TYPE {family} ")),
                 "{name} is documented but not written"
             );
             assert!(
-                text.contains(&format!("# HELP {name} ")),
+                text.contains(&format!("# HELP {family} ")),
                 "{name} has no HELP"
             );
+            assert!(
+                text.contains(&format!("\n{name}{{"))
+                    || text.contains(&format!("\n{name}_count{{")),
+                "{name} has no sample"
+            );
         }
+        assert!(
+            text.contains("failover_check_up{node=\"a\",check=\"db \\\"main\\\"\"} 0"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
         assert!(
             text.contains("failover_sync_last_duration_seconds{node=\"a\"} 1.5"),
             "{text}"
@@ -441,5 +410,37 @@ mod tests {
         let text = Metrics::default().render("we\"ird\\node\n");
         assert!(!text.contains("failover_sync_"), "{text}");
         assert!(text.contains(r#"node="we\"ird\\node\n""#), "{text}");
+    }
+
+    #[test]
+    fn the_shipped_grafana_dashboard_parses_and_asks_only_for_series_the_daemon_writes() {
+        let text = include_str!("../../../packaging/grafana-dashboard.json");
+        let d: serde_json::Value = serde_json::from_str(text).expect("the dashboard is JSON");
+        let panels = d["panels"].as_array().expect("panels");
+        assert!(
+            panels.len() >= 6,
+            "role, epoch, probes, detection, fences, sync age"
+        );
+        let m = Metrics::default();
+        m.sync_enabled.store(true, Ordering::Relaxed);
+        m.sync_completed_unix_ms.store(1, Ordering::Relaxed);
+        m.lease.set(std::sync::Arc::default()).unwrap();
+        m.set_checks(vec![("db".into(), true, 0)]);
+        let written = m.render("a");
+        for p in panels {
+            for t in p["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("failover_"))
+                {
+                    assert!(
+                        written.contains(&format!("\n{name}{{")),
+                        "panel {:?} asks for {name}, which the daemon does not write",
+                        p["title"]
+                    );
+                }
+            }
+        }
     }
 }

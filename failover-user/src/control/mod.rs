@@ -1,5 +1,6 @@
 //! What the daemon tells operators besides events: the status socket (`failover status`) and
 //! the Prometheus text endpoint (its numbers in `metrics`, its listener in `endpoint`).
+mod encode;
 mod endpoint;
 mod metrics;
 pub mod request;

@@ -211,3 +211,51 @@ fn status_watch_redraws_in_place() {
     }
     assert!(last.contains("primary, epoch 1"), "{last}");
 }
+
+/// The metrics endpoint's text is valid OpenMetrics by the Prometheus project's own parser
+/// (its Python client, in the test venv), with the series the docs list.
+#[test]
+fn the_metrics_parse_as_openmetrics() {
+    let pair = Pair::new(Options::default());
+    let (primary, monitor) = pair.cold_start();
+    for h in [primary, monitor] {
+        // The harness's fetch prints the body with a newline of its own.
+        let text = format!("{}\n", pair.metrics(h).trim_end());
+        let mut child =
+            std::process::Command::new(failover_harness::bmc::venv_bin().join("python"))
+                .args([
+                    "-c",
+                    "import sys\n\
+             from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+             for f in text_string_to_metric_families(sys.stdin.read()):\n\
+             \x20   print(f.name, f.type, len(f.samples))",
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("the venv's python (cargo xtask setup)");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let parsed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for want in [
+            "failover_probes_sent counter",
+            "failover_role gauge",
+            "failover_detection_seconds histogram",
+            "failover_probe_rtt_seconds histogram",
+        ] {
+            assert!(parsed.contains(want), "{want} in {parsed}");
+        }
+    }
+}
