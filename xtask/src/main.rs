@@ -8,6 +8,7 @@
 mod build;
 mod fuzz;
 mod lab;
+mod package;
 mod setup;
 mod step;
 mod test;
@@ -47,8 +48,9 @@ struct Cli {
 enum Cmd {
     /// Install what build and tests need: Debian packages (llvm-22-dev, bpftool, iproute2,
     /// iputils, nftables, python3-venv, util-linux, openssl) with apt-get, rust-src for the
-    /// nightly toolchain, bpf-linker 0.13.0 built against LLVM 22, and sushy-tools 2.2.0 (the
-    /// Redfish emulator of the tests) in target/sushy-venv.
+    /// nightly toolchain, bpf-linker 0.13.0 built against LLVM 22, cargo-deb 3.8.0, and
+    /// sushy-tools 2.2.0 (the Redfish emulator of the tests, with the Prometheus parser the
+    /// metrics test uses) in target/sushy-venv.
     ///
     /// Idempotent: checks first and installs only what is missing, so a second run is a quick
     /// no-op. Installing Debian packages needs root. It never installs or updates the nightly
@@ -90,6 +92,11 @@ enum Cmd {
         #[arg(long)]
         show_config: bool,
     },
+    /// Build the Debian package target/debian/failover_VERSION_ARCH.deb (cargo-deb): the
+    /// release binary, the unit (not enabled), the example configuration as a conffile, man
+    /// pages (failover(8) and one per subcommand, failover.toml(5)), completions for bash, zsh
+    /// and fish, README.Debian and the docs. Runs setup and the release build first.
+    Package,
     /// Everything CI runs, as root: setup, the workspace check (xtask depends on no workspace
     /// crate), fmt, clippy (userspace and eBPF), build, unit tests and privileged integration
     /// tests.
@@ -248,6 +255,7 @@ fn dispatch(cmd: Cmd, runner: &Runner) -> Result<()> {
             lab::bench_xdp(&prepare(runner, Profile::Release)?, repeat, rounds)
                 .map(|never| match never {})
         }
+        Cmd::Package => package::run(runner).map(drop),
         Cmd::Test => test::run(runner),
         Cmd::Model { depth, faults } => {
             setup::run(runner)?;

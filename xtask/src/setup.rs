@@ -33,6 +33,9 @@ const APT_PACKAGES: &[&str] = &[
 /// The bpf-linker release aya 0.14 works with.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// cargo-deb, which builds the Debian package (`cargo xtask package`), pinned.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
 /// The Redfish peer of the tests: sushy-tools from PyPI, pinned.
 const SUSHY_VERSION: &str = "2.2.0";
 
@@ -52,6 +55,7 @@ pub fn run(runner: &Runner) -> Result<()> {
         apt(runner)?,
         rust_src(runner)?,
         bpf_linker(runner)?,
+        cargo_deb(runner)?,
         sushy(runner)?,
     ];
     if !installed.contains(&true) {
@@ -171,6 +175,27 @@ fn rust_src(runner: &Runner) -> Result<bool> {
     runner
         .step("setup: rust-src for nightly")
         .hint("rustup component add, about 10 s")
+        .run([c])?;
+    Ok(true)
+}
+
+/// Installs cargo-deb at [`CARGO_DEB_VERSION`] unless that version is there; returns whether
+/// it did.
+fn cargo_deb(runner: &Runner) -> Result<bool> {
+    let have = crate::cargo()
+        .args(["deb", "--version"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION))
+        .unwrap_or(false);
+    if have {
+        return Ok(false);
+    }
+    let mut c = crate::cargo();
+    c.args(["install", "--locked"])
+        .arg(format!("cargo-deb@{CARGO_DEB_VERSION}"));
+    runner
+        .step(&format!("setup: cargo-deb {CARGO_DEB_VERSION}"))
+        .hint("cargo install, about a minute")
         .run([c])?;
     Ok(true)
 }

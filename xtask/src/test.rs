@@ -58,6 +58,8 @@ pub fn run(runner: &Runner) -> Result<()> {
         .step("model check")
         .summary(test_counts)
         .run([cargo_with(&["test", "-p", "failover-model"])])?;
+    // The Debian package (release build, man pages, completions), for the scratch-root test.
+    let deb = crate::package::run(runner)?;
     let mut integration = cargo_with(&[
         "test",
         "-p",
@@ -67,7 +69,8 @@ pub fn run(runner: &Runner) -> Result<()> {
     ]);
     integration
         .env("FAILOVER_BIN", &artifacts.failover)
-        .env("FAILOVER_LAB_BIN", &artifacts.lab);
+        .env("FAILOVER_LAB_BIN", &artifacts.lab)
+        .env("FAILOVER_DEB", &deb);
     runner
         .step("privileged integration tests")
         .summary(test_counts)

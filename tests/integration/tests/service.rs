@@ -259,3 +259,74 @@ fn the_metrics_parse_as_openmetrics() {
         }
     }
 }
+
+/// The Debian package (`cargo xtask package`; `cargo xtask test` builds it and names it in
+/// `FAILOVER_DEB`), unpacked into a scratch root with `dpkg -x`: its binary runs, the shipped
+/// example configuration passes `check-config` as installed, the unit and the conffiles are
+/// there, and `man -l` renders its pages.
+#[test]
+fn the_debian_package_unpacks_into_a_scratch_root_and_works() {
+    let deb = std::env::var_os("FAILOVER_DEB")
+        .map(std::path::PathBuf::from)
+        .expect("FAILOVER_DEB: run this through `cargo xtask test`, which builds the package");
+    let root = TempDir::new("fo-deb-");
+    let run = |c: &mut std::process::Command| {
+        let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{c:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(std::process::Command::new("dpkg")
+        .arg("-x")
+        .arg(&deb)
+        .arg(root.path()));
+    let bin = root.join("usr/sbin/failover");
+    let version = run(std::process::Command::new(&bin).arg("--version"));
+    assert!(version.starts_with("failover "), "{version}");
+    let checked = run(std::process::Command::new(&bin)
+        .arg("check-config")
+        .arg(root.join("etc/failover/failover.toml")));
+    assert!(checked.contains(": ok ("), "{checked}");
+    for f in [
+        "usr/lib/systemd/system/failover.service",
+        "etc/failover/fence-peer.sh",
+        "usr/share/doc/failover/README.Debian",
+        "usr/share/bash-completion/completions/failover",
+        "usr/share/zsh/vendor-completions/_failover",
+        "usr/share/fish/vendor_completions.d/failover.fish",
+    ] {
+        assert!(root.join(f).is_file(), "{f} in the package");
+    }
+    let conffiles = run(std::process::Command::new("dpkg-deb")
+        .arg("--info")
+        .arg(&deb)
+        .arg("conffiles"));
+    assert!(
+        conffiles
+            .lines()
+            .any(|l| l == "/etc/failover/failover.toml"),
+        "the configuration is a conffile: {conffiles}"
+    );
+    for (page, want) in [
+        ("usr/share/man/man8/failover.8.gz", "failover"),
+        ("usr/share/man/man8/failover-standby.8.gz", "standby"),
+        (
+            "usr/share/man/man5/failover.toml.5.gz",
+            "configuration of the failover daemon",
+        ),
+    ] {
+        let text = run(std::process::Command::new("man")
+            .arg("-l")
+            .arg(root.join(page))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100"));
+        assert!(
+            text.contains("NAME") && text.contains(want),
+            "{page}: {text}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The `failover` command: parses arguments and calls the library, one file per subcommand.
 mod bmc;
 mod check;
+mod generate;
 mod probe;
 mod respond;
 mod status;
@@ -52,6 +53,9 @@ enum Command {
     ///
     /// Unknown fields are errors, durations are human strings ("10ms"), and every error names
     CheckConfig(check::CheckArgs),
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
     /// Run the daemon: join, then act as primary or monitor, until SIGTERM or SIGINT.
     ///
     /// The host starts in the joining role holding no floating address (addresses left on the
@@ -166,6 +170,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Probe(args) => probe::run(args).await,
         Command::CheckConfig(args) => check::run(args),
+        Command::Generate(args) => generate::run(args, <Cli as clap::CommandFactory>::command()),
         Command::Bmc { cmd } => bmc::run(cmd).await,
         Command::Run { config } => {
             let cfg = failover::config::Config::load(&config)?;
