@@ -224,7 +224,7 @@ fn errors_name_what_failed() {
         "{err}"
     );
 
-    // Not root: setpriv drops to nobody.
+    // Without the capabilities: setpriv drops to nobody.
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(failover_bin())
@@ -233,5 +233,8 @@ fn errors_name_what_failed() {
         .expect("run setpriv");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("needs root"), "{err}");
+    assert!(
+        err.contains("needs CAP_NET_ADMIN") && err.contains("uid 65534"),
+        "{err}"
+    );
 }
