@@ -9,7 +9,6 @@
 //! worker thread through a bounded queue; a full queue drops the entry (counted, and said once
 //! the queue drains) instead of waiting.
 use std::{
-    fmt::Write as _,
     os::unix::net::UnixDatagram,
     path::Path,
     sync::{
@@ -164,9 +163,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for JournalLayer {
         let meta = event.metadata();
         let mut fields = Fields(Vec::new());
         event.record(&mut fields);
-        let mut text = String::new();
-        let _ = write!(text, "{}", meta.target());
-        fields.0.push(("TARGET".into(), text));
+        fields.0.push(("TARGET".into(), meta.target().to_string()));
         let entry = entry_bytes(*meta.level(), &fields.0);
         if self.tx.try_send(entry).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);

@@ -30,6 +30,12 @@ impl Notifier {
         }
     }
 
+    /// Whether a service manager listens (`NOTIFY_SOCKET`): without one, nothing is sent and
+    /// nothing need be formatted.
+    pub fn enabled(&self) -> bool {
+        self.on
+    }
+
     fn send(&self, states: &[NotifyState]) {
         if !self.on {
             return;

@@ -70,11 +70,17 @@ impl Daemon {
         refresh_peer(&mut st, &self.monitor_status, &self.primary_counters, now);
         // The role has settled once a join decided it (or standby was resumed): every role
         // but Joining comes after that.
-        let settled = role != Role::Joining;
-        let peer = format!("peer {} {}", st.peer.name, st.peer.state);
-        drop(st);
-        self.notifier
-            .status(&format!("{}, epoch {epoch}, {peer}", role.name()), settled);
+        if self.notifier.enabled() {
+            let settled = role != Role::Joining;
+            let line = format!(
+                "{}, epoch {epoch}, peer {} {}",
+                role.name(),
+                st.peer.name,
+                st.peer.state
+            );
+            drop(st);
+            self.notifier.status(&line, settled);
+        }
     }
 }
 

@@ -3,10 +3,7 @@
 //! nothing over (a `leaving` primary included), as in maintenance. When they pass again, the
 //! primary is judged afresh. The primary's side (a failing check hands P over) is the
 //! runtime's: it is a switchover (`switchover.rs`).
-use super::{
-    machine::{Machine, Suspicion},
-    Action, Role,
-};
+use super::{machine::Machine, Action};
 
 impl Machine {
     /// Whether a health check fails here (as the runtime last reported).
@@ -31,12 +28,6 @@ impl Machine {
             }
             return;
         }
-        if self.role == Role::Monitor && !self.maintenance {
-            // Misses counted while unhealthy decide nothing.
-            out.push(Action::Rejudge);
-            if std::mem::take(&mut self.grace_held) && !self.armed {
-                self.suspect(Suspicion::Grace, out);
-            }
-        }
+        self.rearm(out);
     }
 }

@@ -70,8 +70,14 @@ impl Machine {
             Event::MaintenanceOff,
             "failure detection armed again: a fence needs a new full window of misses",
         ));
-        if self.role == Role::Monitor && !self.unhealthy {
-            // Misses counted during maintenance decide nothing.
+        self.rearm(out);
+    }
+
+    /// Maintenance ended or a failing health check passes again: once nothing disarms a
+    /// monitor any more, the primary is judged afresh.
+    pub(super) fn rearm(&mut self, out: &mut Vec<Action>) {
+        if self.role == Role::Monitor && !self.disarmed() {
+            // Misses counted while disarmed decide nothing.
             out.push(Action::Rejudge);
             // A primary never seen: startup_grace ran out meanwhile, and does not again.
             if std::mem::take(&mut self.grace_held) && !self.armed {
