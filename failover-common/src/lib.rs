@@ -16,8 +16,14 @@ pub const MAP_STREAMS: &str = "FO_STREAMS";
 /// Map: per-source reply records. Written by XDP, read by userspace.
 pub const MAP_PEERS: &str = "FO_PEERS";
 /// Map: per-stream, per-sequence arrival stamps (one ring per stream). Written by XDP, read by
-/// userspace.
+/// userspace through a read-only `mmap` of the map (it is created with [`ARRIVALS_MAP_FLAGS`]).
 pub const MAP_ARRIVALS: &str = "FO_ARRIVALS";
+/// `BPF_F_MMAPABLE` (`1 << 10` in the kernel's UAPI): an array map whose values userspace can
+/// `mmap` (the values start at offset 0 of the mapping, `value_size` rounded up to 8 bytes apart).
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+/// The map flags of [`MAP_ARRIVALS`]: [`BPF_F_MMAPABLE`], so that userspace reads a probe's slot
+/// from memory instead of making a `bpf(BPF_MAP_LOOKUP_ELEM)` call per probe.
+pub const ARRIVALS_MAP_FLAGS: u32 = BPF_F_MMAPABLE;
 /// Map: per-CPU statistics. Written by XDP, read by userspace.
 pub const MAP_STATS: &str = "FO_STATS";
 
@@ -115,13 +121,22 @@ pub struct PeerRecord {
     pub first_ns: u64,
 }
 
-/// Arrival stamp of one reply. Value of [`MAP_ARRIVALS`] at index `seq % ARRIVAL_SLOTS`.
+/// Arrival stamp of one reply. Value of [`MAP_ARRIVALS`] at index
+/// `stream * ARRIVAL_SLOTS + seq % ARRIVAL_SLOTS`.
+///
+/// The two fields are written without a lock while userspace may be reading them, so both
+/// sides follow one protocol. The XDP program stores `ns = 0`, then `seq`, then `ns` = the
+/// stamp (three volatile stores, in that order). A reader loads `ns`, `seq`, `ns` again (in that
+/// order) and keeps the pair only when both loads of `ns` agree; a zero `ns` means "nothing
+/// stamped yet", an empty slot or a write in progress. The protocol relies on the stores
+/// becoming visible in program order (the BPF JIT keeps their order; x86-64 is TSO).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Arrival {
     /// Sequence number of the reply (16 bits for ICMP, 64 for UDP).
     pub seq: u64,
-    /// `bpf_ktime_get_ns()` when the reply reached XDP; 0 for an empty slot.
+    /// `bpf_ktime_get_ns()` when the reply reached XDP; 0 for an empty slot (or one being
+    /// written).
     pub ns: u64,
 }
 
@@ -129,7 +144,11 @@ pub struct Arrival {
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Frames the program ran on.
+    /// Candidate frames: those the program looked at past the headers. That is every frame
+    /// that moved one of the counters below, plus other UDP messages from the heartbeat port.
+    /// Unrelated traffic (not an ICMP echo reply while ICMP is counted, nor UDP from the
+    /// heartbeat port while UDP is counted) returns before the counters are touched and is not
+    /// counted, nor is anything while nothing is enabled.
     pub seen: u64,
     /// Replies counted (identifier or token matched).
     pub matched: u64,

@@ -19,7 +19,10 @@
 
 mod gate;
 
-use core::{mem::size_of, ptr::read_unaligned};
+use core::{
+    mem::size_of,
+    ptr::{addr_of_mut, read_unaligned, write_volatile},
+};
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST},
@@ -30,11 +33,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use failover_common::{
-    wire, Arrival, FastPathConfig, PeerKey, PeerRecord, Stats, Stream, ARRIVAL_SLOTS, FLAG_ICMP,
-    FLAG_PASS_COUNTED, FLAG_UDP, MAX_PEERS, MAX_STREAMS,
+    wire, Arrival, FastPathConfig, PeerKey, PeerRecord, Stats, Stream, ARRIVALS_MAP_FLAGS,
+    ARRIVAL_SLOTS, FLAG_ICMP, FLAG_PASS_COUNTED, FLAG_UDP, MAX_PEERS, MAX_STREAMS,
 };
 
-/// Configuration (key 0). Written by userspace before attaching; read here on every frame.
+/// Configuration (key 0). Written by userspace before attaching; read here for ICMP echo
+/// replies and UDP datagrams only (other frames are not ours whatever it says).
 #[btf_map]
 static FO_CONFIG: Array<FastPathConfig, 1> = Array::new();
 
@@ -47,9 +51,14 @@ static FO_STREAMS: HashMap<u64, Stream, { MAX_STREAMS as usize }> = HashMap::new
 static FO_PEERS: HashMap<PeerKey, PeerRecord, { MAX_PEERS as usize }> = HashMap::new();
 
 /// One arrival ring per stream, indexed by `stream * ARRIVAL_SLOTS + seq % ARRIVAL_SLOTS`.
-/// Written here; read by userspace per probe.
+/// Written here; read by userspace per probe from a read-only `mmap` of the map
+/// (`BPF_F_MMAPABLE`), without a syscall.
 #[btf_map]
-static FO_ARRIVALS: Array<Arrival, { (MAX_STREAMS * ARRIVAL_SLOTS) as usize }> = Array::new();
+static FO_ARRIVALS: Array<
+    Arrival,
+    { (MAX_STREAMS * ARRIVAL_SLOTS) as usize },
+    { ARRIVALS_MAP_FLAGS as usize },
+> = Array::new();
 
 /// Per-CPU counters (key 0). Written here; summed by userspace.
 #[btf_map]
@@ -77,10 +86,16 @@ const IP_MF_OFFSET: u16 = 0x3fff;
 
 /// What the program concluded about one frame.
 enum FrameClass {
-    /// Not a reply to us; passed untouched.
+    /// Not a reply to us, decided from the headers (for an echo reply or a UDP datagram, with
+    /// `FO_CONFIG`): passed untouched, no counter moves. The common case; other traffic than
+    /// ICMP echo replies and UDP gets here without any map access.
     NotOurs,
-    /// A reply to one of our probes, counted.
-    Counted,
+    /// A candidate (a UDP message from the heartbeat port) that is not a heartbeat reply:
+    /// passed, only `seen` counts.
+    Candidate,
+    /// A reply to one of our probes, counted; `pass`: passed on (`FLAG_PASS_COUNTED`) rather
+    /// than consumed.
+    Counted { pass: bool },
     /// An echo reply with another identifier.
     RejectedId,
     /// A reply with a token that is not a stream's.
@@ -94,31 +109,38 @@ enum FrameClass {
 }
 
 /// Baseline of the cost benchmark (`cargo xtask bench-xdp`): passes every frame and touches
-/// nothing. Loaded only by the benchmark, never attached.
+/// nothing. Loaded only by the benchmark, which attaches it only to a veth of its own
+/// namespaces (`FastPath::attach_baseline`); the daemon never does.
 #[xdp]
 pub fn failover_xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
 /// Entry point: never fails, never drops what it did not count.
+///
+/// Unrelated traffic (not IPv4/IPv6, not ICMP echo replies or UDP, UDP from another port) is
+/// passed as soon as the headers say so, before the statistics are touched: the counters,
+/// `seen` included, count candidate frames only.
 #[xdp]
 pub fn failover_xdp(ctx: XdpContext) -> u32 {
-    let cfg = match FO_CONFIG.get(0) {
-        Some(c) => *c,
-        None => FastPathConfig::default(),
-    };
-    let verdict = if cfg.flags & (FLAG_ICMP | FLAG_UDP) == 0 {
-        FrameClass::NotOurs
-    } else {
-        classify(&ctx, &cfg)
-    };
+    let verdict = classify(&ctx);
+    match verdict {
+        FrameClass::NotOurs => return xdp_action::XDP_PASS,
+        // Decided from the headers alone (rare): with nothing enabled, nothing is classified.
+        FrameClass::Truncated | FrameClass::Malformed
+            if config().flags & (FLAG_ICMP | FLAG_UDP) == 0 =>
+        {
+            return xdp_action::XDP_PASS
+        }
+        _ => {}
+    }
     if let Some(s) = FO_STATS.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, this program is the only writer on this CPU.
         let s = unsafe { &mut *s };
         s.seen += 1;
         match verdict {
-            FrameClass::NotOurs => {}
-            FrameClass::Counted => s.matched += 1,
+            FrameClass::NotOurs | FrameClass::Candidate => {}
+            FrameClass::Counted { .. } => s.matched += 1,
             FrameClass::RejectedId => s.rejected_id += 1,
             FrameClass::RejectedToken => s.rejected_token += 1,
             FrameClass::RejectedSource => s.rejected_source += 1,
@@ -127,8 +149,17 @@ pub fn failover_xdp(ctx: XdpContext) -> u32 {
         }
     }
     match verdict {
-        FrameClass::Counted if cfg.flags & FLAG_PASS_COUNTED == 0 => xdp_action::XDP_DROP,
+        FrameClass::Counted { pass: false } => xdp_action::XDP_DROP,
         _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// The configuration (key 0 of `FO_CONFIG`; all off when missing).
+#[inline(always)]
+fn config() -> FastPathConfig {
+    match FO_CONFIG.get(0) {
+        Some(c) => *c,
+        None => FastPathConfig::default(),
     }
 }
 
@@ -155,8 +186,11 @@ fn be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     read::<[u8; 2]>(ctx, offset).map(u16::from_be_bytes)
 }
 
+/// Classifies a frame: the headers first (Ethernet, at most one VLAN tag, IPv4 or IPv6, the
+/// protocol, the ICMP type or the UDP header), so that unrelated traffic is `NotOurs` before any
+/// map access; `FO_CONFIG` only for an echo reply or a UDP datagram.
 #[inline(always)]
-fn classify(ctx: &XdpContext, cfg: &FastPathConfig) -> FrameClass {
+fn classify(ctx: &XdpContext) -> FrameClass {
     let Some(mut proto) = be16(ctx, 12) else {
         return FrameClass::Truncated;
     };
@@ -168,7 +202,7 @@ fn classify(ctx: &XdpContext, cfg: &FastPathConfig) -> FrameClass {
         proto = inner;
         l3 += VLAN_HLEN;
     }
-    let (l4_proto, l4, src) = match proto {
+    match proto {
         ETH_P_IP => {
             let Some(h) = read::<[u8; IPV4_HLEN]>(ctx, l3) else {
                 return FrameClass::Truncated;
@@ -181,21 +215,26 @@ fn classify(ctx: &XdpContext, cfg: &FastPathConfig) -> FrameClass {
                 // would carry a header to match.
                 return FrameClass::NotOurs;
             }
-            let ihl = ((h[0] & 0x0f) as usize) * 4;
-            let mut key: PeerKey = [0; 16];
-            key[10] = 0xff;
-            key[11] = 0xff;
-            key[12] = h[12];
-            key[13] = h[13];
-            key[14] = h[14];
-            key[15] = h[15];
-            (h[9], l3 + ihl, key)
+            let l4_proto = h[9];
+            if l4_proto != IPPROTO_ICMP && l4_proto != IPPROTO_UDP {
+                return FrameClass::NotOurs;
+            }
+            let l4 = l3 + ((h[0] & 0x0f) as usize) * 4;
+            let mut src: PeerKey = [0; 16];
+            src[10] = 0xff;
+            src[11] = 0xff;
+            src[12] = h[12];
+            src[13] = h[13];
+            src[14] = h[14];
+            src[15] = h[15];
+            if l4_proto == IPPROTO_ICMP {
+                echo_reply(ctx, l4, src, ICMP_ECHO_REPLY)
+            } else {
+                heartbeat_reply(ctx, l4, src)
+            }
         }
         ETH_P_IPV6 => {
             let Some(h) = read::<[u8; 8]>(ctx, l3) else {
-                return FrameClass::Truncated;
-            };
-            let Some(src) = read::<PeerKey>(ctx, l3 + 8) else {
                 return FrameClass::Truncated;
             };
             if ptr_at::<[u8; IPV6_HLEN]>(ctx, l3).is_none() {
@@ -206,30 +245,34 @@ fn classify(ctx: &XdpContext, cfg: &FastPathConfig) -> FrameClass {
             }
             // Extension headers (including fragments) are not ours: replies to our probes carry
             // the upper-layer header directly.
-            (h[6], l3 + IPV6_HLEN, src)
+            let l4_proto = h[6];
+            if l4_proto != IPPROTO_ICMPV6 && l4_proto != IPPROTO_UDP {
+                return FrameClass::NotOurs;
+            }
+            let Some(src) = read::<PeerKey>(ctx, l3 + 8) else {
+                return FrameClass::Truncated;
+            };
+            let l4 = l3 + IPV6_HLEN;
+            if l4_proto == IPPROTO_ICMPV6 {
+                echo_reply(ctx, l4, src, ICMPV6_ECHO_REPLY)
+            } else {
+                heartbeat_reply(ctx, l4, src)
+            }
         }
-        _ => return FrameClass::NotOurs,
-    };
-    match (proto, l4_proto) {
-        (ETH_P_IP, IPPROTO_ICMP) => echo_reply(ctx, cfg, l4, src, ICMP_ECHO_REPLY),
-        (ETH_P_IPV6, IPPROTO_ICMPV6) => echo_reply(ctx, cfg, l4, src, ICMPV6_ECHO_REPLY),
-        (_, IPPROTO_UDP) => heartbeat_reply(ctx, cfg, l4, src),
         _ => FrameClass::NotOurs,
     }
 }
 
 #[inline(always)]
-fn echo_reply(
-    ctx: &XdpContext,
-    cfg: &FastPathConfig,
-    l4: usize,
-    src: PeerKey,
-    reply: u8,
-) -> FrameClass {
+fn echo_reply(ctx: &XdpContext, l4: usize, src: PeerKey, reply: u8) -> FrameClass {
     let Some(h) = read::<[u8; ICMP_HLEN]>(ctx, l4) else {
         return FrameClass::Truncated;
     };
-    if h[0] != reply || h[1] != 0 || cfg.flags & FLAG_ICMP == 0 {
+    if h[0] != reply || h[1] != 0 {
+        return FrameClass::NotOurs;
+    }
+    let cfg = config();
+    if cfg.flags & FLAG_ICMP == 0 {
         return FrameClass::NotOurs;
     }
     let Some(t) = read::<[u8; ICMP_TOKEN_LEN]>(ctx, l4) else {
@@ -251,17 +294,20 @@ fn echo_reply(
         return FrameClass::RejectedSource;
     }
     record(&stream, src, u16::from_be_bytes([h[6], h[7]]) as u64);
-    FrameClass::Counted
+    FrameClass::Counted {
+        pass: cfg.flags & FLAG_PASS_COUNTED != 0,
+    }
 }
 
 #[inline(always)]
-fn heartbeat_reply(ctx: &XdpContext, cfg: &FastPathConfig, l4: usize, src: PeerKey) -> FrameClass {
+fn heartbeat_reply(ctx: &XdpContext, l4: usize, src: PeerKey) -> FrameClass {
     let Some(sport) = be16(ctx, l4) else {
         return FrameClass::Truncated;
     };
     if ptr_at::<[u8; UDP_HLEN]>(ctx, l4).is_none() {
         return FrameClass::Truncated;
     }
+    let cfg = config();
     if cfg.flags & FLAG_UDP == 0 || sport as u32 != cfg.udp_port {
         return FrameClass::NotOurs;
     }
@@ -272,7 +318,7 @@ fn heartbeat_reply(ctx: &XdpContext, cfg: &FastPathConfig, l4: usize, src: PeerK
         return FrameClass::Malformed;
     }
     if m[wire::OFF_KIND] != wire::KIND_HEARTBEAT_REPLY {
-        return FrameClass::NotOurs;
+        return FrameClass::Candidate;
     }
     let token = wire::get_u64(&m, wire::OFF_TOKEN);
     let Some(stream) = FO_STREAMS.get_ptr(token) else {
@@ -285,7 +331,9 @@ fn heartbeat_reply(ctx: &XdpContext, cfg: &FastPathConfig, l4: usize, src: PeerK
         return FrameClass::RejectedSource;
     }
     record(&stream, src, wire::get_u64(&m, wire::OFF_SEQ));
-    FrameClass::Counted
+    FrameClass::Counted {
+        pass: cfg.flags & FLAG_PASS_COUNTED != 0,
+    }
 }
 
 /// Whether two addresses are equal, compared as two words (an array comparison could become a
@@ -315,12 +363,15 @@ fn record(stream: &Stream, src: PeerKey, seq: u64) {
     let slot =
         (stream.index & (MAX_STREAMS - 1)) * ARRIVAL_SLOTS + ((seq as u32) & (ARRIVAL_SLOTS - 1));
     if let Some(a) = FO_ARRIVALS.get_ptr_mut(slot) {
-        // The stamp goes first: a reader that sees the new sequence also sees its stamp, and a
-        // reader that sees the old sequence discards the slot.
+        // Userspace reads the slot from memory while this runs: clear the stamp, write the
+        // sequence, then the stamp (volatile, so the compiler keeps the order). A reader that
+        // loads the stamp before and after the sequence and finds them equal (and non-zero)
+        // has a consistent pair (the protocol is on `Arrival`).
         // SAFETY: array slots are preallocated and stay valid for the program's run.
         unsafe {
-            (*a).ns = now;
-            (*a).seq = seq;
+            write_volatile(addr_of_mut!((*a).ns), 0);
+            write_volatile(addr_of_mut!((*a).seq), seq);
+            write_volatile(addr_of_mut!((*a).ns), now);
         }
     }
     match FO_PEERS.get_ptr_mut(src) {

@@ -187,8 +187,10 @@ impl FastPathBuilder {
             .load(OBJECT)
             .map_err(|e| FastPathError::Load(Box::new(e)))?;
         let logger = start_logger(&mut ebpf);
+        let arrivals = ArrivalRing::map(&ebpf);
         let mut fp = FastPath {
             ebpf,
+            arrivals,
             mode: None,
             pinned: Vec::new(),
             keep_pins: self.keep_pins,
@@ -263,10 +265,139 @@ fn start_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
+/// [`MAP_ARRIVALS`] mapped read-only into this process (`BPF_F_MMAPABLE`): a probe's slot is a
+/// few loads from memory instead of a `bpf(BPF_MAP_LOOKUP_ELEM)` call. Unmapped on drop; the
+/// mapping holds its own reference to the map, so it stays valid whatever happens to the fd.
+struct ArrivalRing {
+    base: std::ptr::NonNull<Arrival>,
+    len: usize,
+    slots: u32,
+}
+
+// SAFETY: the mapping is shared read-only memory; it is only read, with volatile loads, and
+// lives until drop.
+unsafe impl Send for ArrivalRing {}
+// SAFETY: as above: concurrent readers only load.
+unsafe impl Sync for ArrivalRing {}
+
+impl ArrivalRing {
+    /// Attempts at a consistent read of a slot the program is writing at the same moment; the
+    /// program's three stores take nanoseconds, so the second attempt normally succeeds.
+    const TRIES: usize = 8;
+
+    /// Maps the arrival map of `ebpf`; `None` (with a log line: the fast path then reads
+    /// slots through the `bpf` syscall as before) when the kernel refuses, e.g. a map created
+    /// without `BPF_F_MMAPABLE`.
+    fn map(ebpf: &Ebpf) -> Option<Self> {
+        match Self::try_map(ebpf) {
+            Ok(ring) => Some(ring),
+            Err(error) => {
+                tracing::warn!(map = MAP_ARRIVALS, %error,
+                    "cannot mmap the arrival map; reading it with one bpf syscall per probe");
+                None
+            }
+        }
+    }
+
+    fn try_map(ebpf: &Ebpf) -> Result<Self, String> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let Some(aya::maps::Map::Array(data)) = ebpf.map(MAP_ARRIVALS) else {
+            return Err("not an array map in the object".into());
+        };
+        let info = data.info().map_err(|e| e.to_string())?;
+        if info.map_flags() & failover_common::BPF_F_MMAPABLE == 0 {
+            return Err(format!(
+                "map flags {:#x} lack BPF_F_MMAPABLE",
+                info.map_flags()
+            ));
+        }
+        let stride = (info.value_size() as usize).next_multiple_of(8);
+        if stride != std::mem::size_of::<Arrival>() {
+            return Err(format!(
+                "value size {} is not an Arrival's",
+                info.value_size()
+            ));
+        }
+        let slots = info.max_entries();
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = (slots as usize * stride).next_multiple_of(page);
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: a fresh read-only shared mapping of the map's value area; nothing else is
+        // mapped at the address the kernel chooses.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", io::Error::last_os_error()));
+        }
+        let base = std::ptr::NonNull::new(ptr.cast::<Arrival>())
+            .ok_or_else(|| "mmap returned a null pointer".to_string())?;
+        Ok(ArrivalRing { base, len, slots })
+    }
+
+    /// Slot `slot`, read consistently ([`read_arrival`]).
+    fn read(&self, slot: u32) -> Arrival {
+        if slot >= self.slots {
+            return Arrival::default();
+        }
+        // SAFETY: slot < slots, so the pointer lies inside the live mapping, aligned
+        // (page-aligned base, 16-byte values).
+        unsafe { read_arrival(self.base.as_ptr().add(slot as usize), Self::TRIES) }
+    }
+}
+
+/// Reads the arrival slot at `p` while the program may be rewriting it (the protocol on
+/// [`Arrival`]): the stamp, the sequence, the stamp again, kept when both stamps agree. A slot
+/// that is in the middle of a write at each of `tries` attempts reads as empty (`ns == 0`): not
+/// arrived yet, and the next poll sees it.
+///
+/// # Safety
+///
+/// `p` must be valid for reads and aligned for an [`Arrival`].
+unsafe fn read_arrival(p: *const Arrival, tries: usize) -> Arrival {
+    use std::sync::atomic::{fence, Ordering};
+    for _ in 0..tries {
+        // SAFETY: the caller's. Volatile: the kernel writes this memory behind the compiler's
+        // back. The fences keep the three loads in order (they cost nothing on x86-64).
+        let (ns1, seq, ns2) = unsafe {
+            let ns1 = std::ptr::read_volatile(std::ptr::addr_of!((*p).ns));
+            fence(Ordering::Acquire);
+            let seq = std::ptr::read_volatile(std::ptr::addr_of!((*p).seq));
+            fence(Ordering::Acquire);
+            let ns2 = std::ptr::read_volatile(std::ptr::addr_of!((*p).ns));
+            (ns1, seq, ns2)
+        };
+        if ns1 == ns2 {
+            return Arrival { seq, ns: ns1 };
+        }
+        std::hint::spin_loop();
+    }
+    Arrival::default()
+}
+
+impl Drop for ArrivalRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in try_map, unmapped once.
+        if unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) } != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "munmap of the arrival map");
+        }
+    }
+}
+
 /// A loaded (and usually attached) fast path. Dropping it detaches the program and, unless
 /// told to keep them, removes its pins.
 pub struct FastPath {
     ebpf: Ebpf,
+    /// The arrival map in memory; `None` when it could not be mapped (syscall reads then).
+    arrivals: Option<ArrivalRing>,
     mode: Option<AttachMode>,
     pinned: Vec<PathBuf>,
     keep_pins: bool,
@@ -277,6 +408,7 @@ impl std::fmt::Debug for FastPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FastPath")
             .field("mode", &self.mode)
+            .field("arrivals_mapped", &self.arrivals.is_some())
             .field("pinned", &self.pinned)
             .finish_non_exhaustive()
     }
@@ -351,6 +483,10 @@ impl FastPath {
     }
 
     /// Replaces any pins left by an earlier process with this one's maps.
+    ///
+    /// Pins are never reused: the maps are always the ones this process just created from its
+    /// own object, so a pin left by an older version (e.g. an `FO_ARRIVALS` without
+    /// `BPF_F_MMAPABLE`) is unlinked and replaced, and never read.
     fn pin(&mut self, dir: &Path) -> Result<(), FastPathError> {
         sys::ensure_bpffs_dir(dir)?;
         for name in MAP_NAMES {
@@ -409,13 +545,27 @@ impl FastPath {
         }
     }
 
-    /// Stream `stream`'s arrival slot for sequence `seq` (whatever reply last used it).
+    /// Stream `stream`'s arrival slot for sequence `seq` (whatever reply last used it; `ns == 0`
+    /// when nothing is stamped there yet).
+    ///
+    /// Read from the memory-mapped map (a few loads, no syscall), consistent even while the
+    /// program rewrites the slot (the protocol on [`Arrival`]); through `bpf(BPF_MAP_LOOKUP_ELEM)`
+    /// only when the map could not be mapped (logged once, at build).
     pub fn arrival(&self, stream: u32, seq: u64) -> Result<Arrival, FastPathError> {
-        let a: Array<&MapData, Arrival> =
-            Array::try_from(self.map(MAP_ARRIVALS)?).map_err(map_err(MAP_ARRIVALS, "open"))?;
         let slot =
             (stream & (MAX_STREAMS - 1)) * ARRIVAL_SLOTS + ((seq as u32) & (ARRIVAL_SLOTS - 1));
+        if let Some(ring) = &self.arrivals {
+            return Ok(ring.read(slot));
+        }
+        let a: Array<&MapData, Arrival> =
+            Array::try_from(self.map(MAP_ARRIVALS)?).map_err(map_err(MAP_ARRIVALS, "open"))?;
         a.get(&slot, 0).map_err(map_err(MAP_ARRIVALS, "read"))
+    }
+
+    /// Whether [`arrival`](Self::arrival) reads the memory-mapped map (else one syscall per
+    /// call).
+    pub fn arrivals_mapped(&self) -> bool {
+        self.arrivals.is_some()
     }
 
     /// What the fast path recorded about replies from `addr`.
@@ -470,6 +620,12 @@ impl FastPath {
             })
         };
         let ours = run(self.program_mut()?)?;
+        let b = run(self.baseline_mut()?)?;
+        Ok((ours.duration, b.duration, ours.return_value))
+    }
+
+    /// The pass-only baseline program of the same object, loaded (verified) on first use.
+    fn baseline_mut(&mut self) -> Result<&mut Xdp, FastPathError> {
         let base: &mut Xdp = self
             .ebpf
             .program_mut(failover_common::BASELINE_PROGRAM_NAME)
@@ -488,8 +644,16 @@ impl FastPath {
                 source: Box::new(source),
             })?;
         }
-        let b = run(base)?;
-        Ok((ours.duration, b.duration, ours.return_value))
+        Ok(base)
+    }
+
+    /// Attaches the pass-only baseline program (not the fast path) to `interface`, as the fast
+    /// path attaches (driver mode, else generic mode), until this `FastPath` is dropped. For
+    /// the veth throughput benchmark (`cargo xtask bench-xdp`) only: on a
+    /// [`detached`](Self::detached) fast path, so that one program is attached at a time.
+    pub fn attach_baseline(&mut self, interface: &str) -> Result<AttachMode, FastPathError> {
+        let idx = sys::if_index(interface)?;
+        attach(self.baseline_mut()?, interface, idx)
     }
 
     /// Runs the program once on `frame` through BPF_PROG_TEST_RUN; returns the XDP action.
@@ -521,5 +685,69 @@ impl Drop for FastPath {
                 tracing::warn!(path = %p.display(), error = %e, "could not remove pin");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A writer that follows the program's protocol (stamp cleared, sequence, stamp; here the
+    /// stamp is a function of the sequence) rewrites one slot as fast as it can while the
+    /// reader checks every pair it accepts: a reader that skipped the check would pair a
+    /// sequence with another write's stamp.
+    #[test]
+    fn arrival_reads_are_never_torn() {
+        struct Slot(std::cell::UnsafeCell<Arrival>);
+        // SAFETY: accessed only with volatile loads and stores, as the kernel map is.
+        unsafe impl Sync for Slot {}
+        impl Slot {
+            fn ptr(&self) -> *mut Arrival {
+                self.0.get()
+            }
+        }
+        let slot = Slot(std::cell::UnsafeCell::new(Arrival::default()));
+        let stamp = |seq: u64| seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let p = slot.ptr();
+                let mut seq = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    seq += 1;
+                    // SAFETY: the slot outlives the scope; volatile as in the program.
+                    unsafe {
+                        std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).ns), 0);
+                        std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).seq), seq);
+                        std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).ns), stamp(seq));
+                    }
+                }
+            });
+            // Stops the writer however the reader ends (a failed assertion included).
+            struct Stop<'a>(&'a AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let stop = Stop(&done);
+            let (mut stamped, mut reads) = (0u64, 0u64);
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_millis(300) {
+                // SAFETY: valid and aligned for the whole scope.
+                let a = unsafe { read_arrival(slot.ptr(), ArrivalRing::TRIES) };
+                reads += 1;
+                if a.ns != 0 {
+                    stamped += 1;
+                    assert_eq!(a.ns, stamp(a.seq), "torn read: {a:?}");
+                }
+            }
+            drop(stop);
+            assert!(
+                stamped > reads / 100,
+                "{stamped} of {reads} reads saw a stamp"
+            );
+        });
     }
 }

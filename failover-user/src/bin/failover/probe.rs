@@ -129,7 +129,7 @@ async fn report(opts: &ProbeOptions, json: bool) -> anyhow::Result<ExitCode> {
             println!("rtt (XDP stamps) min/median/max = {min:.1}/{p50:.1}/{max:.1} us");
         }
         println!(
-            "xdp: {} frames seen, {} matched, {} foreign id, {} bad token, {} foreign source, {} truncated, {} malformed",
+            "xdp: {} candidate frames seen, {} matched, {} foreign id, {} bad token, {} foreign source, {} truncated, {} malformed",
             st.seen, st.matched, st.rejected_id, st.rejected_token, st.rejected_source, st.truncated, st.malformed
         );
     }
