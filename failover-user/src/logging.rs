@@ -3,12 +3,17 @@
 //!
 //! The writer hands each line to a worker thread, so no thread of the daemon (the heartbeat
 //! thread above all) ever waits for stderr: a slow pipe or journal reader cannot stall a
-//! heartbeat answer. If the reader falls more than 128k lines behind, lines are dropped rather
-//! than waited for.
+//! heartbeat answer. If the reader falls more than [`LOG_QUEUE`] lines behind, lines are
+//! dropped rather than waited for.
 use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
+
+/// Lines the stderr writer queues before it drops (the journal's queue is as long). The queue
+/// is allocated whole at start: tracing-appender's default, 128k lines, costs 4 MiB of resident
+/// memory for a backlog that a daemon logging a few lines a minute never has.
+pub const LOG_QUEUE: usize = 4096;
 
 /// Replaces the installed filter (a reload of `log_level`).
 type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
@@ -69,7 +74,10 @@ pub fn init(level: &str, format: LogFormat) -> Result<Option<WorkerGuard>, Strin
     }
     use std::io::IsTerminal as _;
     let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE)
+        .lossy(true)
+        .finish(std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

@@ -1,5 +1,7 @@
-//! The heartbeat thread: everything that answers heartbeats and joins, sends probes and reads
-//! arrivals, on a thread of its own (SCHED_FIFO at `realtime_priority`) with its own runtime.
+//! The heartbeat threads: everything that answers heartbeats and joins, sends probes and reads
+//! arrivals, on threads of their own (SCHED_FIFO at `realtime_priority`): one per responder,
+//! blocked in its receive, and one with its own runtime for the probes, the lease and the
+//! commands.
 //!
 //! Nothing slow shares it: no file I/O, hashing, HTTP, fsync or child process. The control
 //! thread (the role machine, fencing, hooks, the data copy, netlink, the status socket) can
@@ -11,7 +13,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::monitor::{Monitor, Report, TickContext};
-use crate::{signal::responder::Responder, sys};
+use crate::{
+    signal::responder::{Responder, Stopper},
+    sys,
+};
 
 /// What the control thread asks of the heartbeat thread.
 pub(super) enum Command {
@@ -49,10 +54,39 @@ pub(super) struct GrantSettings {
     pub(super) max_lease: std::time::Duration,
 }
 
-/// The running thread; ends it on drop.
+/// The running thread and the responders' threads; ends them on drop.
 pub(super) struct HeartbeatThread {
     commands: mpsc::UnboundedSender<Command>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// One thread per responder, and what ends it.
+    responders: Vec<(Stopper, std::thread::JoinHandle<()>)>,
+}
+
+/// Starts one thread per responder (SCHED_FIFO at `realtime_priority` too): each sleeps in
+/// a blocking receive and is woken by the request itself, then answers with one send. No
+/// runtime, timer or readiness poll stands between a heartbeat and its answer.
+fn spawn_responders(
+    responders: Vec<Responder>,
+    realtime_priority: u8,
+) -> std::io::Result<Vec<(Stopper, std::thread::JoinHandle<()>)>> {
+    let mut out = Vec::new();
+    for r in responders {
+        let stopper = r.stopper().map_err(std::io::Error::other)?;
+        let flag = stopper.flag();
+        let thread = std::thread::Builder::new()
+            .name("failover-answer".into())
+            .spawn(move || {
+                if realtime_priority > 0 {
+                    // Refused: reported once by the heartbeat thread, which asks the same.
+                    let _ = sys::set_realtime(realtime_priority);
+                }
+                if let Err(e) = r.serve_blocking(flag) {
+                    tracing::error!("{}", crate::error_chain(&e));
+                }
+            })?;
+        out.push((stopper, thread));
+    }
+    Ok(out)
 }
 
 impl HeartbeatThread {
@@ -65,6 +99,7 @@ impl HeartbeatThread {
         realtime_priority: u8,
         watchdog: Option<crate::notify::Watchdog>,
     ) -> std::io::Result<(HeartbeatThread, Option<std::io::Error>)> {
+        let responders = spawn_responders(responders, realtime_priority)?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (started, on_start) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -82,13 +117,26 @@ impl HeartbeatThread {
                         return;
                     }
                 };
-                runtime.block_on(run(responders, cx, rx, reports, watchdog));
-            })?;
+                // The loop runs as a task, not as the future `block_on` polls: a timer firing
+                // inside the driver wakes a task by queueing it, where waking the `block_on`
+                // future writes the runtime's eventfd, a syscall and a second poll per tick.
+                runtime.block_on(async move {
+                    let _ = tokio::spawn(run(cx, rx, reports, watchdog)).await;
+                });
+            });
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                stop_responders(responders);
+                return Err(e);
+            }
+        };
         let rt_error = on_start.recv().ok().flatten();
         Ok((
             HeartbeatThread {
                 commands,
                 thread: Some(thread),
+                responders,
             },
             rt_error,
         ))
@@ -106,6 +154,15 @@ impl Drop for HeartbeatThread {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        stop_responders(std::mem::take(&mut self.responders));
+    }
+}
+
+/// Ends the responders' threads and waits for them.
+fn stop_responders(responders: Vec<(Stopper, std::thread::JoinHandle<()>)>) {
+    for (stopper, thread) in responders {
+        stopper.stop();
+        let _ = thread.join();
     }
 }
 
@@ -117,28 +174,21 @@ pub(super) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// The thread's loop: serve the responders, tick the monitor, obey commands, and ping
-/// systemd's watchdog (from this loop itself: a stalled loop stops the pings).
+/// The thread's loop: tick the monitor, obey commands, and ping systemd's watchdog (from this
+/// loop itself: a stalled loop stops the pings).
 async fn run(
-    responders: Vec<Responder>,
     cx: TickContext,
     mut commands: mpsc::UnboundedReceiver<Command>,
     reports: mpsc::UnboundedSender<Report>,
     mut watchdog: Option<crate::notify::Watchdog>,
 ) {
-    for r in responders {
-        tokio::spawn(async move {
-            if let Err(e) = r.serve().await {
-                tracing::error!("{}", crate::error_chain(&e));
-            }
-        });
-    }
     let cx = Arc::new(cx);
     let mut monitor: Option<Box<Monitor>> = None;
     let mut lease: Option<tokio::sync::oneshot::Sender<()>> = None;
     let mut out = Vec::new();
+    // The probe clock, while a monitor runs.
+    let mut ticker: Option<super::ticker::Ticker> = None;
     loop {
-        let wake = monitor.as_ref().map(|m| m.next_tick);
         let ping = watchdog.as_ref().map(crate::notify::Watchdog::due);
         tokio::select! {
             biased;
@@ -149,12 +199,21 @@ async fn run(
             }
             c = commands.recv() => match c {
                 Some(Command::Monitor(m)) => {
+                    match super::ticker::Ticker::new(m.interval()) {
+                        Ok(t) => ticker = Some(t),
+                        Err(e) => {
+                            out.push(Report::Failed(format!("probe clock (timerfd): {e}")));
+                            let _ = reports.send(Report::Retired(m));
+                            continue;
+                        }
+                    }
                     cx.status.active.store(true, std::sync::atomic::Ordering::Relaxed);
                     if let Some(old) = monitor.replace(m) {
                         let _ = reports.send(Report::Retired(old));
                     }
                 }
                 Some(Command::StopMonitor(back)) => {
+                    ticker = None;
                     cx.status.active.store(false, std::sync::atomic::Ordering::Relaxed);
                     if let Some(old) = monitor.take() {
                         if let Err(old) = back.send(old) {
@@ -196,13 +255,17 @@ async fn run(
                     return;
                 }
             },
-            _ = sleep_until_opt(wake) => {
-                if let Some(m) = monitor.as_mut() {
-                    if let Err(e) = m.tick(&cx, &mut out) {
-                        out.push(Report::Failed(crate::error_chain(&e)));
-                        if let Some(old) = monitor.take() {
-                            out.push(Report::Retired(old));
-                        }
+            t = super::ticker::tick_opt(ticker.as_ref()) => {
+                let ticked = match (t, monitor.as_mut()) {
+                    (Err(e), _) => Err(format!("probe clock (timerfd): {e}")),
+                    (Ok(_), Some(m)) => m.tick(&cx, &mut out).map_err(|e| crate::error_chain(&e)),
+                    (Ok(_), None) => Ok(()),
+                };
+                if let Err(e) = ticked {
+                    out.push(Report::Failed(e));
+                    ticker = None;
+                    if let Some(old) = monitor.take() {
+                        out.push(Report::Retired(old));
                     }
                 }
             }

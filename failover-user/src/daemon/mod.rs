@@ -33,6 +33,7 @@ mod serve;
 mod stale;
 mod start;
 mod status;
+mod ticker;
 
 use std::{collections::VecDeque, sync::Arc};
 
@@ -544,6 +545,8 @@ impl Daemon {
         // misses count from its first probe, as the old one's would have.
         let m = Monitor::open(&self.cfg, &self.witnesses, self.machine.armed())?;
         self.heartbeat.send(Command::Monitor(Box::new(m)));
+        // Loading the XDP object parsed its ELF and BTF on the heap: give what was freed back.
+        crate::sys::trim_heap();
         self.monitoring = true;
         self.grace = (!self.machine.armed()).then(|| Instant::now() + self.cfg.startup_grace.0);
         Ok(())

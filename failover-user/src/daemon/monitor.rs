@@ -118,8 +118,6 @@ pub struct Monitor {
     liveness: Liveness,
     last_in_time_ns: Option<u64>,
     interval: Duration,
-    /// When the next probe is due.
-    pub(super) next_tick: Instant,
     /// Asks P for its epoch once a second (a join probe), so a takeover goes above it.
     epoch_probe: Option<EpochProbe>,
     /// Copy after this many heartbeats (0: no copies).
@@ -217,13 +215,17 @@ impl Monitor {
                 .armed_if(armed),
             last_in_time_ns: None,
             interval,
-            next_tick: Instant::now(),
             epoch_probe,
             sync_every: cfg.sync.as_ref().map_or(0, |s| s.every),
             since_sync: 0,
             witnesses,
             check: None,
         })
+    }
+
+    /// The probe interval (`heartbeat.interval`).
+    pub(super) fn interval(&self) -> Duration {
+        self.interval
     }
 
     /// Starts the witnesses' part of the self-check: an ICMP echo to each, answered in time
@@ -304,12 +306,9 @@ impl Monitor {
         cx: &TickContext,
         out: &mut Vec<Report>,
     ) -> Result<(), FastPathError> {
-        self.next_tick += self.interval;
+        // Driven by the heartbeat thread's ticker every `interval`; a late tick does one
+        // period's work, it does not burst (the XDP stamps still judge fairly).
         let now_i = Instant::now();
-        if self.next_tick <= now_i {
-            // Behind (the host stalled): do not burst; the XDP stamps still judge fairly.
-            self.next_tick = now_i + self.interval;
-        }
         let now = monotonic_ns();
         let fp = &self.fp;
         // Both books usually decide a probe on the same tick, when its reply is stamped: read

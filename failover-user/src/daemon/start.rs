@@ -187,6 +187,8 @@ impl Daemon {
             crate::notify::Watchdog::from_env(),
         )
         .map_err(|e| DaemonError::Heartbeat(format!("cannot start: {e}")))?;
+        // The start-up's parsing (configuration, TLS roots) is done: return the freed heap.
+        crate::sys::trim_heap();
         // The checks report through the channel the heartbeat thread reports through; their
         // tasks run on this runtime, never on the heartbeat thread.
         let checks = super::health::Checks::start(&cfg, &reports)?;

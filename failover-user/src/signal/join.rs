@@ -22,6 +22,8 @@ pub struct EpochProbe {
     next: Instant,
     /// P answered at least once.
     answered: bool,
+    /// A probe is out and unanswered: only then is the socket read (not on every tick).
+    awaiting: bool,
 }
 
 const EPOCH_PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -45,6 +47,7 @@ impl EpochProbe {
             node,
             next: Instant::now(),
             answered: false,
+            awaiting: false,
         })
     }
 
@@ -61,6 +64,10 @@ impl EpochProbe {
             let _ = self
                 .sock
                 .send_to(&join_message(self.token, 0, self.node, 0), self.to);
+            self.awaiting = true;
+        }
+        if !self.awaiting {
+            return None;
         }
         let mut best = None;
         let mut buf = [0u8; 256];
@@ -72,6 +79,7 @@ impl EpochProbe {
                 if r.kind == Kind::JoinReply && r.token == self.token {
                     best = best.max(Some(r.epoch));
                     self.answered = true;
+                    self.awaiting = false;
                 }
             }
         }

@@ -217,12 +217,16 @@ impl Responder {
 
     /// Serves until the socket fails (on the runtime of the calling task).
     pub async fn serve(self) -> Result<(), ResponderError> {
-        let sock = UdpSocket::from_std(self.sock).map_err(|source| ResponderError::Io {
-            addr: self.addr,
-            source,
-        })?;
+        let sock =
+            UdpSocket::from_std(self.sock.try_clone().map_err(|source| ResponderError::Io {
+                addr: self.addr,
+                source,
+            })?)
+            .map_err(|source| ResponderError::Io {
+                addr: self.addr,
+                source,
+            })?;
         let mut buf = [0u8; 512];
-        // The highest epoch already reported from a heartbeat: reported once, not per probe.
         let mut newer_reported = 0u64;
         loop {
             let (n, from) =
@@ -232,51 +236,139 @@ impl Responder {
                         addr: self.addr,
                         source,
                     })?;
-            let msg = Message::decode(&buf[..n]).ok();
-            if let (Some(m), Some(f)) = (
-                msg.filter(|m| matches!(m.kind, Kind::Leaving | Kind::TakenOver | Kind::Yield)),
-                &self.on_notice,
-            ) {
-                f(m);
-                continue;
-            }
-            if let (Some(m), Some(f)) = (
-                msg.filter(|m| {
-                    m.kind == Kind::Heartbeat
-                        && m.epoch > newer_reported
-                        && m.epoch > self.identity.epoch.load(Ordering::Relaxed)
-                        && self.identity.role.load(Ordering::Relaxed)
-                            == crate::role::Role::Primary.code()
-                }),
-                &self.on_notice,
-            ) {
-                newer_reported = m.epoch;
-                f(m);
-            }
-            let reply = msg.filter(|m| self.kinds.contains(&m.kind)).and_then(|m| {
-                m.reply(
-                    self.identity.role.load(Ordering::Relaxed),
-                    self.identity.flags.load(Ordering::Relaxed) | data_flags(&self.identity, &m),
-                    self.identity.epoch.load(Ordering::Relaxed),
-                    self.identity.node,
-                )
-            });
-            let Some(reply) = reply else {
-                self.counters.ignored.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!(%from, len = n, "ignored a datagram that is not a request");
-                continue;
-            };
-            match sock.send_to(&reply.encode(), from).await {
-                Ok(_) => {
-                    self.counters.answered.fetch_add(1, Ordering::Relaxed);
-                    self.counters
-                        .last_request_ns
-                        .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
-                }
-                // A peer that vanished must not stop the responder.
-                Err(e) => tracing::debug!(%from, error = %e, "reply failed"),
+            if let Some(reply) = self.answer(&buf[..n], from, &mut newer_reported) {
+                let sent = sock.send_to(&reply, from).await;
+                self.sent(from, sent);
             }
         }
+    }
+
+    /// A handle that ends [`Responder::serve_blocking`] from another thread.
+    pub fn stopper(&self) -> Result<Stopper, ResponderError> {
+        let sock = self.sock.try_clone().map_err(|source| ResponderError::Io {
+            addr: self.addr,
+            source,
+        })?;
+        Ok(Stopper {
+            sock,
+            stop: Arc::default(),
+        })
+    }
+
+    /// Serves on the calling thread until `stop` is used or the socket fails: one blocking
+    /// receive and one send per request, so the thread sleeps in the kernel between requests
+    /// and is woken by the datagram itself (no runtime, no timer, no readiness poll).
+    pub fn serve_blocking(
+        self,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<(), ResponderError> {
+        let io = |source| ResponderError::Io {
+            addr: self.addr,
+            source,
+        };
+        self.sock.set_nonblocking(false).map_err(io)?;
+        let mut buf = [0u8; 512];
+        let mut newer_reported = 0u64;
+        loop {
+            let got = self.sock.recv_from(&mut buf);
+            if stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let (n, from) = match got {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io(e)),
+            };
+            if let Some(reply) = self.answer(&buf[..n], from, &mut newer_reported) {
+                let sent = self.sock.send_to(&reply, from);
+                self.sent(from, sent);
+            }
+        }
+    }
+
+    /// The reply to one datagram, if it is a request this responder answers; reports notices
+    /// (and, once per higher epoch, a heartbeat whose epoch is above this primary's:
+    /// `newer_reported` holds the highest reported so far).
+    fn answer(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        newer_reported: &mut u64,
+    ) -> Option<[u8; failover_common::wire::LEN]> {
+        let msg = Message::decode(datagram).ok();
+        if let (Some(m), Some(f)) = (
+            msg.filter(|m| matches!(m.kind, Kind::Leaving | Kind::TakenOver | Kind::Yield)),
+            &self.on_notice,
+        ) {
+            f(m);
+            return None;
+        }
+        if let (Some(m), Some(f)) = (
+            msg.filter(|m| {
+                m.kind == Kind::Heartbeat
+                    && m.epoch > *newer_reported
+                    && m.epoch > self.identity.epoch.load(Ordering::Relaxed)
+                    && self.identity.role.load(Ordering::Relaxed)
+                        == crate::role::Role::Primary.code()
+            }),
+            &self.on_notice,
+        ) {
+            *newer_reported = m.epoch;
+            f(m);
+        }
+        let reply = msg.filter(|m| self.kinds.contains(&m.kind)).and_then(|m| {
+            m.reply(
+                self.identity.role.load(Ordering::Relaxed),
+                self.identity.flags.load(Ordering::Relaxed) | data_flags(&self.identity, &m),
+                self.identity.epoch.load(Ordering::Relaxed),
+                self.identity.node,
+            )
+        });
+        match reply {
+            Some(r) => Some(r.encode()),
+            None => {
+                self.counters.ignored.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(%from, len = datagram.len(), "ignored a datagram that is not a request");
+                None
+            }
+        }
+    }
+
+    /// Counts a reply sent (or logs why it was not).
+    fn sent(&self, from: SocketAddr, sent: io::Result<usize>) {
+        match sent {
+            Ok(_) => {
+                self.counters.answered.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .last_request_ns
+                    .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
+            }
+            // A peer that vanished must not stop the responder.
+            Err(e) => tracing::debug!(%from, error = %e, "reply failed"),
+        }
+    }
+}
+
+/// Ends a [`Responder::serve_blocking`] running on another thread: shuts the socket down for
+/// reading, which wakes the blocked receive at once.
+#[derive(Debug)]
+pub struct Stopper {
+    sock: std::net::UdpSocket,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stopper {
+    /// The flag [`Responder::serve_blocking`] checks after each receive.
+    pub fn flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Asks the responder to end; it returns from its receive at once.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: shutdown(2) on a socket this handle owns (a duplicate of the responder's).
+        unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RD) };
     }
 }
 
