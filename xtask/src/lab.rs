@@ -71,6 +71,23 @@ pub fn bench_sync(artifacts: &Artifacts, size_mib: usize, rpo_runs: usize) -> Re
     exec(c)
 }
 
+/// `failover-lab SUBCOMMAND --failover BIN ARGS` (the arguments validated by the lab binary).
+pub fn lab_command(artifacts: &Artifacts, subcommand: &str, args: &[String]) -> Result<Infallible> {
+    let mut c = lab(artifacts, subcommand);
+    c.args(args);
+    exec(c)
+}
+
+/// `cargo xtask bench-cpu`: `failover-lab bench-cpu --failover BIN --seconds N [--json]`.
+pub fn bench_cpu(artifacts: &Artifacts, seconds: u64, json: bool) -> Result<Infallible> {
+    let mut c = lab(artifacts, "bench-cpu");
+    c.args(["--seconds", &seconds.to_string()]);
+    if json {
+        c.arg("--json");
+    }
+    exec(c)
+}
+
 /// `cargo xtask bench-xdp`: `failover-lab bench-xdp --repeat N --rounds N`. It loads the XDP
 /// program itself (BPF_PROG_TEST_RUN), so it needs no `--failover`.
 pub fn bench_xdp(artifacts: &Artifacts, repeat: u32, rounds: usize) -> Result<Infallible> {

@@ -55,7 +55,12 @@ enum Cmd {
     /// Idempotent: checks first and installs only what is missing, so a second run is a quick
     /// no-op. Installing Debian packages needs root. It never installs or updates the nightly
     /// toolchain itself.
-    Setup,
+    Setup {
+        /// Also install an optional part (comma-separated): `keepalived` (Debian's package,
+        /// for `bench-vs keepalived`).
+        #[arg(long, value_delimiter = ',')]
+        with: Vec<String>,
+    },
     /// Run setup, then build target/<profile>/failover (the daemon, XDP object embedded) and
     /// target/<profile>/failover-lab (the lab and the benchmarks).
     Build {
@@ -112,6 +117,64 @@ enum Cmd {
         /// Lab runs for the recovery-point distribution.
         #[arg(long, default_value_t = 10)]
         rpo_runs: usize,
+    },
+    /// Benchmark of the daemons' cost at steady state with the default heartbeat: CPU % of a
+    /// core, CPU time per probe and RSS of the primary and the monitor, per thread too (a
+    /// healthy lab pair, no data copy).
+    ///
+    /// Runs setup and the release build first, then `failover-lab bench-cpu` as root.
+    BenchCpu {
+        /// The measuring window, seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// The figures as one JSON object on the last line of stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark against keepalived: this daemon and keepalived (Debian's 2.2.7, VRRPv3
+    /// unicast, 10 ms adverts, and its defaults as a second row) in the same lab topology,
+    /// same client, same faults, runs alternating so that drift hits both alike. Per system:
+    /// client outage min/median/p95/max, how long two hosts answered on P, false takeovers
+    /// per 10 minutes under 5 % loss or CPU saturation, CPU % and RSS of each node at steady
+    /// state; then the ratios failover / keepalived. keepalived does not fence.
+    ///
+    /// Runs setup (with keepalived) and the release build first, then `failover-lab bench-vs`
+    /// as root.
+    BenchVs {
+        /// The system to compare with: keepalived.
+        system: String,
+        /// Runs per system and fault.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Faults, comma-separated: link, freeze (takeovers); loss, cpu (false takeovers over
+        /// --window-s).
+        #[arg(long, default_value = "link")]
+        fault: String,
+        /// For loss and cpu: how long each run watches, seconds.
+        #[arg(long, default_value_t = 600)]
+        window_s: u64,
+        /// failover's fence modes, comma-separated (bmc, lease); the first is the one the
+        /// ratios use.
+        #[arg(long, default_value = "bmc")]
+        fence: String,
+        /// Leave out keepalived with its default adverts (1 s).
+        #[arg(long)]
+        no_defaults: bool,
+        /// For freeze: how long keepalived's master stays frozen, seconds.
+        #[arg(long, default_value_t = 5)]
+        freeze_s: u64,
+        /// The steady-state window for CPU and RSS, seconds (0: skip).
+        #[arg(long, default_value_t = 20)]
+        steady_s: u64,
+        /// The lab BMCs cut the power (and report Off) this long after the request, e.g. "3s".
+        #[arg(long, default_value = "0s")]
+        bmc_off_delay: String,
+        /// One JSON object per fault; the last line of stdout is the last fault's.
+        #[arg(long)]
+        json: bool,
+        /// Draw the outage distributions per system and fault to this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// Benchmark of the XDP program's cost per frame against a pass-only program
     /// (BPF_PROG_TEST_RUN, in the kernel).
@@ -216,7 +279,7 @@ fn main() -> ExitCode {
 /// only on failure (`match never {}` turns their `Infallible` into `()`).
 fn dispatch(cmd: Cmd, runner: &Runner) -> Result<()> {
     match cmd {
-        Cmd::Setup => setup::run(runner),
+        Cmd::Setup { with } => setup::run_with(runner, &with),
         Cmd::Build { release } => prepare(runner, Profile::new(release)).map(drop),
         Cmd::Run { release, args } => {
             lab::run_failover(&prepare(runner, Profile::new(release))?, &args)
@@ -250,6 +313,51 @@ fn dispatch(cmd: Cmd, runner: &Runner) -> Result<()> {
         Cmd::BenchSync { size_mib, rpo_runs } => {
             lab::bench_sync(&prepare(runner, Profile::Release)?, size_mib, rpo_runs)
                 .map(|never| match never {})
+        }
+        Cmd::BenchCpu { seconds, json } => {
+            lab::bench_cpu(&prepare(runner, Profile::Release)?, seconds, json)
+                .map(|never| match never {})
+        }
+        Cmd::BenchVs {
+            system,
+            runs,
+            fault,
+            window_s,
+            fence,
+            no_defaults,
+            freeze_s,
+            steady_s,
+            bmc_off_delay,
+            json,
+            plot,
+        } => {
+            if system != "keepalived" {
+                anyhow::bail!("bench-vs {system}: only keepalived is known");
+            }
+            setup::run_with(runner, &["keepalived".to_string()])?;
+            let artifacts = build::run(runner, Profile::Release)?;
+            let mut args = vec![
+                system,
+                format!("--runs={runs}"),
+                format!("--fault={fault}"),
+                format!("--window-s={window_s}"),
+                format!("--fence={fence}"),
+                format!("--freeze-s={freeze_s}"),
+                format!("--steady-s={steady_s}"),
+                format!("--bmc-off-delay={bmc_off_delay}"),
+            ];
+            if no_defaults {
+                args.push("--no-defaults".into());
+            }
+            if json {
+                args.push("--json".into());
+            }
+            if let Some(p) = plot {
+                // The lab runs from the workspace root: a relative path is the caller's.
+                let p = std::env::current_dir()?.join(p);
+                args.push(format!("--plot={}", p.display()));
+            }
+            lab::lab_command(&artifacts, "bench-vs", &args).map(|never| match never {})
         }
         Cmd::BenchXdp { repeat, rounds } => {
             lab::bench_xdp(&prepare(runner, Profile::Release)?, repeat, rounds)

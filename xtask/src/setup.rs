@@ -47,12 +47,30 @@ const PROMETHEUS_CLIENT_VERSION: &str = "0.23.1";
 /// start pays the interpreter's start-up.
 const PYTHON: &str = "/usr/bin/python3";
 
+/// What `setup --with NAME` adds on request: the Debian packages of the systems `bench-vs`
+/// compares against (not needed to build or test).
+pub const OPTIONAL: &[(&str, &[&str])] = &[("keepalived", &["keepalived"])];
+
 /// Checks every part and installs what is missing, in dependency order (apt brings LLVM 22 for
-/// bpf-linker and python3-venv for the venv).
-pub fn run(runner: &Runner) -> Result<()> {
+/// bpf-linker and python3-venv for the venv); `with` names optional parts of [`OPTIONAL`].
+pub fn run_with(runner: &Runner, with: &[String]) -> Result<()> {
+    let mut extra: Vec<&'static str> = Vec::new();
+    for w in with {
+        match OPTIONAL.iter().find(|(name, _)| name == w) {
+            Some((_, pkgs)) => extra.extend(*pkgs),
+            None => bail!(
+                "setup: --with {w}: unknown; known: {}",
+                OPTIONAL
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
     let started = Instant::now();
     let installed = [
-        apt(runner)?,
+        apt(runner, &extra)?,
         rust_src(runner)?,
         bpf_linker(runner)?,
         cargo_deb(runner)?,
@@ -67,9 +85,14 @@ pub fn run(runner: &Runner) -> Result<()> {
     Ok(())
 }
 
-/// Installs the missing Debian packages; returns whether it installed any.
-fn apt(runner: &Runner) -> Result<bool> {
-    let missing = missing_packages()?;
+/// Checks every part and installs what is missing (no optional parts).
+pub fn run(runner: &Runner) -> Result<()> {
+    run_with(runner, &[])
+}
+
+/// Installs the missing Debian packages (and `extra`); returns whether it installed any.
+fn apt(runner: &Runner, extra: &[&'static str]) -> Result<bool> {
+    let missing = missing_packages(extra)?;
     if missing.is_empty() {
         return Ok(false);
     }
@@ -105,10 +128,10 @@ fn apt(runner: &Runner) -> Result<bool> {
     Ok(true)
 }
 
-/// The packages of [`APT_PACKAGES`] that dpkg does not list as installed.
-fn missing_packages() -> Result<Vec<&'static str>> {
+/// The packages of [`APT_PACKAGES`] and `extra` that dpkg does not list as installed.
+fn missing_packages(extra: &[&'static str]) -> Result<Vec<&'static str>> {
     let mut missing = Vec::new();
-    for &pkg in APT_PACKAGES {
+    for &pkg in APT_PACKAGES.iter().chain(extra) {
         let out = Command::new("dpkg-query")
             .args(["-W", "-f=${Status}", pkg])
             .stderr(Stdio::null())

@@ -106,7 +106,7 @@ fn nft(sw: &NetNs, rules: &str) {
 }
 
 /// An nft bridge table `fo_lab` on the switch with one forward rule.
-fn switch_rule(sw: &NetNs, rule: &str) {
+pub(crate) fn switch_rule(sw: &NetNs, rule: &str) {
     nft(
         sw,
         &format!(

@@ -63,6 +63,19 @@ pub fn leftovers() -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// The JSON lines of a log file (none when it does not exist; lines that do not parse are
+/// skipped: the last one may be half written).
+pub fn read_json_lines(path: &std::path::Path) -> Vec<Value> {
+    let Ok(f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .collect()
+}
+
 /// Lab settings.
 #[derive(Clone, Debug)]
 pub struct LabOptions {
@@ -76,7 +89,7 @@ pub struct LabOptions {
     pub lab_bin: PathBuf,
     /// Print the lab directory and the generated configs once the lab is up.
     pub show_config: bool,
-    /// `sync.every` in the generated configs (heartbeats between copies).
+    /// `sync.every` in the generated configs (heartbeats between copies); 0: no `[sync]`.
     pub sync_every: u32,
     /// Wait a random time up to this long in steady state before the fault, so the fault
     /// lands anywhere in the copy cycle (the recovery-point benchmark). Zero in the demo.
@@ -251,11 +264,13 @@ impl Lab {
             c.hooks = "on_primary = \"/bin/true\"\non_monitor = \"/bin/true\"\n".into();
             c.metrics = Some("127.0.0.1:9477".into());
             c.extra = format!("[witness]\naddresses = [\"{WITNESS}\"]\n");
-            c.sync = Some(format!(
-                "dir = {:?}\nevery = {every}\nkey_file = {:?}\n",
-                dir.join(format!("data-{}", h.name())).display().to_string(),
-                dir.join("sync-key").display().to_string(),
-            ));
+            c.sync = (every > 0).then(|| {
+                format!(
+                    "dir = {:?}\nevery = {every}\nkey_file = {:?}\n",
+                    dir.join(format!("data-{}", h.name())).display().to_string(),
+                    dir.join("sync-key").display().to_string(),
+                )
+            });
         });
     }
 
@@ -351,14 +366,7 @@ impl Lab {
     }
 
     fn read_json(&self, file: &str) -> Vec<Value> {
-        let Ok(f) = std::fs::File::open(self.pair.dir.join(file)) else {
-            return Vec::new();
-        };
-        std::io::BufReader::new(f)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-            .collect()
+        read_json_lines(&self.pair.dir.join(file))
     }
 
     /// Events of `h` (all its daemon runs).

@@ -41,6 +41,26 @@ pub struct SyncReport {
     pub served_counter: Option<u64>,
 }
 
+/// How long two hosts answered on P after `t0`, from the client's log: from `new`'s first
+/// answer after `t0` to `old`'s last answer after that, ms (0 when `old` never answered after
+/// `new` began, or `new` never answered). Works for any system in the lab topology.
+pub fn both_answered_ms(answers: &[Value], t0: u64, old: &str, new: &str) -> f64 {
+    let Some(first_new) = answers
+        .iter()
+        .filter(|v| v["host"] == new && ts(v) > t0)
+        .map(ts)
+        .min()
+    else {
+        return 0.0;
+    };
+    answers
+        .iter()
+        .filter(|v| v["host"] == old && ts(v) > first_new)
+        .map(ts)
+        .max()
+        .map_or(0.0, |last| ((last - first_new) as f64 / 1e5).round() / 10.0)
+}
+
 /// The contract fields of one scenario.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScenarioSummary {
@@ -58,6 +78,9 @@ pub struct ScenarioSummary {
     pub outage_ms: Option<f64>,
     /// Answers the client got from a host that should not have answered.
     pub split_brain: u64,
+    /// How long two hosts answered on P, as the client saw it: from the new server's first
+    /// answer after the fault to the old one's last answer after that (0: none after it).
+    pub both_answered_ms: f64,
     /// Roles at the end.
     pub final_roles: Roles,
     /// Recovery only: the rebooted primary came back as primary.
@@ -107,6 +130,7 @@ impl ScenarioSummary {
             takeover_ms: None,
             outage_ms: None,
             split_brain: 0,
+            both_answered_ms: 0.0,
             final_roles: Roles::default(),
             claim11: None,
             claim12: None,

@@ -230,6 +230,7 @@ pub fn scenario(opts: &LabOptions, fault: Fault, harmless_for: Duration) -> Repo
         _ => None,
     };
     summary.split_brain = lab.split_brain(t0);
+    summary.both_answered_ms = crate::report::both_answered_ms(&answers, t0, "a", "b");
     summary.final_roles = lab.roles();
     Report {
         summary,

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use failover_lab::{
-    bench, bench_sync, bench_xdp,
+    bench, bench_cpu, bench_sync, bench_vs, bench_xdp,
     bmc::{self, BmcArgs},
     client::{self, ClientArgs},
     demo,
@@ -87,6 +87,62 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         rpo_runs: usize,
     },
+    /// What the daemons cost at steady state with the default heartbeat: CPU % of a core,
+    /// CPU time per probe and RSS of the primary and the monitor (a healthy lab pair, no data
+    /// copy).
+    BenchCpu {
+        /// The `failover` binary to run on the hosts.
+        #[arg(long)]
+        failover: PathBuf,
+        /// The measuring window, seconds.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// Print the figures as one JSON object on the last line of stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// This daemon against keepalived (VRRPv3 unicast) in the same lab, same client, same
+    /// faults, runs alternating: client outage, time two hosts answered on P, false takeovers
+    /// under loss and CPU saturation, CPU and RSS at steady state, and the ratios.
+    BenchVs {
+        /// The `failover` binary to run on the hosts.
+        #[arg(long)]
+        failover: PathBuf,
+        /// The other system (only keepalived).
+        #[arg(value_parser = ["keepalived"])]
+        system: String,
+        /// Runs per system and fault.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        runs: u64,
+        /// Faults (comma-separated): link, freeze (takeovers); loss, cpu (false takeovers).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "link")]
+        fault: Vec<Fault>,
+        /// For loss and cpu: how long each run watches, seconds.
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+        window_s: u64,
+        /// failover's fence modes (comma-separated; the first is reported as `failover`).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "bmc")]
+        fence: Vec<bench::FenceMode>,
+        /// Leave out the row of keepalived with its default adverts (1 s).
+        #[arg(long)]
+        no_defaults: bool,
+        /// For freeze: how long keepalived's master stays frozen, seconds (longer than its
+        /// default-advert detection, about 3.6 s).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        freeze_s: u64,
+        /// The steady-state window for CPU and RSS, seconds (0: not measured).
+        #[arg(long, default_value_t = 20)]
+        steady_s: u64,
+        /// The lab BMCs' delay from a power-off request to the cut and the Off report, e.g. "3s".
+        #[arg(long, default_value = "0s")]
+        bmc_off_delay: failover::config::HumanDuration,
+        /// One JSON object per fault on stdout; the last line is the last fault's.
+        #[arg(long)]
+        json: bool,
+        /// Draw the outage distributions per system and fault to this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
     /// The XDP program's cost per frame against a pass-only program (BPF_PROG_TEST_RUN).
     BenchXdp {
         /// Runs per measurement.
@@ -151,6 +207,39 @@ fn main() -> ExitCode {
             size_mib,
             rpo_runs,
         } => bench_sync::run(&failover, size_mib, rpo_runs),
+        Cmd::BenchCpu {
+            failover,
+            seconds,
+            json,
+        } => bench_cpu::run(&failover, seconds, json),
+        Cmd::BenchVs {
+            failover,
+            system: _,
+            runs,
+            fault,
+            window_s,
+            fence,
+            no_defaults,
+            freeze_s,
+            steady_s,
+            bmc_off_delay,
+            json,
+            plot,
+        } => bench_vs::run(
+            &failover,
+            &bench_vs::VsArgs {
+                faults: fault,
+                runs: runs as usize,
+                window: Duration::from_secs(window_s),
+                fences: fence,
+                defaults: !no_defaults,
+                freeze: Duration::from_secs(freeze_s),
+                steady: Duration::from_secs(steady_s),
+                bmc_off_delay: bmc_off_delay.0,
+                json,
+                plot,
+            },
+        ),
         Cmd::BenchXdp { repeat, rounds } => bench_xdp::run(repeat, rounds as usize),
     };
     match r {
