@@ -1,5 +1,5 @@
-//! The product commands: `run` (the daemon) and `demo`, `bench`, `bench-sync`, `bench-xdp`
-//! (the `failover-lab` binary, which validates its own arguments). Each needs root (network
+//! The product commands: `run` (the daemon) and `demo`, `bench`, `bench-sync`, `bench-xdp`,
+//! `bench-cpu`, `bench-vs` (the `failover-lab` binary, which validates its own arguments). Each needs root (network
 //! namespaces, XDP) and replaces xtask with its binary (exec): its stdio, Ctrl-C handling and
 //! exit status are then the binary's own, and the prompt does not come back while a lab is
 //! still tearing down.
@@ -75,16 +75,6 @@ pub fn bench_sync(artifacts: &Artifacts, size_mib: usize, rpo_runs: usize) -> Re
 pub fn lab_command(artifacts: &Artifacts, subcommand: &str, args: &[String]) -> Result<Infallible> {
     let mut c = lab(artifacts, subcommand);
     c.args(args);
-    exec(c)
-}
-
-/// `cargo xtask bench-cpu`: `failover-lab bench-cpu --failover BIN --seconds N [--json]`.
-pub fn bench_cpu(artifacts: &Artifacts, seconds: u64, json: bool) -> Result<Infallible> {
-    let mut c = lab(artifacts, "bench-cpu");
-    c.args(["--seconds", &seconds.to_string()]);
-    if json {
-        c.arg("--json");
-    }
     exec(c)
 }
 

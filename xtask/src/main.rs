@@ -177,7 +177,8 @@ enum Cmd {
         plot: Option<PathBuf>,
     },
     /// Benchmark of the XDP program's cost per frame against a pass-only program
-    /// (BPF_PROG_TEST_RUN, in the kernel).
+    /// (BPF_PROG_TEST_RUN, in the kernel), then veth throughput of unrelated frames with no
+    /// program, the fast path and the pass-only program attached (about 70 s).
     ///
     /// Runs setup and the release build first, then `failover-lab bench-xdp` as root.
     BenchXdp {
@@ -315,7 +316,11 @@ fn dispatch(cmd: Cmd, runner: &Runner) -> Result<()> {
                 .map(|never| match never {})
         }
         Cmd::BenchCpu { seconds, json } => {
-            lab::bench_cpu(&prepare(runner, Profile::Release)?, seconds, json)
+            let mut args = vec![format!("--seconds={seconds}")];
+            if json {
+                args.push("--json".into());
+            }
+            lab::lab_command(&prepare(runner, Profile::Release)?, "bench-cpu", &args)
                 .map(|never| match never {})
         }
         Cmd::BenchVs {

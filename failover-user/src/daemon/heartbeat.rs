@@ -71,7 +71,13 @@ fn spawn_responders(
 ) -> std::io::Result<Vec<(Stopper, std::thread::JoinHandle<()>)>> {
     let mut out = Vec::new();
     for r in responders {
-        let stopper = r.stopper().map_err(std::io::Error::other)?;
+        let stopper = match r.stopper() {
+            Ok(s) => s,
+            Err(e) => {
+                stop_responders(out);
+                return Err(std::io::Error::other(e));
+            }
+        };
         let flag = stopper.flag();
         let thread = std::thread::Builder::new()
             .name("failover-answer".into())
@@ -83,8 +89,14 @@ fn spawn_responders(
                 if let Err(e) = r.serve_blocking(flag) {
                     tracing::error!("{}", crate::error_chain(&e));
                 }
-            })?;
-        out.push((stopper, thread));
+            });
+        match thread {
+            Ok(t) => out.push((stopper, t)),
+            Err(e) => {
+                stop_responders(out);
+                return Err(e);
+            }
+        }
     }
     Ok(out)
 }
@@ -202,7 +214,7 @@ async fn run(
                     match super::ticker::Ticker::new(m.interval()) {
                         Ok(t) => ticker = Some(t),
                         Err(e) => {
-                            out.push(Report::Failed(format!("probe clock (timerfd): {e}")));
+                            let _ = reports.send(Report::Failed(format!("probe clock (timerfd): {e}")));
                             let _ = reports.send(Report::Retired(m));
                             continue;
                         }

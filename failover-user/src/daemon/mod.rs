@@ -544,9 +544,10 @@ impl Daemon {
         // A reopened monitor (new witnesses) goes on judging a primary already seen: its
         // misses count from its first probe, as the old one's would have.
         let m = Monitor::open(&self.cfg, &self.witnesses, self.machine.armed())?;
-        self.heartbeat.send(Command::Monitor(Box::new(m)));
-        // Loading the XDP object parsed its ELF and BTF on the heap: give what was freed back.
+        // Loading the XDP object parsed its ELF and BTF on the heap: give what was freed back,
+        // before the heartbeat thread starts ticking (the trim locks the heap's arenas).
         crate::sys::trim_heap();
+        self.heartbeat.send(Command::Monitor(Box::new(m)));
         self.monitoring = true;
         self.grace = (!self.machine.armed()).then(|| Instant::now() + self.cfg.startup_grace.0);
         Ok(())

@@ -88,3 +88,41 @@ pub(super) async fn tick_opt(t: Option<&Ticker>) -> io::Result<u64> {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_first_tick_comes_at_once() {
+        runtime().block_on(async {
+            // An hour's interval: only the immediate first tick can end this wait.
+            let t = Ticker::new(Duration::from_secs(3600)).unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(30), t.tick())
+                .await
+                .expect("a first tick")
+                .unwrap();
+            assert_eq!(n, 1);
+        });
+    }
+
+    #[test]
+    fn a_late_reader_gets_one_tick_for_the_missed_periods() {
+        runtime().block_on(async {
+            let t = Ticker::new(Duration::from_millis(1)).unwrap();
+            t.tick().await.unwrap();
+            // The thread stalls (the fault under test) for many periods...
+            std::thread::sleep(Duration::from_millis(30));
+            // ... and the next wait returns once, with the periods it missed, not once each.
+            let n = t.tick().await.unwrap();
+            assert!(n >= 2, "{n}");
+        });
+    }
+}

@@ -256,8 +256,9 @@ impl Responder {
     }
 
     /// Serves on the calling thread until `stop` is used or the socket fails: one blocking
-    /// receive and one send per request, so the thread sleeps in the kernel between requests
-    /// and is woken by the datagram itself (no runtime, no timer, no readiness poll).
+    /// receive and one non-blocking send per request, so the thread sleeps in the kernel
+    /// between requests and is woken by the datagram itself (no runtime, no timer, no
+    /// readiness poll).
     pub fn serve_blocking(
         self,
         stop: Arc<std::sync::atomic::AtomicBool>,
@@ -280,7 +281,13 @@ impl Responder {
                 Err(e) => return Err(io(e)),
             };
             if let Some(reply) = self.answer(&buf[..n], from, &mut newer_reported) {
-                let sent = self.sock.send_to(&reply, from);
+                // Never waits for send-buffer space: a reply that does not fit now is dropped,
+                // as a lost datagram would be.
+                let sent = socket2::SockRef::from(&self.sock).send_to_with_flags(
+                    &reply,
+                    &from.into(),
+                    libc::MSG_DONTWAIT,
+                );
                 self.sent(from, sent);
             }
         }
@@ -349,8 +356,8 @@ impl Responder {
     }
 }
 
-/// Ends a [`Responder::serve_blocking`] running on another thread: shuts the socket down for
-/// reading, which wakes the blocked receive at once.
+/// Ends a [`Responder::serve_blocking`] running on another thread: shuts the socket down,
+/// which wakes the blocked receive at once (and any send, though replies never wait).
 #[derive(Debug)]
 pub struct Stopper {
     sock: std::net::UdpSocket,
@@ -368,7 +375,7 @@ impl Stopper {
         self.stop.store(true, Ordering::Release);
         use std::os::fd::AsRawFd as _;
         // SAFETY: shutdown(2) on a socket this handle owns (a duplicate of the responder's).
-        unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RD) };
+        unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RDWR) };
     }
 }
 
@@ -404,5 +411,50 @@ mod tests {
             .expect("SO_RCVBUF");
         // The kernel doubles the request, within rmem_max.
         assert!(n <= 2 * RECV_BUFFER, "{n}");
+    }
+
+    #[test]
+    fn a_stopper_ends_a_blocked_responder_and_frees_its_port() {
+        let r = Responder::bind(
+            "127.0.0.1".parse().unwrap(),
+            0,
+            Arc::default(),
+            &[Kind::Heartbeat],
+        )
+        .expect("bind");
+        let addr = r.local_addr();
+        let stopper = r.stopper().expect("stopper");
+        let flag = stopper.flag();
+        let (done, ended) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let _ = done.send(r.serve_blocking(flag).is_ok());
+        });
+        // It answers while it runs...
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let hb = Message {
+            kind: Kind::Heartbeat,
+            role: 0,
+            flags: 0,
+            token: 7,
+            seq: 1,
+            epoch: 0,
+            node: 9,
+        };
+        c.send_to(&hb.encode(), addr).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = c.recv_from(&mut buf).expect("an answer");
+        let reply = Message::decode(&buf[..n]).expect("a message");
+        assert_eq!((reply.kind, reply.token), (Kind::HeartbeatReply, 7));
+        // ... and ends when stopped, blocked in its receive as it is now.
+        stopper.stop();
+        let ok = ended
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the responder thread ended");
+        assert!(ok, "a stop is not an error");
+        t.join().unwrap();
+        drop(stopper);
+        std::net::UdpSocket::bind(addr).expect("the port is free again");
     }
 }

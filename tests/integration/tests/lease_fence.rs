@@ -193,6 +193,12 @@ fn a_partition_between_the_two_hosts_only_fences_nothing() {
     let refused = pair.wait_event(monitor, mark, "revoke_refused", |_| true);
     let asked = |v: &Value| v["message"] == "asking the witness to revoke the primary's lease";
     pair.wait_log(monitor, ts(&refused), "a second revoke request", asked);
+    // The monitor is `booting` while the witness considers it (an fsync away): judge it once
+    // the second refusal brought it back.
+    let again = pair.wait_event(monitor, ts(&refused), "primary_failed", |_| true);
+    pair.wait_event(monitor, ts(&again), "role_changed", |v| {
+        v["role"] == "monitor"
+    });
     assert!(answers_within(&pair, &p, "0.2"), "the primary serves");
     assert_eq!(pair.status(monitor)["role"], "monitor");
     let st = pair.status(primary);

@@ -53,7 +53,7 @@ pub fn steady(lab: &Lab, window: Duration) -> Result<Steady> {
         metric(&text, "failover_probes_sent_total").context("failover_probes_sent_total")
     };
     let before = probes()?;
-    let u = measure(&[pids(Host::A), pids(Host::B)], window);
+    let u = measure(&[pids(Host::A), pids(Host::B)], window)?;
     let after = probes()?;
     Ok(Steady {
         primary: u[0].clone(),
@@ -77,10 +77,11 @@ pub fn run(failover: &Path, seconds: u64, json_out: bool) -> Result<()> {
     let opts = demo::prepare(failover)?;
     let (cores, cpu, kernel) = machine();
     // The default heartbeat interval: the bare loops probe as often as the daemon.
-    let floor = crate::floor::measure(Duration::from_millis(2), Duration::from_secs(seconds))?;
+    let interval = Duration::from_millis(2);
+    let floor = crate::floor::measure(interval, Duration::from_secs(seconds))?;
     let lab = quiet_lab(&opts);
     // Past the start's own work (XDP attach, the first joins).
-    std::thread::sleep(Duration::from_secs(2));
+    crate::bench_vs::pause(Duration::from_secs(2))?;
     let s = steady(&lab, Duration::from_secs(seconds))?;
     drop(lab);
     println!(
@@ -88,8 +89,8 @@ pub fn run(failover: &Path, seconds: u64, json_out: bool) -> Result<()> {
         s.probes
     );
     println!(
-        "{:<8} {:>8} {:>12} {:>9}  threads (% of a core)",
-        "role", "CPU %", "us/probe", "RSS MiB"
+        "{:<8} {:>8} {:>12} {:>9} {:>9}  threads (% of a core)",
+        "role", "CPU %", "us/probe", "RSS MiB", "PSS MiB"
     );
     for (role, u) in [("primary", &s.primary), ("monitor", &s.monitor)] {
         let threads: Vec<String> = u
@@ -99,19 +100,22 @@ pub fn run(failover: &Path, seconds: u64, json_out: bool) -> Result<()> {
             .map(|(k, p)| format!("{k} {p:.3}"))
             .collect();
         println!(
-            "{role:<8} {:>8.3} {:>12.2} {:>9.1}  {}",
+            "{role:<8} {:>8.3} {:>12.2} {:>9.1} {:>9.1}  {}",
             u.cpu_pct,
             s.us_per_probe(u),
             u.rss_mib,
+            u.pss_mib,
             threads.join(", ")
         );
     }
+    // µs per probe to % of a core at one probe per interval.
+    let pct = |us: f64| us / interval.as_micros() as f64 * 100.0;
     println!(
         "floor (bare loops, same topology, no daemon): prober {:.2} us/probe ({:.3} %), answerer {:.2} us/probe ({:.3} %)",
         floor.prober_us,
-        floor.prober_us * 500.0 / 1e4,
+        pct(floor.prober_us),
         floor.answer_us,
-        floor.answer_us * 500.0 / 1e4
+        pct(floor.answer_us)
     );
     println!(
         "over the floor: monitor {:.2}x, primary {:.2}x",
@@ -126,4 +130,20 @@ pub fn run(failover: &Path, seconds: u64, json_out: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric;
+
+    #[test]
+    fn metric_reads_the_named_series_only() {
+        let text = "# HELP failover_probes_sent_total Heartbeat probes sent.\n\
+                    failover_probes_sent_total_x{node=\"b\"} 7\n\
+                    failover_probes_sent_total{node=\"b\"} 12345\n\
+                    failover_probes_in_time_total{node=\"b\"} 12000\n";
+        assert_eq!(metric(text, "failover_probes_sent_total"), Some(12345.0));
+        assert_eq!(metric(text, "failover_probes_lost_total"), None);
+        assert_eq!(metric("failover_epoch 3\n", "failover_epoch"), Some(3.0));
+    }
 }

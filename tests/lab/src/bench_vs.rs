@@ -196,9 +196,12 @@ pub fn run(failover: &std::path::Path, a: &VsArgs) -> Result<()> {
 /// The steady-state cost of `s`: a healthy pair, no data copy, after 2 s of settling.
 fn steady_cost(opts: &LabOptions, s: System, window: Duration) -> Result<Cost> {
     match s {
-        System::Failover(_) => {
-            let lab = bench_cpu::quiet_lab(opts);
-            std::thread::sleep(Duration::from_secs(2));
+        System::Failover(mode) => {
+            let lab = bench_cpu::quiet_lab(&LabOptions {
+                lease: mode == FenceMode::Lease,
+                ..opts.clone()
+            });
+            pause(Duration::from_secs(2))?;
             let st = bench_cpu::steady(&lab, window)?;
             Ok(Cost {
                 primary: st.primary,
@@ -207,8 +210,8 @@ fn steady_cost(opts: &LabOptions, s: System, window: Duration) -> Result<Cost> {
         }
         System::Keepalived(adv) => {
             let lab = KeepalivedLab::start(&opts.lab_bin, adv)?;
-            std::thread::sleep(Duration::from_secs(2));
-            let u = measure(&[lab.pids(Host::A), lab.pids(Host::B)], window);
+            pause(Duration::from_secs(2))?;
+            let u = measure(&[lab.pids(Host::A), lab.pids(Host::B)], window)?;
             Ok(Cost {
                 primary: u[0].clone(),
                 monitor: u[1].clone(),
@@ -262,36 +265,35 @@ fn keepalived_run(
             lab.pair.port(Host::A, false);
             lab.wait_for("an answer from b", limit, first_b)?;
             // The same observation window as the failover scenario's.
-            std::thread::sleep(Duration::from_millis(300));
+            pause(Duration::from_millis(300))?;
         }
         Fault::Freeze => {
+            // A stays frozen for exactly `--freeze-s`, whether B took over by then or not.
             lab.freeze(Host::A, true);
-            lab.wait_for("an answer from b", a.freeze + limit, first_b)?;
             let thaw = t0 + a.freeze.as_nanos() as u64;
-            std::thread::sleep(Duration::from_nanos(thaw.saturating_sub(mono_ns())));
+            pause(Duration::from_nanos(thaw.saturating_sub(mono_ns())))?;
             lab.freeze(Host::A, false);
             // The failover scenario's observation window: A's queued requests are answered
             // at once when it runs again.
-            std::thread::sleep(Duration::from_millis(300));
+            pause(Duration::from_millis(300))?;
         }
         Fault::Loss => {
-            crate::fault::switch_rule(
-                &lab.pair.sw,
-                "iifname \"pa\" numgen random mod 100 < 5 drop\n  oifname \"pa\" numgen random mod 100 < 5 drop",
-            );
-            std::thread::sleep(a.window);
+            let port = failover_harness::pair::Pair::port_name(Host::A);
+            crate::fault::switch_rule(&lab.pair.sw, &crate::fault::loss_rule(port));
+            pause(a.window)?;
         }
         Fault::Cpu => {
             lab.burn_cpu(Host::A)?;
-            std::thread::sleep(a.window);
+            pause(a.window)?;
         }
         _ => bail!("bench-vs: no keepalived scenario for {fault}"),
     }
     let answers = lab.answers();
     if fault.harmless() {
         return Ok(RunResult {
-            false_takeovers: Some((lab.masters(Host::B) - masters) as u64),
-            ..RunResult::default()
+            false_takeovers: Some(lab.masters(Host::B).saturating_sub(masters) as u64),
+            both_answered_ms: both_answered_ms(&answers, t0, "a", "b"),
+            outage_ms: None,
         });
     }
     let fb = answers
@@ -312,6 +314,22 @@ fn keepalived_run(
         both_answered_ms: both_answered_ms(&answers, t0, "a", "b"),
         false_takeovers: None,
     })
+}
+
+/// Sleeps for `d` in short steps; an error as soon as Ctrl-C is pressed (the labs tear down
+/// on the way out).
+pub fn pause(d: Duration) -> Result<()> {
+    let until = std::time::Instant::now() + d;
+    loop {
+        if interrupted() {
+            bail!("interrupted");
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
 }
 
 /// min/median/p95/max of `v` (sorted in place), or null.
@@ -335,7 +353,8 @@ fn figures(s: System, runs: &[RunResult], a: &VsArgs, cost: Option<&Cost>) -> Va
         .map(|n| n as f64 * 600.0 / (a.window.as_secs_f64() * runs.len().max(1) as f64));
     let cost = cost.map_or(Value::Null, |c| {
         json!({"cpu_pct": {"primary": c.primary.cpu_pct, "monitor": c.monitor.cpu_pct},
-            "rss_mib": {"primary": c.primary.rss_mib, "monitor": c.monitor.rss_mib}})
+            "rss_mib": {"primary": c.primary.rss_mib, "monitor": c.monitor.rss_mib},
+            "pss_mib": {"primary": c.primary.pss_mib, "monitor": c.monitor.pss_mib}})
     });
     json!({
         "label": s.label(),
@@ -348,6 +367,7 @@ fn figures(s: System, runs: &[RunResult], a: &VsArgs, cost: Option<&Cost>) -> Va
         "false_takeovers_per_10min": false_per_10min,
         "cpu_pct": cost["cpu_pct"],
         "rss_mib": cost["rss_mib"],
+        "pss_mib": cost["pss_mib"],
     })
 }
 
@@ -372,6 +392,9 @@ fn ratios(out: &serde_json::Map<String, Value>) -> Value {
         "cpu_monitor": ratio(&["cpu_pct", "monitor"]),
         "rss_primary": ratio(&["rss_mib", "primary"]),
         "rss_monitor": ratio(&["rss_mib", "monitor"]),
+        "pss_primary": ratio(&["pss_mib", "primary"]),
+        "pss_monitor": ratio(&["pss_mib", "monitor"]),
+        "false_takeovers_per_10min": ratio(&["false_takeovers_per_10min"]),
     })
 }
 
@@ -433,18 +456,26 @@ fn print_table(
     }
     if !a.steady.is_zero() {
         println!(
-            "{:<28} {:>12} {:>12} {:>12} {:>12}",
-            "steady state", "CPU% prim.", "CPU% mon.", "RSS MiB p.", "RSS MiB m."
+            "{:<28} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            "steady state",
+            "CPU% prim.",
+            "CPU% mon.",
+            "RSS MiB p.",
+            "RSS MiB m.",
+            "PSS MiB p.",
+            "PSS MiB m."
         );
         for s in systems {
             let v = &out[&s.key(first)];
             println!(
-                "{:<28} {:>12} {:>12} {:>12} {:>12}",
+                "{:<28} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
                 s.label(),
                 p(&v["cpu_pct"]["primary"]),
                 p(&v["cpu_pct"]["monitor"]),
                 f(&v["rss_mib"]["primary"]),
                 f(&v["rss_mib"]["monitor"]),
+                f(&v["pss_mib"]["primary"]),
+                f(&v["pss_mib"]["monitor"]),
             );
         }
     }

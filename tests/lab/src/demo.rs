@@ -51,10 +51,12 @@ pub fn prepare(failover: &Path) -> Result<LabOptions> {
             left.join(", ")
         );
     }
-    // Ctrl-C: finish tearing down instead of dying with namespaces left behind. The lab's Drop
+    // Ctrl-C or SIGTERM: finish tearing down instead of dying with namespaces left behind. The lab's Drop
     // runs when the scenario unwinds; the handler only records the request.
     // SAFETY: installing a signal handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as usize) };
+    // SAFETY: as above; SIGTERM (a `kill`, a CI timeout) tears down the same way.
+    unsafe { libc::signal(libc::SIGTERM, on_sigint as *const () as usize) };
     let lab_bin = std::env::current_exe()?;
     Ok(LabOptions::new(failover.to_path_buf(), lab_bin))
 }

@@ -105,6 +105,21 @@ fn nft(sw: &NetNs, rules: &str) {
     assert!(c.wait().unwrap().success(), "nft {rules}");
 }
 
+/// The `loss` fault's switch rule: 5 % of the frames from and to switch port `port` dropped.
+pub(crate) fn loss_rule(port: &str) -> String {
+    format!(
+        "iifname \"{port}\" numgen random mod 100 < 5 drop\n  oifname \"{port}\" numgen random mod 100 < 5 drop"
+    )
+}
+
+/// The `cpu` fault: two busy loops in `ns` (both cores of the lab machine), to be killed by
+/// the caller.
+pub(crate) fn burn_cpu(ns: &NetNs) -> std::io::Result<Vec<std::process::Child>> {
+    (0..2)
+        .map(|_| ns.command("sh").args(["-c", "while :; do :; done"]).spawn())
+        .collect()
+}
+
 /// An nft bridge table `fo_lab` on the switch with one forward rule.
 pub(crate) fn switch_rule(sw: &NetNs, rule: &str) {
     nft(
@@ -159,12 +174,7 @@ impl Lab {
                 std::fs::write(self.control_dir(h).join("slow_ms"), "1000").unwrap();
                 self.pair.port(h, false);
             }
-            Fault::Loss => switch_rule(
-                &self.pair.sw,
-                &format!(
-                    "iifname \"{port}\" numgen random mod 100 < 5 drop\n  oifname \"{port}\" numgen random mod 100 < 5 drop"
-                ),
-            ),
+            Fault::Loss => switch_rule(&self.pair.sw, &loss_rule(port)),
             Fault::MonitorLink => self.pair.port(Host::B, false),
             Fault::WitnessDown => {
                 // The witness is the client: its ICMP goes, its service traffic stays.
@@ -185,16 +195,8 @@ impl Lab {
                 switch_rule(&self.pair.sw, &format!("iifname \"{port}\" drop"));
             }
             Fault::Cpu => {
-                for _ in 0..2 {
-                    let c = self
-                        .pair
-                        .ns(h)
-                        .command("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .spawn()
-                        .expect("cpu burner");
-                    self.children.push(c);
-                }
+                let burners = burn_cpu(self.pair.ns(h)).expect("cpu burners");
+                self.children.extend(burners);
             }
         }
     }

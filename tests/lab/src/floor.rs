@@ -10,9 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use failover_harness::pair::{Host, Names, Options, Pair};
-
-use crate::lab::PREFIX;
+use failover_harness::pair::Host;
 
 /// CPU time of the calling thread, ns.
 fn thread_cpu_ns() -> u64 {
@@ -49,13 +47,7 @@ pub struct Floor {
 /// Runs the bare loops for `window` at `interval` between A (answering) and B (probing) of a
 /// fresh lab topology (no daemons).
 pub fn measure(interval: Duration, window: Duration) -> Result<Floor> {
-    let pair = Pair::new(Options {
-        subnet: 92,
-        names: Names::Fixed(PREFIX),
-        watch: false,
-        echo: false,
-        ..Options::default()
-    });
+    let pair = crate::lab::topology(None);
     let to: SocketAddr = "10.92.0.1:7799".parse()?;
     let (ns_a, ns_b) = (pair.ns(Host::A).path(), pair.ns(Host::B).path());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -12,12 +12,12 @@ use anyhow::{bail, Context as _, Result};
 use failover_harness::{
     events::ts,
     mono_ns, namespace_pids,
-    pair::{Host, Names, Options, Pair},
+    pair::{Host, Pair},
     signal_namespace,
 };
 use serde_json::Value;
 
-use crate::lab::{interrupted, P, PREFIX, SERVICE_PORT};
+use crate::lab::{interrupted, P, SERVICE_PORT};
 
 /// keepalived's settings in a run.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -97,13 +97,7 @@ impl KeepalivedLab {
     /// hosts, keepalived on both (A with the higher priority) and the client; returns once the
     /// client has been answered by A 50 times.
     pub fn start(lab_bin: &Path, adverts: Adverts) -> Result<KeepalivedLab> {
-        let pair = Pair::new(Options {
-            subnet: 92,
-            names: Names::Fixed(PREFIX),
-            watch: false,
-            echo: false,
-            ..Options::default()
-        });
+        let pair = crate::lab::topology(None);
         let mut lab = KeepalivedLab {
             pair,
             children: Vec::new(),
@@ -266,18 +260,10 @@ impl KeepalivedLab {
         }
     }
 
-    /// Saturates both cores on `h` (two busy loops, killed with the lab).
+    /// Saturates both cores on `h` (the `cpu` fault; the burners die with the lab).
     pub fn burn_cpu(&mut self, h: Host) -> Result<()> {
-        for _ in 0..2 {
-            let c = self
-                .pair
-                .ns(h)
-                .command("sh")
-                .args(["-c", "while :; do :; done"])
-                .spawn()
-                .context("cpu burner")?;
-            self.children.push(c);
-        }
+        let burners = crate::fault::burn_cpu(self.pair.ns(h)).context("cpu burners")?;
+        self.children.extend(burners);
         Ok(())
     }
 

@@ -63,6 +63,20 @@ pub fn leftovers() -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// The lab's two-host fixture on the service network (10.92.0.0/24, the `fo-lab-` names),
+/// daemons not started: the failover lab runs `failover` (this binary) on it, the benches
+/// their own programs.
+pub fn topology(failover: Option<PathBuf>) -> Pair {
+    Pair::new(Options {
+        subnet: 92,
+        names: Names::Fixed(PREFIX),
+        watch: false,
+        echo: false,
+        failover,
+        ..Options::default()
+    })
+}
+
 /// The JSON lines of a log file (none when it does not exist; lines that do not parse are
 /// skipped: the last one may be half written).
 pub fn read_json_lines(path: &std::path::Path) -> Vec<Value> {
@@ -168,14 +182,7 @@ impl Lab {
             "a previous lab is still up (namespaces {}); remove them with `ip netns del NAME`",
             left.join(", ")
         );
-        let pair = Pair::new(Options {
-            subnet: 92,
-            names: Names::Fixed(PREFIX),
-            watch: false,
-            echo: false,
-            failover: Some(opts.failover.clone()),
-            ..Options::default()
-        });
+        let pair = topology(Some(opts.failover.clone()));
         let mgmt = NetNs::named(&format!("{PREFIX}mgmt"));
         mgmt.ip(["link", "add", "brm", "type", "bridge"]);
         mgmt.ip(["link", "set", "brm", "up"]);

@@ -284,3 +284,37 @@ impl Lab {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(host: &str, ms: u64) -> Value {
+        serde_json::json!({"ts_ns": ms * 1_000_000, "host": host})
+    }
+
+    #[test]
+    fn both_answered_spans_the_new_hosts_first_answer_to_the_old_ones_last() {
+        // Fault at 100 ms; B first answers at 140; A answers again at 150 and 5100 (a thaw).
+        let log = [
+            answer("a", 90),
+            answer("a", 95),
+            answer("b", 140),
+            answer("a", 150),
+            answer("b", 145),
+            answer("a", 5100),
+        ];
+        assert_eq!(both_answered_ms(&log, 100_000_000, "a", "b"), 4960.0);
+    }
+
+    #[test]
+    fn both_answered_is_zero_when_the_old_host_stays_silent_or_nobody_took_over() {
+        let clean = [answer("a", 90), answer("b", 140), answer("b", 145)];
+        assert_eq!(both_answered_ms(&clean, 100_000_000, "a", "b"), 0.0);
+        // A answered after the fault but before B's first answer: not two hosts at once.
+        let before = [answer("a", 101), answer("b", 140)];
+        assert_eq!(both_answered_ms(&before, 100_000_000, "a", "b"), 0.0);
+        let none = [answer("a", 90), answer("a", 150)];
+        assert_eq!(both_answered_ms(&none, 100_000_000, "a", "b"), 0.0);
+    }
+}

@@ -42,6 +42,18 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Proportional set of `pid`, KiB: its resident pages, each shared page divided among the
+/// processes that map it (so the two processes of one node, or a binary's pages shared by two
+/// daemons, are not counted twice).
+fn pss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// One node's cost over a window.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Usage {
@@ -49,8 +61,11 @@ pub struct Usage {
     pub cpu_pct: f64,
     /// CPU time over the window, ns.
     pub cpu_ns: u64,
-    /// Resident memory at the end, MiB (summed over the processes).
+    /// Resident memory at the end, MiB (summed over the processes: pages two of them share
+    /// count twice).
     pub rss_mib: f64,
+    /// Proportional set at the end, MiB (summed over the processes; shared pages divided).
+    pub pss_mib: f64,
     /// Per thread name: percent of one core (live threads only).
     pub threads: BTreeMap<String, f64>,
 }
@@ -98,6 +113,7 @@ impl Snapshot {
             cpu_ns: used,
             cpu_pct: pct(used),
             rss_mib: self.pids.iter().map(|p| rss_kib(*p)).sum::<u64>() as f64 / 1024.0,
+            pss_mib: self.pids.iter().map(|p| pss_kib(*p)).sum::<u64>() as f64 / 1024.0,
             threads: now
                 .threads
                 .iter()
@@ -110,9 +126,10 @@ impl Snapshot {
     }
 }
 
-/// The cost of each group of processes (one group per node) over the same `window`.
-pub fn measure(groups: &[Vec<i32>], window: Duration) -> Vec<Usage> {
+/// The cost of each group of processes (one group per node) over the same `window`; an error
+/// when Ctrl-C ends the window early.
+pub fn measure(groups: &[Vec<i32>], window: Duration) -> anyhow::Result<Vec<Usage>> {
     let snaps: Vec<Snapshot> = groups.iter().map(|g| Snapshot::take(g)).collect();
-    std::thread::sleep(window);
-    snaps.iter().map(Snapshot::usage).collect()
+    crate::bench_vs::pause(window)?;
+    Ok(snaps.iter().map(Snapshot::usage).collect())
 }
