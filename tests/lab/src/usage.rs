@@ -101,14 +101,23 @@ impl Snapshot {
         let now = Snapshot::take(&self.pids);
         let secs = now.at.duration_since(self.at).as_secs_f64().max(1e-9);
         let pct = |ns: u64| ns as f64 / 1e9 / secs * 100.0;
-        // The process totals count threads that ended in the window but tick in 10 ms steps;
-        // the threads' own clocks are exact: the larger of the two.
-        let threads: u64 = now.threads.values().sum::<u64>();
-        let before: u64 = self.threads.values().sum::<u64>();
-        let used = now
-            .cpu_ns
-            .saturating_sub(self.cpu_ns)
-            .max(threads.saturating_sub(before));
+        // The threads' own clocks are exact; the process totals come in clock ticks (10 ms),
+        // rounded, but also count threads that ended in the window. The threads' sum, unless
+        // the totals exceed it by more than their rounding (then threads ended).
+        let threads = now
+            .threads
+            .values()
+            .sum::<u64>()
+            .saturating_sub(self.threads.values().sum::<u64>());
+        let totals = now.cpu_ns.saturating_sub(self.cpu_ns);
+        // SAFETY: sysconf has no preconditions.
+        let tick_ns = 1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let rounding = 2 * tick_ns * self.pids.len().max(1) as u64;
+        let used = if totals > threads + rounding {
+            totals
+        } else {
+            threads
+        };
         Usage {
             cpu_ns: used,
             cpu_pct: pct(used),
