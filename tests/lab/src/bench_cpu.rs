@@ -65,10 +65,19 @@ pub fn steady(lab: &Lab, window: Duration) -> Result<Steady> {
 
 /// A lab for steady-state figures: the demo's, without the data copy (which has a cost of
 /// its own, measured by bench-sync).
-pub fn quiet_lab(opts: &LabOptions) -> Lab {
-    Lab::start(LabOptions {
+pub fn quiet_lab(opts: &LabOptions) -> Result<Lab> {
+    let opts = LabOptions {
         sync_every: 0,
         ..opts.clone()
+    };
+    // The lab panics when it cannot start or is interrupted (its Drop tears down what it built
+    // while unwinding): an error here, as `demo::run_scenario` makes of a scenario's panic.
+    std::panic::catch_unwind(|| Lab::start(opts)).map_err(|_| {
+        if crate::lab::interrupted() {
+            anyhow::anyhow!("interrupted; the lab was torn down")
+        } else {
+            anyhow::anyhow!("the lab did not start (see the message above); it was torn down")
+        }
     })
 }
 
@@ -79,9 +88,9 @@ pub fn run(failover: &Path, seconds: u64, json_out: bool) -> Result<()> {
     // The default heartbeat interval: the bare loops probe as often as the daemon.
     let interval = Duration::from_millis(2);
     let floor = crate::floor::measure(interval, Duration::from_secs(seconds))?;
-    let lab = quiet_lab(&opts);
+    let lab = quiet_lab(&opts)?;
     // Past the start's own work (XDP attach, the first joins).
-    crate::bench_vs::pause(Duration::from_secs(2))?;
+    crate::lab::pause(Duration::from_secs(2))?;
     let s = steady(&lab, Duration::from_secs(seconds))?;
     drop(lab);
     println!(

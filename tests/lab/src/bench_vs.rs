@@ -16,7 +16,7 @@ use crate::{
     bench_cpu,
     fault::Fault,
     keepalived::{self, Adverts, KeepalivedLab},
-    lab::{interrupted, LabOptions},
+    lab::{interrupted, pause, LabOptions},
     report::both_answered_ms,
     usage::{measure, Usage},
 };
@@ -200,7 +200,7 @@ fn steady_cost(opts: &LabOptions, s: System, window: Duration) -> Result<Cost> {
             let lab = bench_cpu::quiet_lab(&LabOptions {
                 lease: mode == FenceMode::Lease,
                 ..opts.clone()
-            });
+            })?;
             pause(Duration::from_secs(2))?;
             let st = bench_cpu::steady(&lab, window)?;
             Ok(Cost {
@@ -314,22 +314,6 @@ fn keepalived_run(
         both_answered_ms: both_answered_ms(&answers, t0, "a", "b"),
         false_takeovers: None,
     })
-}
-
-/// Sleeps for `d` in short steps; an error as soon as Ctrl-C is pressed (the labs tear down
-/// on the way out).
-pub fn pause(d: Duration) -> Result<()> {
-    let until = std::time::Instant::now() + d;
-    loop {
-        if interrupted() {
-            bail!("interrupted");
-        }
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        std::thread::sleep(left.min(Duration::from_millis(50)));
-    }
 }
 
 /// min/median/p95/max of `v` (sorted in place), or null.

@@ -150,39 +150,6 @@ impl Attached {
     }
 }
 
-/// Set by SIGINT / SIGTERM while the throughput runs, so that the namespaces are deleted
-/// (the guards' drops) instead of being left behind by a killed process.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn interrupted(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
-/// Routes SIGINT and SIGTERM to [`INTERRUPTED`] while it lives; the previous handlers come
-/// back on drop.
-struct InterruptGuard {
-    old: [(libc::c_int, libc::sighandler_t); 2],
-}
-
-impl InterruptGuard {
-    fn install() -> InterruptGuard {
-        let handler = interrupted as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let old =
-            [libc::SIGINT, libc::SIGTERM].map(|sig| (sig, unsafe { libc::signal(sig, handler) }));
-        InterruptGuard { old }
-    }
-}
-
-impl Drop for InterruptGuard {
-    fn drop(&mut self) {
-        for (sig, old) in self.old {
-            // SAFETY: restores the handler that was there before.
-            unsafe { libc::signal(sig, old) };
-        }
-    }
-}
-
 /// The two namespaces joined by a veth pair (`TX_IF` in `TX_NS`, `RX_IF` in `RX_NS`); both
 /// are deleted on drop (the harness's `NetNs`), with the pair.
 struct Link {
@@ -440,7 +407,7 @@ fn parse_mac(s: &str) -> Result<[u8; 6]> {
 /// every round), `rounds` rounds; prints the medians and the ratios and returns them as JSON.
 /// The namespaces are deleted on every way out (guards; SIGINT and SIGTERM included).
 pub fn veth_throughput(rounds: usize) -> Result<serde_json::Value> {
-    let _signals = InterruptGuard::install();
+    crate::lab::catch_interrupts();
     let link = Link::new();
     let frame = unrelated_udp(
         parse_mac(&link.rx.mac(RX_IF))?,
@@ -449,16 +416,7 @@ pub fn veth_throughput(rounds: usize) -> Result<serde_json::Value> {
     let sender = Sender::start(&link, frame)?;
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); Attached::ALL.len()];
     let mut modes: Vec<Option<AttachMode>> = vec![None; Attached::ALL.len()];
-    let sleep = |d: Duration| -> Result<()> {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            if INTERRUPTED.load(Ordering::Relaxed) {
-                bail!("interrupted");
-            }
-            std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
-        }
-        Ok(())
-    };
+    let sleep = crate::lab::pause;
     let (cores, cpu, kernel) = machine();
     println!(
         "veth throughput, unrelated UDP (60-byte frames) {TX_NS} -> {RX_NS}, {} s windows, median of {rounds} rounds; {cores} cores, {cpu}, kernel {kernel}",

@@ -17,10 +17,6 @@ use crate::{
     scenario::scenario,
 };
 
-extern "C" fn on_sigint(_: i32) {
-    lab::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
 fn print_timeline(title: &str, report: &Report) {
     eprintln!("\n{title}");
     for (label, ms) in &report.timeline {
@@ -42,7 +38,7 @@ fn print_timeline(title: &str, report: &Report) {
     );
 }
 
-/// Checks that no lab is up, installs the Ctrl-C handler, returns the options.
+/// Checks that no lab is up, catches Ctrl-C and SIGTERM, returns the options.
 pub fn prepare(failover: &Path) -> Result<LabOptions> {
     let left = lab::leftovers();
     if !left.is_empty() {
@@ -51,12 +47,7 @@ pub fn prepare(failover: &Path) -> Result<LabOptions> {
             left.join(", ")
         );
     }
-    // Ctrl-C or SIGTERM: finish tearing down instead of dying with namespaces left behind. The lab's Drop
-    // runs when the scenario unwinds; the handler only records the request.
-    // SAFETY: installing a signal handler that only stores to an atomic.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as usize) };
-    // SAFETY: as above; SIGTERM (a `kill`, a CI timeout) tears down the same way.
-    unsafe { libc::signal(libc::SIGTERM, on_sigint as *const () as usize) };
+    lab::catch_interrupts();
     let lab_bin = std::env::current_exe()?;
     Ok(LabOptions::new(failover.to_path_buf(), lab_bin))
 }

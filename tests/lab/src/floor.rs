@@ -84,7 +84,7 @@ pub fn measure(interval: Duration, window: Duration) -> Result<Floor> {
         let c0 = thread_cpu_ns();
         let mut n = 0;
         let step = interval.as_nanos() as i64;
-        while std::time::Instant::now() < end {
+        while std::time::Instant::now() < end && !crate::lab::interrupted() {
             next.tv_nsec += step as libc::c_long;
             while next.tv_nsec >= 1_000_000_000 {
                 next.tv_nsec -= 1_000_000_000;
@@ -108,6 +108,9 @@ pub fn measure(interval: Duration, window: Duration) -> Result<Floor> {
     let (p_ns, probes) = probe.join().expect("prober thread")?;
     let (a_ns, answered) = answer.join().expect("answering thread")?;
     drop(pair);
+    if crate::lab::interrupted() {
+        anyhow::bail!("interrupted");
+    }
     Ok(Floor {
         prober_us: p_ns as f64 / 1e3 / probes.max(1) as f64,
         answer_us: a_ns as f64 / 1e3 / answered.max(1) as f64,

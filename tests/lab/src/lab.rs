@@ -44,9 +44,39 @@ pub const WITNESS: &str = "10.92.0.3";
 /// Set (by a Ctrl-C handler) to end a running scenario early; the lab still tears down.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Whether Ctrl-C was pressed.
+/// Whether Ctrl-C was pressed (or SIGTERM came).
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
+}
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Routes SIGINT and SIGTERM (Ctrl-C, a `kill`, a CI timeout) to [`INTERRUPTED`] for the rest
+/// of the process: a running lab or bench then finishes tearing down (its guards' drops run
+/// as it unwinds) instead of dying with namespaces left behind.
+pub fn catch_interrupts() {
+    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, handler) };
+    }
+}
+
+/// Sleeps for `d` in short steps; an error as soon as [`interrupted`].
+pub fn pause(d: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + d;
+    loop {
+        if interrupted() {
+            anyhow::bail!("interrupted");
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
+    }
 }
 
 /// Lab namespaces still present (from a lab that did not tear down).

@@ -139,6 +139,6 @@ impl Snapshot {
 /// when Ctrl-C ends the window early.
 pub fn measure(groups: &[Vec<i32>], window: Duration) -> anyhow::Result<Vec<Usage>> {
     let snaps: Vec<Snapshot> = groups.iter().map(|g| Snapshot::take(g)).collect();
-    crate::bench_vs::pause(window)?;
+    crate::lab::pause(window)?;
     Ok(snaps.iter().map(Snapshot::usage).collect())
 }
